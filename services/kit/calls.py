@@ -1,0 +1,84 @@
+"""Reading request metadata and writing response headers, the same for every servicer.
+
+HTTP headers arrive through Envoy's transcoder as lowercase gRPC metadata.
+Response headers must go out as *initial* metadata (Envoy drops trailers on
+REST responses); `x-http-code` asks the edge for a non-200 success status.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import grpc
+
+from services.kit import errors
+
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def header(ctx: Context, name: str) -> str | None:
+    """The value of one metadata entry (lowercase name), or None."""
+    for key, value in ctx.invocation_metadata() or ():
+        if key == name and isinstance(value, str):
+            return value
+    return None
+
+
+def require_header(ctx: Context, name: str, http_name: str) -> str:
+    """The header's value; InvalidArgument naming the HTTP header when absent or blank."""
+    value = (header(ctx, name) or "").strip()
+    if not value:
+        raise errors.InvalidArgument.field(http_name, "header is required")
+    return value
+
+
+def tenant(ctx: Context) -> str:
+    """The caller's tenant from `x-tenant-id`, validated."""
+    value = require_header(ctx, "x-tenant-id", "X-Tenant-Id")
+    if not TENANT_PATTERN.match(value):
+        raise errors.InvalidArgument.field(
+            "X-Tenant-Id", "must be 1-64 letters, digits, '.', '_' or '-'"
+        )
+    return value
+
+
+def if_match(ctx: Context, *, required: bool) -> int | None:
+    """The version named by `if-match` ("3", 3 or W/"3"); None when optional and absent."""
+    raw = (header(ctx, "if-match") or "").strip()
+    if not raw:
+        if required:
+            raise errors.PreconditionRequired(
+                'If-Match header is required: send the version you last saw, e.g. If-Match: "1"'
+            )
+        return None
+    match = _ETAG.match(raw)
+    if match is None:
+        raise errors.InvalidArgument.field("If-Match", 'must be a version such as "3"')
+    return int(match.group(1))
+
+
+def etag(version: int) -> str:
+    """The strong ETag of a resource version."""
+    return f'"{version}"'
+
+
+async def send_headers(
+    ctx: Context,
+    *,
+    http_status: int | None = None,
+    version: int | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
+    """Send response headers as initial metadata: status hint, ETag, others."""
+    md: list[tuple[str, str]] = []
+    if http_status is not None:
+        md.append(("x-http-code", str(http_status)))
+    if version is not None:
+        md.append(("etag", etag(version)))
+    md.extend((extra or {}).items())
+    if md:
+        await ctx.send_initial_metadata(tuple(md))

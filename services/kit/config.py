@@ -1,0 +1,67 @@
+"""Reading configuration from the environment, once, at start-up.
+
+Each service has a frozen Config dataclass built by `from_env()` in its
+`__main__`; nothing reads os.environ after that.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigError(ValueError):
+    """A required setting is missing or malformed."""
+
+
+def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    """A string setting; ConfigError when required and absent."""
+    value = env.get(name, default)
+    if value is None or value == "":
+        if default is not None:
+            return default
+        raise ConfigError(f"{name} must be set")
+    return value
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """An integer setting."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    """A float setting."""
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """What every gRPC server process needs: where to bind, log and trace."""
+
+    bind: str
+    log_level: str
+    otlp_endpoint: str | None
+    shutdown_grace_s: float
+
+    @classmethod
+    def from_env(cls, prefix: str, env: Mapping[str, str] = os.environ) -> ServerConfig:
+        """Read `<PREFIX>_GRPC_BIND`, `LOG_LEVEL`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `SHUTDOWN_GRACE_S`."""
+        return cls(
+            bind=env_str(env, f"{prefix}_GRPC_BIND", "127.0.0.1:50051"),
+            log_level=env_str(env, "LOG_LEVEL", "INFO"),
+            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            shutdown_grace_s=env_float(env, "SHUTDOWN_GRACE_S", 5.0),
+        )

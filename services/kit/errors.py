@@ -1,0 +1,102 @@
+"""The platform's domain errors: one tree, mapped to gRPC in exactly one place.
+
+    PlatformError                 internal
+    ├── InvalidArgument           invalid_argument
+    ├── Unauthenticated           unauthenticated
+    ├── PermissionDenied          permission_denied
+    ├── NotFound                  not_found
+    ├── Conflict                  conflict            (a concurrent change: stale version)
+    │   ├── IdempotencyKeyReused  conflict            (same key, different request)
+    │   └── InvalidTransition     conflict            (the resource is in the wrong state)
+    ├── PreconditionFailed        precondition_failed
+    ├── PreconditionRequired      precondition_required
+    ├── RateLimited               rate_limited
+    ├── Unavailable               unavailable
+    └── DeadlineExceeded          deadline_exceeded
+
+Business code raises these and imports nothing from gRPC; `services.kit.status`
+maps each class to a gRPC status, and the edge maps the `code` string to HTTP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid field of a request, reported back as google.rpc.BadRequest."""
+
+    field: str
+    description: str
+
+
+class PlatformError(Exception):
+    """Base of every error the platform reports to callers on purpose."""
+
+    code = "internal"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        violations: tuple[FieldViolation, ...] = (),
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.violations = violations
+        self.metadata = metadata or {}
+
+
+class InvalidArgument(PlatformError):
+    code = "invalid_argument"
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        """An error about one field, with the message naming it."""
+        return cls(f"{field}: {description}", violations=(FieldViolation(field, description),))
+
+
+class Unauthenticated(PlatformError):
+    code = "unauthenticated"
+
+
+class PermissionDenied(PlatformError):
+    code = "permission_denied"
+
+
+class NotFound(PlatformError):
+    code = "not_found"
+
+
+class Conflict(PlatformError):
+    code = "conflict"
+
+
+class IdempotencyKeyReused(Conflict):
+    pass
+
+
+class InvalidTransition(Conflict):
+    pass
+
+
+class PreconditionFailed(PlatformError):
+    code = "precondition_failed"
+
+
+class PreconditionRequired(PlatformError):
+    code = "precondition_required"
+
+
+class RateLimited(PlatformError):
+    code = "rate_limited"
+
+
+class Unavailable(PlatformError):
+    code = "unavailable"
+
+
+class DeadlineExceeded(PlatformError):
+    code = "deadline_exceeded"

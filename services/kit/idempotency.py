@@ -1,0 +1,117 @@
+"""Idempotency keys in PostgreSQL, claimed inside the caller's transaction.
+
+`begin` inserts the (tenant, key) row in the same transaction as the effect,
+so two concurrent requests with one key serialise on the unique index: the
+second waits for the first to commit, then replays its stored response. An
+expired key (older than the TTL) is taken over as new. A key reused with a
+different operation or body is IdempotencyKeyReused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.kit import errors
+from services.kit.db import metadata
+
+MAX_KEY_LENGTH = 255
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("operation", sa.Text, nullable=False),
+    sa.Column("request_hash", sa.Text, nullable=False),
+    sa.Column("response_json", JSONB, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "key"),
+    sa.Index(None, "expires_at"),
+)
+
+
+def fingerprint(operation: str, body: bytes) -> str:
+    """The hash that tells 'same request' from 'different request' under one key."""
+    return hashlib.sha256(operation.encode() + b"\0" + body).hexdigest()
+
+
+def validate_key(key: str) -> str:
+    """Keys are 1-255 visible ASCII characters."""
+    if not 0 < len(key) <= MAX_KEY_LENGTH or not key.isascii() or not key.isprintable():
+        raise errors.InvalidArgument.field(
+            "Idempotency-Key", f"must be 1-{MAX_KEY_LENGTH} printable ASCII characters"
+        )
+    return key
+
+
+class IdempotencyStore:
+    """Claims keys and stores responses; replays live keys for a TTL."""
+
+    def __init__(self, ttl: timedelta = timedelta(hours=1)) -> None:
+        self.ttl = ttl
+
+    async def begin(
+        self, conn: AsyncConnection, tenant: str, key: str, operation: str, request_hash: str
+    ) -> dict[str, Any] | None:
+        """Claim the key (None: go ahead) or return the stored response to replay."""
+        now = sa.func.now()
+        stmt = insert(idempotency_keys).values(
+            tenant_id=tenant,
+            key=validate_key(key),
+            operation=operation,
+            request_hash=request_hash,
+            created_at=now,
+            expires_at=now + self.ttl,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["tenant_id", "key"],
+            set_={
+                "operation": stmt.excluded.operation,
+                "request_hash": stmt.excluded.request_hash,
+                "response_json": None,
+                "created_at": stmt.excluded.created_at,
+                "expires_at": stmt.excluded.expires_at,
+            },
+            where=idempotency_keys.c.expires_at <= now,
+        ).returning(idempotency_keys.c.key)
+        if (await conn.execute(stmt)).first() is not None:
+            return None
+        row = (
+            await conn.execute(
+                sa.select(
+                    idempotency_keys.c.operation,
+                    idempotency_keys.c.request_hash,
+                    idempotency_keys.c.response_json,
+                ).where(idempotency_keys.c.tenant_id == tenant, idempotency_keys.c.key == key)
+            )
+        ).one()
+        if row.operation != operation or row.request_hash != request_hash:
+            raise errors.IdempotencyKeyReused(
+                "Idempotency-Key was already used with a different request"
+            )
+        response: dict[str, Any] = row.response_json
+        return response
+
+    async def finish(
+        self, conn: AsyncConnection, tenant: str, key: str, response: dict[str, Any]
+    ) -> None:
+        """Store the response of a claimed key, in the same transaction as the effect."""
+        await conn.execute(
+            sa.update(idempotency_keys)
+            .where(idempotency_keys.c.tenant_id == tenant, idempotency_keys.c.key == key)
+            .values(response_json=response)
+        )
+
+    async def purge_expired(self, conn: AsyncConnection) -> int:
+        """Delete keys past their expiry; returns how many."""
+        result = await conn.execute(
+            sa.delete(idempotency_keys).where(idempotency_keys.c.expires_at <= sa.func.now())
+        )
+        return result.rowcount  # type: ignore[attr-defined,no-any-return]

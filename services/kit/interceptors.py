@@ -1,0 +1,120 @@
+"""The interceptor every server runs: request context, access log, error mapping.
+
+For each RPC it takes the request id (Envoy's `x-request-id`, or a new one)
+and the tenant from metadata into contextvars, turns a PlatformError into a
+rich gRPC status (via services.kit.status, the only mapping), hides any other
+exception behind INTERNAL, and writes one access-log line with service,
+method, tenant, status and duration.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+
+from services.kit import context, errors, status
+
+log = logging.getLogger("shop.rpc")
+
+QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+Handler = grpc.RpcMethodHandler
+
+
+def _metadata(ctx: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    return {k: v for k, v in ctx.invocation_metadata() or () if isinstance(v, str)}
+
+
+@asynccontextmanager
+async def _observed(
+    rpc_method: str, ctx: grpc.aio.ServicerContext[Any, Any]
+) -> AsyncIterator[None]:
+    md = _metadata(ctx)
+    tokens = (
+        context.request_id.set(md.get("x-request-id") or uuid.uuid4().hex),
+        context.tenant_id.set(md.get("x-tenant-id", "")),
+        context.method.set(rpc_method),
+    )
+    started = time.perf_counter()
+    outcome = "OK"
+    try:
+        yield
+    except errors.PlatformError as exc:
+        rich = status.to_grpc_status(exc)
+        outcome = rich.code.name
+        await ctx.abort(rich.code, rich.details, rich.trailing_metadata)
+    except grpc.aio.AbortError:
+        code = ctx.code()
+        outcome = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
+        raise
+    except Exception:
+        log.exception("unhandled error")
+        rich = status.internal_status()
+        outcome = rich.code.name
+        await ctx.abort(rich.code, rich.details, rich.trailing_metadata)
+    finally:
+        service, _, name = rpc_method.lstrip("/").partition("/")
+        log.info(
+            "rpc",
+            extra={
+                "rpc_service": service,
+                "rpc_method": name,
+                "status": outcome,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+        )
+        for var, token in zip(
+            (context.request_id, context.tenant_id, context.method), tokens, strict=True
+        ):
+            var.reset(token)  # type: ignore[attr-defined]
+
+
+class PlatformInterceptor(grpc.aio.ServerInterceptor):
+    """Request context, access log and error mapping around every handler."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        rpc_method = handler_call_details.method
+        if handler is None or rpc_method.startswith(QUIET_PREFIXES):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(rpc_method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(rpc_method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+def _wrap_unary(rpc_method: str, behavior: Any) -> Any:
+    async def unary(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async with _observed(rpc_method, ctx):
+            return await behavior(request, ctx)
+        return None  # reached only after abort, which raises
+
+    return unary
+
+
+def _wrap_stream(rpc_method: str, behavior: Any) -> Any:
+    async def stream(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async with _observed(rpc_method, ctx):
+            async for item in behavior(request, ctx):
+                yield item
+
+    return stream

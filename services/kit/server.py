@@ -1,0 +1,80 @@
+"""Server bootstrap shared by every gRPC service.
+
+`create_server` binds (port 0 in tests), installs tracing and the platform
+interceptor, and registers the standard health service and reflection, so
+every server is the same to Envoy, the launcher and grpcurl.
+`serve` runs it until SIGTERM/SIGINT and stops gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from services.kit.interceptors import PlatformInterceptor
+
+log = logging.getLogger("shop.server")
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One gRPC service to host: its full name and how to add it to a server."""
+
+    name: str
+    add_to: Callable[[grpc.aio.Server], None]
+
+
+async def create_server(
+    services: Sequence[Registration], bind: str = "127.0.0.1:0"
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Build, bind and start a server; returns it, its port and its health servicer."""
+    server = grpc.aio.server(
+        interceptors=[aio_server_interceptor(), PlatformInterceptor()],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    for service in services:
+        service.add_to(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [s.name for s in services]
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(bind)
+    await server.start()
+    for name in ["", *names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer
+
+
+async def serve(
+    server: grpc.aio.Server,
+    health_servicer: health.aio.HealthServicer,
+    *,
+    grace: float,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then report NOT_SERVING, drain for `grace` s, clean up."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", extra={"grace_s": grace})
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace)
+    if on_stop is not None:
+        await on_stop()

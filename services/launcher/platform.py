@@ -1,0 +1,245 @@
+"""The whole platform on one machine: servers, migrations, services and the edge.
+
+`Platform.up()` starts every component on its own port under a run directory,
+waits for each one's health, and records what it started in `state.json` so
+that `down` (from any process) stops exactly that. Tests use the same class.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.kit.config import env_int, env_str
+from services.launcher import edge, infra, procs
+
+ROOT = Path(__file__).resolve().parents[2]
+ORDER_SERVICE = "shop.order.v1.OrderService"
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """Ports and URLs; a port of 0 means 'any free port', a URL means 'use that server'."""
+
+    run_dir: Path
+    edge_port: int = 8080
+    admin_port: int = 9901
+    order_port: int = 50051
+    postgres_port: int = 55432
+    redis_port: int = 56379
+    mongo_port: int = 57017
+    database_url: str | None = None
+    redis_url: str | None = None
+    mongo_url: str | None = None
+    log_level: str = "INFO"
+    otlp_endpoint: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> LauncherConfig:
+        return cls(
+            run_dir=Path(env_str(env, "RUN_DIR", str(ROOT / ".run" / "local"))).resolve(),
+            edge_port=env_int(env, "EDGE_PORT", 8080),
+            admin_port=env_int(env, "ENVOY_ADMIN_PORT", 9901),
+            order_port=env_int(env, "ORDER_GRPC_PORT", 50051),
+            postgres_port=env_int(env, "POSTGRES_PORT", 55432),
+            redis_port=env_int(env, "REDIS_PORT", 56379),
+            mongo_port=env_int(env, "MONGO_PORT", 57017),
+            database_url=env.get("DATABASE_URL") or None,
+            redis_url=env.get("REDIS_URL") or None,
+            mongo_url=env.get("MONGO_URL") or None,
+            log_level=env_str(env, "LOG_LEVEL", "INFO"),
+            otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        )
+
+
+@dataclass
+class State:
+    """What one `up` started and where it listens (the contents of state.json)."""
+
+    rest_url: str = ""
+    grpc_target: str = ""
+    order_grpc_target: str = ""
+    database_url: str = ""
+    redis_url: str = ""
+    mongo_url: str = ""
+    envoy_admin_url: str = ""
+    pids: dict[str, int] = field(default_factory=dict)
+    stop_signals: dict[str, int] = field(default_factory=dict)
+
+
+def _port(port: int) -> int:
+    return port or procs.free_port()
+
+
+def _secrets(run_dir: Path) -> dict[str, str]:
+    """Dev secrets, generated into the run directory on first start, never in code."""
+    path = run_dir / "secrets.json"
+    if path.exists():
+        loaded: dict[str, str] = json.loads(path.read_text())
+        return loaded
+    values = {
+        "postgres_password": secrets.token_urlsafe(18),
+        "cursor_secret": secrets.token_urlsafe(32),
+    }
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(values, indent=2))
+    return values
+
+
+def _grpc_serving(target: str, service: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=1
+        )
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+class Platform:
+    """Starts and stops every component of the platform for one run directory."""
+
+    def __init__(self, config: LauncherConfig) -> None:
+        self.config = config
+        self.run_dir = config.run_dir
+        self.state_path = self.run_dir / "state.json"
+        self.state = State()
+        self._procs: list[procs.Proc] = []
+
+    def _track(self, proc: procs.Proc) -> None:
+        self._procs.append(proc)
+        self.state.pids[proc.name] = proc.pid
+        self.state.stop_signals[proc.name] = proc.stop_signal
+        self._save()
+
+    def _save(self) -> None:
+        self.state_path.write_text(json.dumps(asdict(self.state), indent=2))
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
+        env["LOG_LEVEL"] = self.config.log_level
+        if self.config.otlp_endpoint:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.config.otlp_endpoint
+        return env
+
+    def up(self) -> State:
+        """Start everything and wait until healthy; on any failure stop what started."""
+        if self.state_path.exists() and any(
+            procs.alive(pid) for pid in json.loads(self.state_path.read_text())["pids"].values()
+        ):
+            raise procs.LaunchError(f"already running from {self.run_dir}: run `down` first")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._up()
+        except BaseException:
+            self.down()
+            raise
+        return self.state
+
+    def _up(self) -> None:
+        cfg, env, state = self.config, self._env(), self.state
+        keys = _secrets(self.run_dir)
+        if cfg.database_url:
+            state.database_url = cfg.database_url
+        else:
+            proc, state.database_url = infra.start_postgres(
+                self.run_dir, _port(cfg.postgres_port), keys["postgres_password"], env
+            )
+            self._track(proc)
+        if cfg.redis_url:
+            state.redis_url = cfg.redis_url
+        else:
+            proc, state.redis_url = infra.start_redis(self.run_dir, _port(cfg.redis_port), env)
+            self._track(proc)
+        if cfg.mongo_url:
+            state.mongo_url = cfg.mongo_url
+        else:
+            proc, state.mongo_url = infra.start_mongo(self.run_dir, _port(cfg.mongo_port), env)
+            self._track(proc)
+        env.update(
+            DATABASE_URL=state.database_url, REDIS_URL=state.redis_url, MONGO_URL=state.mongo_url
+        )
+        self._save()
+        migrate(env)
+
+        order_port = _port(cfg.order_port)
+        state.order_grpc_target = f"{infra.HOST}:{order_port}"
+        order = procs.start(
+            "order",
+            [sys.executable, "-m", "services.order"],
+            log_dir=self.run_dir / "logs",
+            env={
+                **env,
+                "ORDER_GRPC_BIND": state.order_grpc_target,
+                "CURSOR_SECRET": keys["cursor_secret"],
+            },
+            cwd=ROOT,
+        )
+        self._track(order)
+        procs.wait_until(
+            order,
+            lambda: _grpc_serving(state.order_grpc_target, ORDER_SERVICE),
+            what="the order service to report SERVING",
+        )
+
+        settings = edge.EdgeSettings(
+            edge_address=infra.HOST,
+            edge_port=_port(cfg.edge_port),
+            admin_address=infra.HOST,
+            admin_port=_port(cfg.admin_port),
+            order_host=infra.HOST,
+            order_port=order_port,
+            descriptor_path=str(ROOT / "gen" / "descriptor.binpb"),
+            lua_path=str(ROOT / "envoy" / "edge.lua"),
+        )
+        config_path = self.run_dir / "envoy.yaml"
+        config_path.write_text(edge.render(ROOT / "envoy" / "edge.yaml", settings))
+        self._track(edge.start_envoy(infra._bin("envoy"), config_path, settings, self.run_dir, env))
+        state.rest_url = f"http://{infra.HOST}:{settings.edge_port}"
+        state.grpc_target = f"{infra.HOST}:{settings.edge_port}"
+        state.envoy_admin_url = f"http://{infra.HOST}:{settings.admin_port}"
+        self._save()
+
+    def down(self) -> None:
+        """Stop what `up` started (in this process or another), newest first."""
+        if not self.state_path.exists():
+            return
+        recorded = State(**json.loads(self.state_path.read_text()))
+        for name, pid in reversed(list(recorded.pids.items())):
+            procs.stop_pid(pid, recorded.stop_signals.get(name, 15))
+        for proc in self._procs:
+            proc.popen.poll()
+        self.state_path.unlink()
+
+    def status(self) -> dict[str, str]:
+        """Each recorded component and whether it still runs."""
+        if not self.state_path.exists():
+            return {}
+        recorded = State(**json.loads(self.state_path.read_text()))
+        return {
+            name: f"pid {pid} " + ("running" if procs.alive(pid) else "STOPPED")
+            for name, pid in recorded.pids.items()
+        }
+
+    def exited(self) -> list[procs.Proc]:
+        """Components started by this process that have stopped on their own."""
+        return [p for p in self._procs if p.popen.poll() is not None]
+
+
+def migrate(env: Mapping[str, str]) -> None:
+    """Bring the database schema to the newest Alembic revision."""
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(ROOT / "services" / "migrations" / "alembic.ini"),
+         "upgrade", "head"],
+        env=dict(env), cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise procs.LaunchError(f"migrations failed:\n{result.stderr[-2000:]}")

@@ -1,0 +1,141 @@
+"""Child processes of the launcher: start with a log file, wait for health, stop in order."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class LaunchError(RuntimeError):
+    """A component failed to start or become healthy; the message says where to look."""
+
+
+@dataclass
+class Proc:
+    """A started component: its name, process and log file."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    stop_signal: int = signal.SIGTERM
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_dir: Path,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    stop_signal: int = signal.SIGTERM,
+) -> Proc:
+    """Start argv in its own session (Ctrl-C reaches only the launcher) logging to a file."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    with log.open("ab") as out:
+        popen = subprocess.Popen(
+            list(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            cwd=cwd,
+            start_new_session=True,
+        )
+    return Proc(name, popen, log, stop_signal)
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_until(
+    proc: Proc | None, check: Callable[[], bool], *, what: str, timeout: float = 60.0
+) -> None:
+    """Poll `check` until it passes; fail fast if the process exits first."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        if proc is not None and proc.popen.poll() is not None:
+            raise LaunchError(
+                f"{proc.name} exited with {proc.popen.returncode} before {what}; "
+                f"log {proc.log}:\n{_tail(proc.log)}"
+            )
+        try:
+            if check():
+                return
+        except Exception:  # noqa: S110 - any failure means "not yet"
+            pass
+        if time.monotonic() > deadline:
+            where = f"; log {proc.log}:\n{_tail(proc.log)}" if proc else ""
+            raise LaunchError(f"timed out after {timeout:.0f}s waiting for {what}{where}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def tcp_open(host: str, port: int) -> bool:
+    """Whether something accepts connections on host:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS considers free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+    """Signal a process group (or process) and wait for it to go, then SIGKILL."""
+    for target in (lambda s: os.killpg(pid, s), lambda s: os.kill(pid, s)):
+        try:
+            target(sig)
+            break
+        except (ProcessLookupError, PermissionError):
+            continue
+    else:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def alive(pid: int) -> bool:
+    """Whether the pid runs (and is not a zombie we must still reap)."""
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        if waited == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (OSError, IndexError):
+        return True

@@ -1,0 +1,46 @@
+"""Composition root of the order service: builds the real dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from shop.order.v1 import order_pb2, order_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kit import db
+from services.kit.cursor import CursorCodec
+from services.kit.idempotency import IdempotencyStore
+from services.kit.server import Registration
+from services.order.config import OrderConfig
+from services.order.service import Orders
+from services.order.servicer import OrderServicer
+
+SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
+
+
+@dataclass(frozen=True)
+class OrderApp:
+    engine: AsyncEngine
+    orders: Orders
+    registrations: list[Registration]
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> OrderApp:
+    """Wire the service; pass `engine` to share one (tests), else one is created."""
+    if engine is None:
+        engine = db.create_engine(config.database_url, pool_size=config.db_pool_size)
+    orders = Orders(
+        engine,
+        IdempotencyStore(timedelta(seconds=config.idempotency_ttl_s)),
+        CursorCodec(config.cursor_secret),
+    )
+    servicer = OrderServicer(orders)
+    registration = Registration(
+        SERVICE_NAME,
+        lambda server: order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server),
+    )
+    return OrderApp(engine, orders, [registration])

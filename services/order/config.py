@@ -1,0 +1,28 @@
+"""Order service configuration, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from services.kit.config import ServerConfig, env_int, env_str
+
+
+@dataclass(frozen=True)
+class OrderConfig:
+    server: ServerConfig
+    database_url: str
+    db_pool_size: int
+    cursor_secret: bytes
+    idempotency_ttl_s: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> OrderConfig:
+        return cls(
+            server=ServerConfig.from_env("ORDER", env),
+            database_url=env_str(env, "DATABASE_URL"),
+            db_pool_size=env_int(env, "ORDER_DB_POOL_SIZE", 10),
+            cursor_secret=env_str(env, "CURSOR_SECRET").encode(),
+            idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", 3600),
+        )

@@ -1,0 +1,107 @@
+"""gRPC adapter for orders: metadata and protos in, use case call, protos out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from shop.order.v1 import order_pb2, order_pb2_grpc
+
+from services.kit import calls
+from services.kit.idempotency import fingerprint
+from services.order.domain import LineItem, NewOrder, Order, parse_id
+from services.order.service import Orders
+
+Context = calls.Context
+
+
+def _ts(value: Any) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def to_proto(order: Order) -> order_pb2.Order:
+    """The wire form of an order."""
+    msg = order_pb2.Order(
+        id=str(order.id),
+        tenant_id=order.tenant_id,
+        status=order.status.value,
+        version=order.version,
+        created_at=_ts(order.created_at),
+        updated_at=_ts(order.updated_at),
+        items=[
+            order_pb2.LineItem(sku=i.sku, quantity=i.quantity, unit_price_cents=i.unit_price_cents)
+            for i in order.items
+        ],
+    )
+    if order.total_cents is not None:
+        msg.total_cents = order.total_cents
+    if order.closed_at is not None:
+        msg.closed_at.CopyFrom(_ts(order.closed_at))
+    if order.customer_ref is not None:
+        msg.customer_ref = order.customer_ref
+    return msg
+
+
+class OrderServicer(order_pb2_grpc.OrderServiceServicer):
+    """shop.order.v1.OrderService over the Orders use cases."""
+
+    def __init__(self, orders: Orders) -> None:
+        self._orders = orders
+
+    async def CreateOrder(
+        self, request: order_pb2.CreateOrderRequest, context: Context
+    ) -> order_pb2.Order:
+        tenant = calls.tenant(context)
+        key = calls.require_header(context, "idempotency-key", "Idempotency-Key")
+        new = NewOrder(
+            customer_ref=request.customer_ref if request.HasField("customer_ref") else None,
+            items=tuple(LineItem(i.sku, i.quantity, i.unit_price_cents) for i in request.items),
+        )
+        body_hash = fingerprint("CreateOrder", request.SerializeToString(deterministic=True))
+        created = await self._orders.create(tenant, key, body_hash, new)
+        await calls.send_headers(
+            context,
+            http_status=200 if created.replayed else 201,
+            version=created.order.version,
+            extra={"idempotent-replayed": "true"} if created.replayed else None,
+        )
+        return to_proto(created.order)
+
+    async def GetOrder(
+        self, request: order_pb2.GetOrderRequest, context: Context
+    ) -> order_pb2.Order:
+        order = await self._orders.get(calls.tenant(context), parse_id(request.id))
+        await calls.send_headers(context, version=order.version)
+        return to_proto(order)
+
+    async def ConfirmOrder(
+        self, request: order_pb2.ConfirmOrderRequest, context: Context
+    ) -> order_pb2.Order:
+        tenant = calls.tenant(context)
+        order_id = parse_id(request.id)
+        expected = calls.if_match(context, required=True)
+        assert expected is not None
+        total = request.total_cents if request.HasField("total_cents") else None
+        order = await self._orders.confirm(tenant, order_id, expected, total)
+        await calls.send_headers(context, version=order.version)
+        return to_proto(order)
+
+    async def CloseOrder(
+        self, request: order_pb2.CloseOrderRequest, context: Context
+    ) -> order_pb2.Order:
+        tenant = calls.tenant(context)
+        order_id = parse_id(request.id)
+        order = await self._orders.close(tenant, order_id, calls.if_match(context, required=False))
+        await calls.send_headers(context, version=order.version)
+        return to_proto(order)
+
+    async def ListOrders(
+        self, request: order_pb2.ListOrdersRequest, context: Context
+    ) -> order_pb2.ListOrdersResponse:
+        page = await self._orders.list(calls.tenant(context), request.limit, request.cursor)
+        response = order_pb2.ListOrdersResponse(items=[to_proto(o) for o in page.orders])
+        if page.next_cursor is not None:
+            response.next_cursor = page.next_cursor
+        return response

@@ -1,0 +1,371 @@
+"""A buf local plugin that writes one OpenAPI 3.1 document per proto file with HTTP routes.
+
+Reads a CodeGeneratorRequest on stdin and writes a CodeGeneratorResponse on stdout. For every
+file to generate (files under google/ are skipped) whose services carry `google.api.http`
+rules it writes `<proto dir>/<stem>.openapi.json` with:
+- one operation per rule and additional binding (path, query and header parameters, body);
+- schemas in the proto3 JSON mapping: json_name properties, 64-bit integers as strings, enums
+  as value names, well-known types as their JSON forms, google.api.HttpBody as raw content;
+- leading comments (source_code_info) as descriptions and summaries;
+- the request/response headers and success status of the `shop.api.v1.http_contract` option;
+- the shared `Error` schema as every operation's `default` response.
+Method options are decoded through a descriptor pool built from the request's own files, so
+neither gen/ nor googleapis-common-protos has to be importable. Output is deterministic
+(sorted keys, indent 2, trailing newline) so a drift check can compare bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Collection, Iterable, Sequence
+from http import HTTPStatus
+from pathlib import PurePosixPath
+from typing import Any, TypeAlias
+
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.compiler import plugin_pb2
+
+JSON = dict[str, Any]
+Field: TypeAlias = descriptor_pb2.FieldDescriptorProto
+Message: TypeAlias = descriptor_pb2.DescriptorProto
+Enum: TypeAlias = descriptor_pb2.EnumDescriptorProto
+VERBS = ("get", "put", "post", "delete", "patch")
+HTTP_BODY = "google.api.HttpBody"
+RAW: JSON = {"type": "string"}
+VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")  # {id}, {a.b}, {name=things/*}
+ERROR_CODES = [
+    "invalid_argument", "unauthenticated", "permission_denied", "not_found", "conflict",
+    "precondition_failed", "precondition_required", "payload_too_large", "rate_limited",
+    "unavailable", "internal", "deadline_exceeded", "unimplemented",
+]  # fmt: skip
+ERROR: JSON = {
+    "type": "object",
+    "description": "The platform's HTTP JSON error.",
+    "properties": {
+        "code": {"type": "string", "enum": ERROR_CODES},
+        "message": {"type": "string"},
+        "details": {"type": "array", "items": {"type": "object"}},
+    },
+    "required": ["code", "message"],
+}
+ERROR_RESPONSE: JSON = {
+    "description": "Error: {code, message, details}",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+I32, U32 = {"type": "integer", "format": "int32"}, {"type": "integer", "format": "uint32"}
+I64, U64 = {"type": "string", "format": "int64"}, {"type": "string", "format": "uint64"}
+SCALARS: dict[int, JSON] = {
+    Field.TYPE_DOUBLE: {"type": "number", "format": "double"},
+    Field.TYPE_FLOAT: {"type": "number", "format": "float"},
+    Field.TYPE_INT32: I32, Field.TYPE_SINT32: I32, Field.TYPE_SFIXED32: I32,
+    Field.TYPE_UINT32: U32, Field.TYPE_FIXED32: U32,
+    Field.TYPE_INT64: I64, Field.TYPE_SINT64: I64, Field.TYPE_SFIXED64: I64,
+    Field.TYPE_UINT64: U64, Field.TYPE_FIXED64: U64,
+    Field.TYPE_BOOL: {"type": "boolean"},
+    Field.TYPE_STRING: {"type": "string"},
+    Field.TYPE_BYTES: {"type": "string", "format": "byte"},
+}  # fmt: skip
+WRAPPERS = {
+    "Double": Field.TYPE_DOUBLE, "Float": Field.TYPE_FLOAT, "Int64": Field.TYPE_INT64,
+    "UInt64": Field.TYPE_UINT64, "Int32": Field.TYPE_INT32, "UInt32": Field.TYPE_UINT32,
+    "Bool": Field.TYPE_BOOL, "String": Field.TYPE_STRING, "Bytes": Field.TYPE_BYTES,
+}  # fmt: skip
+# Well-known types whose JSON form is one value: usable as path and query parameters too.
+SCALAR_WKT: dict[str, JSON] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "description": 'Seconds, e.g. "1.5s".'},
+    "google.protobuf.FieldMask": {"type": "string", "description": "Comma-separated paths."},
+    **{
+        f"google.protobuf.{k}Value": {**SCALARS[t], "type": [SCALARS[t]["type"], "null"]}
+        for k, t in WRAPPERS.items()
+    },
+}
+WELL_KNOWN: dict[str, JSON] = {
+    **SCALAR_WKT,
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {
+        "type": "object",
+        "properties": {"@type": {"type": "string"}},
+        "required": ["@type"],
+        "additionalProperties": True,
+    },
+}
+
+
+def clean(comment: str) -> str:
+    """A leading comment without the space after `//`, trailing blanks and blank edges."""
+    lines = [line[1:] if line.startswith(" ") else line for line in comment.split("\n")]
+    return "\n".join(line.rstrip() for line in lines).strip()
+
+
+def summary(doc: str) -> str:
+    """The first sentence of a comment's first paragraph."""
+    first = " ".join(doc.split("\n\n")[0].split())
+    match = re.match(r"(.+?\.)(\s|$)", first)
+    return match.group(1) if match else first
+
+
+def type_of(field: Field) -> str:
+    return field.type_name.lstrip(".")
+
+
+class Index:
+    """The request's messages and enums, and leading comments, all by full name."""
+
+    def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
+        self.messages: dict[str, Message] = {}
+        self.enums: dict[str, list[str]] = {}
+        self.docs: dict[str, str] = {}
+        for f in files:
+            locs = {tuple(x.path): clean(x.leading_comments) for x in f.source_code_info.location}
+            self._locs = locs
+            self._walk(f.message_type, f.enum_type, f.package, (4,))
+            for i, svc in enumerate(f.service):
+                name = f"{f.package}.{svc.name}".lstrip(".")
+                self.docs[name] = locs.get((6, i), "")
+                for j, method in enumerate(svc.method):
+                    self.docs[f"{name}.{method.name}"] = locs.get((6, i, 2, j), "")
+
+    def _walk(
+        self, msgs: Sequence[Message], enums: Sequence[Enum], scope: str, path: tuple[int, ...]
+    ) -> None:
+        locs = self._locs  # source_code_info paths: 4 message, 2 field, 3 nested, 6 service
+        for enum in enums:
+            self.enums[f"{scope}.{enum.name}".lstrip(".")] = [v.name for v in enum.value]
+        for i, msg in enumerate(msgs):
+            name, here = f"{scope}.{msg.name}".lstrip("."), (*path, i)
+            self.messages[name], self.docs[name] = msg, locs.get(here, "")
+            for j, field in enumerate(msg.field):
+                self.docs[f"{name}.{field.name}"] = locs.get((*here, 2, j), "")
+            self._walk(msg.nested_type, msg.enum_type, name, (*here, 3))
+
+    def resolve(self, message: str, dotted: str) -> tuple[str, Field]:
+        """The (owning message, field) that a dotted proto field path names."""
+        *parents, last = dotted.split(".")
+        for part in parents:
+            message = type_of(self.field(message, part))
+        return message, self.field(message, last)
+
+    def field(self, message: str, name: str) -> Field:
+        for field in self.messages[message].field:
+            if field.name == name:
+                return field
+        raise ValueError(f"{message} has no field {name!r}")
+
+    def map_entry(self, field: Field) -> Message | None:
+        entry = self.messages.get(type_of(field))
+        return entry if entry is not None and entry.options.map_entry else None
+
+
+class Options:
+    """Decodes method option extensions with a pool of the request's own files."""
+
+    def __init__(self, files: Iterable[descriptor_pb2.FileDescriptorProto]) -> None:
+        pool = descriptor_pool.DescriptorPool()
+        for f in files:
+            pool.Add(f)
+        self.extensions: dict[str, Any] = {}
+        self.cls: Any = None
+        for name in ("google.api.http", "shop.api.v1.http_contract"):
+            try:
+                self.extensions[name] = pool.FindExtensionByName(name)
+            except KeyError:  # no file of the request declares it: no method can use it
+                continue
+            self.cls = message_factory.GetMessageClass(self.extensions[name].containing_type)
+
+    def get(self, options: descriptor_pb2.MethodOptions, name: str) -> JSON:
+        """The extension as a dict (proto field names), {} when absent."""
+        ext = self.extensions.get(name)
+        parsed = self.cls.FromString(options.SerializeToString()) if ext else None
+        if parsed is None or not parsed.HasExtension(ext):
+            return {}
+        return json_format.MessageToDict(parsed.Extensions[ext], preserving_proto_field_name=True)
+
+
+class Document:
+    """The paths of one proto file and the component schemas they reference."""
+
+    def __init__(self, index: Index, options: Options) -> None:
+        self.index, self.options = index, options
+        self.schemas: dict[str, JSON] = {"Error": ERROR}
+        self.paths: dict[str, dict[str, JSON]] = {}
+
+    def type_schema(self, name: str) -> JSON:
+        if name in WELL_KNOWN:
+            return dict(WELL_KNOWN[name])
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder: a recursive message stops here
+            self.schemas[name] = self.message_schema(name)
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def message_schema(self, name: str, skip: Collection[str] = ()) -> JSON:
+        fields = [f for f in self.index.messages[name].field if f.name not in skip]
+        schema: JSON = {"type": "object", "properties": {}}
+        schema["properties"] = {f.json_name: self.field_schema(name, f) for f in fields}
+        if doc := self.index.docs.get(name):
+            schema["description"] = doc
+        return schema
+
+    def value_schema(self, field: Field) -> JSON:
+        if field.type in (Field.TYPE_MESSAGE, Field.TYPE_GROUP):
+            return self.type_schema(type_of(field))
+        if field.type == Field.TYPE_ENUM:
+            if type_of(field) == "google.protobuf.NullValue":
+                return {"type": "null"}
+            return {"type": "string", "enum": self.index.enums[type_of(field)]}
+        return dict(SCALARS[field.type])
+
+    def field_schema(self, owner: str, field: Field, described: bool = True) -> JSON:
+        if entry := self.index.map_entry(field):
+            schema = {"type": "object", "additionalProperties": self.value_schema(entry.field[1])}
+        elif field.label == Field.LABEL_REPEATED:
+            schema = {"type": "array", "items": self.value_schema(field)}
+        else:
+            schema = self.value_schema(field)
+        if described and (doc := self.index.docs.get(f"{owner}.{field.name}")):
+            schema["description"] = doc
+        return schema
+
+    def parameter(self, where: str, name: str, owner: str, field: Field) -> JSON:
+        schema = self.field_schema(owner, field)
+        param: JSON = {"name": name, "in": where, "schema": schema}
+        if where == "path":
+            param["required"] = True
+        if "description" in schema:
+            param["description"] = schema.pop("description")
+        return param
+
+    def query(self, message: str, skip: set[str], *within: str) -> list[JSON]:
+        """Fields bound neither by path nor body; nested messages flatten to `a.b` (JSON names).
+
+        `within` holds the enclosing (message, proto field name, JSON name) triples."""
+        params: list[JSON] = []
+        for f in self.index.messages[message].field:
+            path, name = ".".join([*within[1::3], f.name]), ".".join([*within[2::3], f.json_name])
+            if path in skip or self.index.map_entry(f):
+                continue
+            if f.type not in (Field.TYPE_MESSAGE, Field.TYPE_GROUP) or type_of(f) in SCALAR_WKT:
+                params.append(self.parameter("query", name, message, f))
+            elif type_of(f) in self.index.messages and type_of(f) not in (*within[::3], message):
+                params += self.query(type_of(f), skip, *within, message, f.name, f.json_name)
+        return params
+
+    def body(self, message: str, rule: JSON, bound: list[str]) -> JSON | None:
+        if not (body := rule.get("body")):
+            return None
+        raw = {"content": {"application/octet-stream": {"schema": RAW}}}
+        if body == "*":
+            if message == HTTP_BODY:
+                return raw
+            top = [b for b in bound if "." not in b]  # path fields are not in the body
+            schema = self.message_schema(message, top) if top else self.type_schema(message)
+        else:
+            owner, field = self.index.resolve(message, body)
+            if type_of(field) == HTTP_BODY:
+                return raw
+            schema = self.field_schema(owner, field, described=False)
+        return {"content": {"application/json": {"schema": schema}}}
+
+    def success(self, message: str, rule: JSON, contract: JSON) -> tuple[str, JSON]:
+        status, schema = int(contract.get("success_status") or 200), None
+        if response_body := rule.get("response_body"):
+            owner, field = self.index.resolve(message, response_body)
+            if type_of(field) != HTTP_BODY:
+                schema = self.field_schema(owner, field, described=False)
+        elif message != HTTP_BODY:
+            schema = self.type_schema(message)
+        media = "*/*" if schema is None else "application/json"
+        phrase = {s.value: s.phrase for s in HTTPStatus}.get(status, "Success")
+        response: JSON = {"description": phrase, "content": {media: {"schema": schema or RAW}}}
+        if headers := contract.get("response_headers"):
+            response["headers"] = {
+                h["name"]: {"description": h.get("description", ""), "schema": RAW} for h in headers
+            }
+        return str(status), response
+
+    def add(
+        self, service: str, method: descriptor_pb2.MethodDescriptorProto, rule: JSON, n: int
+    ) -> None:
+        verb = next((v for v in VERBS if rule.get(v)), None)
+        if verb is None:  # `custom` patterns are not documented
+            return
+        template, full = rule[verb], f"{service}.{method.name}"
+        request, reply = method.input_type.lstrip("."), method.output_type.lstrip(".")
+        contract = self.options.get(method.options, "shop.api.v1.http_contract")
+        bound = [v.strip() for v in VARIABLE.findall(template)]
+        params = [self.parameter("path", v, *self.index.resolve(request, v)) for v in bound]
+        for h in contract.get("request_headers", []):
+            header = {"name": h["name"], "in": "header", "required": h.get("required", False)}
+            params.append({**header, "description": h.get("description", ""), "schema": RAW})
+        if rule.get("body") != "*":
+            params += self.query(request, {*bound, rule.get("body", "")})
+        status, response = self.success(reply, rule, contract)
+        name = service.rsplit(".", 1)[-1]
+        operation: JSON = {
+            "operationId": f"{name}_{method.name}" + (f"_{n + 1}" if n else ""),
+            "tags": [name],
+            "parameters": params,
+            "responses": {status: response, "default": ERROR_RESPONSE},
+        }
+        if doc := self.index.docs.get(full):
+            operation.update(summary=summary(doc), description=doc)
+        if (body := self.body(request, rule, bound)) is not None:
+            operation["requestBody"] = body
+        path = VARIABLE.sub(lambda m: "{" + m.group(1).strip() + "}", template)
+        if verb in self.paths.setdefault(path, {}):
+            raise ValueError(f"{verb.upper()} {path} is bound twice (again by {full})")
+        self.paths[path][verb] = operation
+
+
+def build(f: descriptor_pb2.FileDescriptorProto, index: Index, options: Options) -> JSON | None:
+    """The OpenAPI document of one file, or None when none of its methods has an HTTP rule."""
+    doc, descriptions = Document(index, options), []
+    for svc in f.service:
+        service = f"{f.package}.{svc.name}".lstrip(".")
+        for method in svc.method:
+            if rule := options.get(method.options, "google.api.http"):
+                for n, binding in enumerate([rule, *rule.get("additional_bindings", [])]):
+                    doc.add(service, method, binding, n)
+        if index.docs.get(service):
+            descriptions.append(index.docs[service])
+    if not doc.paths:
+        return None
+    info = {"title": f.package, "version": f.package.rsplit(".", 1)[-1]}
+    if descriptions:
+        info["description"] = "\n\n".join(descriptions)
+    return {
+        "openapi": "3.1.0",
+        "info": info,
+        "servers": [{"url": "http://127.0.0.1:8080"}],
+        "paths": doc.paths,
+        "components": {"schemas": doc.schemas},
+    }
+
+
+def main() -> int:
+    request = plugin_pb2.CodeGeneratorRequest.FromString(sys.stdin.buffer.read())
+    response = plugin_pb2.CodeGeneratorResponse(
+        supported_features=plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
+    )
+    index, options = Index(request.proto_file), Options(request.proto_file)
+    files = {f.name: f for f in request.proto_file}
+    try:
+        for name in request.file_to_generate:
+            if name.startswith("google/") or (doc := build(files[name], index, options)) is None:
+                continue
+            out = str(PurePosixPath(name).with_suffix(".openapi.json"))
+            text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+            response.file.add(name=out, content=text)
+    except (KeyError, ValueError) as exc:
+        response.error = f"protoc_gen_openapi: {exc}"
+    sys.stdout.buffer.write(response.SerializeToString())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
