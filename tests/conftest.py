@@ -1,0 +1,65 @@
+"""Session fixtures: the whole platform, started by the launcher's own code.
+
+The same `Platform` class that `./shop up` uses starts PostgreSQL, Redis, the
+MongoDB-wire server, the services and Envoy on free ports in a run directory
+of this test session, and stops them at the end. A `DATABASE_URL`,
+`REDIS_URL` or `MONGO_URL` in the environment is used instead, as with `up`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kit import db
+from services.launcher import infra
+from services.launcher.platform import ROOT, LauncherConfig, Platform, State
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[State]:
+    run_dir = ROOT / ".run" / f"test-{os.getpid()}"
+    config = LauncherConfig(
+        run_dir=run_dir,
+        edge_port=0,
+        admin_port=0,
+        order_port=0,
+        postgres_port=0,
+        redis_port=0,
+        mongo_port=0,
+        database_url=os.environ.get("DATABASE_URL") or None,
+        redis_url=os.environ.get("REDIS_URL") or None,
+        mongo_url=os.environ.get("MONGO_URL") or None,
+        log_level="WARNING",
+    )
+    launched = Platform(config)
+    try:
+        yield launched.up()
+    finally:
+        launched.down()
+        shutil.rmtree(infra.pg_data_dir(run_dir), ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def engine(platform: State) -> AsyncIterator[AsyncEngine]:
+    """A connection pool to the platform's database, for asserting on rows."""
+    created = db.create_engine(platform.database_url, pool_size=2)
+    yield created
+    await created.dispose()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant of its own for each test, so tests never see each other's data."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def repo_path(*parts: str) -> Path:
+    return ROOT.joinpath(*parts)

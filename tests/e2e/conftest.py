@@ -1,0 +1,73 @@
+"""REST clients for the edge, one tenant per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from services.launcher.platform import State
+
+
+class Api:
+    """A thin REST client for one tenant, speaking to Envoy."""
+
+    def __init__(self, http: httpx.Client, tenant: str) -> None:
+        self.http = http
+        self.tenant = tenant
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {"X-Tenant-Id": self.tenant, **{k.replace("_", "-"): v for k, v in extra.items()}}
+
+    def create(self, key: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        return self.http.post(
+            "/v1/orders", json=body or {}, headers=self.headers(Idempotency_Key=key)
+        )
+
+    def confirm(self, order_id: str, version: int | str | None, total: int | None) -> httpx.Response:
+        headers = self.headers() if version is None else self.headers(If_Match=f'"{version}"')
+        body = {} if total is None else {"totalCents": total}
+        return self.http.patch(f"/v1/orders/{order_id}/confirm", json=body, headers=headers)
+
+    def close(self, order_id: str, version: int | None = None) -> httpx.Response:
+        headers = self.headers() if version is None else self.headers(If_Match=f'"{version}"')
+        return self.http.post(f"/v1/orders/{order_id}/close", headers=headers)
+
+    def get(self, order_id: str) -> httpx.Response:
+        return self.http.get(f"/v1/orders/{order_id}", headers=self.headers())
+
+    def list(self, **params: Any) -> httpx.Response:
+        return self.http.get("/v1/orders", params=params, headers=self.headers())
+
+    def draft(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        import uuid
+
+        response = self.create(uuid.uuid4().hex, body)
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+
+@pytest.fixture(scope="session")
+def http(platform: State) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=platform.rest_url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def api(http: httpx.Client, tenant: str) -> Api:
+    return Api(http, tenant)
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    """The response is the platform's JSON error with this status and code."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code, body
+    assert isinstance(body["message"], str)
+    assert body["message"]
+    assert "details" in body
+    return body
