@@ -59,6 +59,10 @@ class CursorCodec:
             body, mac = _unb64(body_part), _unb64(mac_part)
         except (ValueError, binascii.Error):
             raise invalid from None
+        # Only the canonical spelling counts: base64's unused low bits would
+        # otherwise let one cursor be written several ways.
+        if _b64(body) != body_part or _b64(mac) != mac_part:
+            raise invalid
         if not hmac.compare_digest(mac, self._mac(scope, body)):
             raise invalid
         try:

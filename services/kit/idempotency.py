@@ -62,7 +62,7 @@ class IdempotencyStore:
     ) -> dict[str, Any] | None:
         """Claim the key (None: go ahead) or return the stored response to replay."""
         now = sa.func.now()
-        stmt = insert(idempotency_keys).values(
+        values = insert(idempotency_keys).values(
             tenant_id=tenant,
             key=validate_key(key),
             operation=operation,
@@ -70,18 +70,18 @@ class IdempotencyStore:
             created_at=now,
             expires_at=now + self.ttl,
         )
-        stmt = stmt.on_conflict_do_update(
+        claim = values.on_conflict_do_update(
             index_elements=["tenant_id", "key"],
             set_={
-                "operation": stmt.excluded.operation,
-                "request_hash": stmt.excluded.request_hash,
+                "operation": values.excluded.operation,
+                "request_hash": values.excluded.request_hash,
                 "response_json": None,
-                "created_at": stmt.excluded.created_at,
-                "expires_at": stmt.excluded.expires_at,
+                "created_at": values.excluded.created_at,
+                "expires_at": values.excluded.expires_at,
             },
             where=idempotency_keys.c.expires_at <= now,
         ).returning(idempotency_keys.c.key)
-        if (await conn.execute(stmt)).first() is not None:
+        if (await conn.execute(claim)).first() is not None:
             return None
         row = (
             await conn.execute(
@@ -114,4 +114,4 @@ class IdempotencyStore:
         result = await conn.execute(
             sa.delete(idempotency_keys).where(idempotency_keys.c.expires_at <= sa.func.now())
         )
-        return result.rowcount  # type: ignore[attr-defined,no-any-return]
+        return int(result.rowcount)

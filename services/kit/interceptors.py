@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -24,7 +24,7 @@ log = logging.getLogger("shop.rpc")
 
 QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
-Handler = grpc.RpcMethodHandler
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the stubs
 
 
 def _metadata(ctx: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
@@ -72,10 +72,10 @@ async def _observed(
         for var, token in zip(
             (context.request_id, context.tenant_id, context.method), tokens, strict=True
         ):
-            var.reset(token)  # type: ignore[attr-defined]
+            var.reset(token)
 
 
-class PlatformInterceptor(grpc.aio.ServerInterceptor):
+class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Request context, access log and error mapping around every handler."""
 
     async def intercept_service(
@@ -106,7 +106,6 @@ def _wrap_unary(rpc_method: str, behavior: Any) -> Any:
     async def unary(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async with _observed(rpc_method, ctx):
             return await behavior(request, ctx)
-        return None  # reached only after abort, which raises
 
     return unary
 

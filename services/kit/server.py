@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
@@ -34,15 +35,15 @@ class Registration:
 
 async def create_server(
     services: Sequence[Registration], bind: str = "127.0.0.1:0"
-) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """Build, bind and start a server; returns it, its port and its health servicer."""
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), PlatformInterceptor()],
+        interceptors=[aio_server_interceptor(), PlatformInterceptor()],  # type: ignore[no-untyped-call]
         options=[("grpc.so_reuseport", 0)],
     )
     for service in services:
         service.add_to(server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [s.name for s in services]
     reflection.enable_server_reflection(
@@ -62,7 +63,7 @@ async def create_server(
 
 async def serve(
     server: grpc.aio.Server,
-    health_servicer: health.aio.HealthServicer,
+    health_servicer: HealthServicer,
     *,
     grace: float,
     on_stop: Callable[[], Awaitable[None]] | None = None,

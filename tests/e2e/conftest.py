@@ -26,7 +26,9 @@ class Api:
             "/v1/orders", json=body or {}, headers=self.headers(Idempotency_Key=key)
         )
 
-    def confirm(self, order_id: str, version: int | str | None, total: int | None) -> httpx.Response:
+    def confirm(
+        self, order_id: str, version: int | str | None, total: int | None
+    ) -> httpx.Response:
         headers = self.headers() if version is None else self.headers(If_Match=f'"{version}"')
         body = {} if total is None else {"totalCents": total}
         return self.http.patch(f"/v1/orders/{order_id}/confirm", json=body, headers=headers)

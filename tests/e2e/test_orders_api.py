@@ -40,7 +40,10 @@ def test_create_returns_a_draft_with_the_seed_shape(api: Api) -> None:
 
 
 def test_same_key_same_body_replays_the_identical_response(api: Api) -> None:
-    body = {"customerRef": "cust-7", "items": [{"sku": "SKU-1", "quantity": 2, "unitPriceCents": 450}]}
+    body = {
+        "customerRef": "cust-7",
+        "items": [{"sku": "SKU-1", "quantity": 2, "unitPriceCents": 450}],
+    }
     first = api.create("same", body)
     again = api.create("same", body)
     assert first.status_code == 201
@@ -86,7 +89,9 @@ def test_create_requires_the_tenant(http: httpx.Client) -> None:
         ({"customerRef": "x" * 129}, "customerRef"),
     ],
 )
-def test_invalid_items_are_refused_and_create_nothing(api: Api, body: dict[str, object], field: str) -> None:
+def test_invalid_items_are_refused_and_create_nothing(
+    api: Api, body: dict[str, object], field: str
+) -> None:
     error = assert_error(api.create("bad", body), 400, "invalid_argument")
     violations = [d for d in error["details"] if d["@type"].endswith("google.rpc.BadRequest")]
     assert violations[0]["fieldViolations"][0]["field"] == field
@@ -95,7 +100,9 @@ def test_invalid_items_are_refused_and_create_nothing(api: Api, body: dict[str, 
     assert api.create("bad", {}).status_code == 201
 
 
-async def test_twenty_concurrent_creates_with_one_key_make_one_order(platform: State, api: Api) -> None:
+async def test_twenty_concurrent_creates_with_one_key_make_one_order(
+    platform: State, api: Api
+) -> None:
     async with httpx.AsyncClient(base_url=platform.rest_url, timeout=20) as client:
         responses = await asyncio.gather(
             *[
@@ -208,7 +215,9 @@ def test_an_unknown_or_malformed_id(api: Api) -> None:
 async def _outbox_rows(engine: AsyncEngine, order_id: str) -> list[sa.Row[tuple[object, ...]]]:
     async with engine.connect() as conn:
         result = await conn.execute(
-            sa.text("SELECT event_type, tenant_id, payload, published_at FROM outbox WHERE order_id = :id"),
+            sa.text(
+                "SELECT event_type, tenant_id, payload, published_at FROM outbox WHERE order_id = :id"
+            ),
             {"id": order_id},
         )
         return list(result.all())
@@ -238,7 +247,9 @@ async def test_close_writes_exactly_one_outbox_row(api: Api, engine: AsyncEngine
     assert _utc(payload["closedAt"]) == _utc(closed["closedAt"])
 
 
-async def test_closing_twice_or_a_draft_writes_no_more_events(api: Api, engine: AsyncEngine) -> None:
+async def test_closing_twice_or_a_draft_writes_no_more_events(
+    api: Api, engine: AsyncEngine
+) -> None:
     draft = api.draft()
     assert_error(api.close(draft["id"]), 409, "conflict")
     assert await _outbox_rows(engine, draft["id"]) == []
@@ -250,12 +261,17 @@ async def test_closing_twice_or_a_draft_writes_no_more_events(api: Api, engine: 
     assert len(await _outbox_rows(engine, order["id"])) == 1
 
 
-async def test_concurrent_closes_write_one_event(platform: State, api: Api, engine: AsyncEngine) -> None:
+async def test_concurrent_closes_write_one_event(
+    platform: State, api: Api, engine: AsyncEngine
+) -> None:
     order = api.draft()
     api.confirm(order["id"], 1, 10)
     async with httpx.AsyncClient(base_url=platform.rest_url, timeout=20) as client:
         responses = await asyncio.gather(
-            *[client.post(f"/v1/orders/{order['id']}/close", headers=api.headers()) for _ in range(10)]
+            *[
+                client.post(f"/v1/orders/{order['id']}/close", headers=api.headers())
+                for _ in range(10)
+            ]
         )
     assert sorted(r.status_code for r in responses) == [200] + [409] * 9
     assert len(await _outbox_rows(engine, order["id"])) == 1
@@ -358,7 +374,9 @@ def test_an_unknown_query_parameter_is_400(api: Api) -> None:
 def test_an_oversized_body_is_a_json_413(api: Api) -> None:
     huge = b'{"customerRef": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     response = api.http.post(
-        "/v1/orders", content=huge, headers=api.headers(Idempotency_Key="big", Content_Type="application/json")
+        "/v1/orders",
+        content=huge,
+        headers=api.headers(Idempotency_Key="big", Content_Type="application/json"),
     )
     assert_error(response, 413, "payload_too_large")
     assert api.list().json()["items"] == []

@@ -1,0 +1,29 @@
+# One image for every Python process of the platform (services and migrations);
+# docker-compose.yml overrides the command per service. Build: docker build -t shop-app .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Runtime dependencies only, in their own layer (rebuilt when pyproject.toml changes):
+# `[tool.setuptools] packages = []` makes `pip install .` install the pinned
+# dependencies and an empty distribution, no code. Extras (local, dev) stay out.
+COPY pyproject.toml ./
+RUN pip install . && rm -rf build ./*.egg-info
+
+# The code: services/ and the generated stubs plus descriptor set in gen/.
+COPY services/ services/
+COPY gen/ gen/
+# Bytecode compiled as root at build time: the non-root user cannot write here.
+RUN python -m compileall -q services gen \
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin shop
+
+ENV PYTHONPATH=/app:/app/gen
+USER shop
+EXPOSE 50051
+
+CMD ["python", "-m", "services.order"]

@@ -1,0 +1,47 @@
+"""The Envoy config of docker-compose.yml: envoy/edge.yaml rendered with container names.
+
+`python -m services.launcher.compose` writes envoy/compose.yaml; a unit test fails when
+that file differs from what `render_compose_edge()` returns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.launcher.edge import EdgeSettings, render
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "envoy" / "edge.yaml"
+OUTPUT = ROOT / "envoy" / "compose.yaml"
+
+# Inside the envoy container: docker-compose.yml mounts the files at these paths and
+# publishes the edge port; the admin interface stays inside the container.
+SETTINGS = EdgeSettings(
+    edge_address="0.0.0.0",
+    edge_port=8080,
+    admin_address="127.0.0.1",
+    admin_port=9901,
+    order_host="order",
+    order_port=50051,
+    descriptor_path="/etc/shop/descriptor.binpb",
+    lua_path="/etc/shop/edge.lua",
+)
+
+HEADER = """\
+# GENERATED from envoy/edge.yaml by services/launcher/compose.py: do not edit.
+# Regenerate: PYTHONPATH=.:gen .venv/bin/python -m services.launcher.compose
+"""
+
+
+def render_compose_edge(settings: EdgeSettings = SETTINGS) -> str:
+    """The compose Envoy config (other settings only for tests, e.g. local file paths)."""
+    return HEADER + render(TEMPLATE, settings)
+
+
+def main() -> None:
+    OUTPUT.write_text(render_compose_edge())
+    print(f"wrote {OUTPUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

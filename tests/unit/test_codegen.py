@@ -1,0 +1,38 @@
+"""gen/ is exactly what `buf generate` (+ `buf build`) writes from proto/ today."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+from services.launcher import codegen
+from services.launcher.platform import ROOT
+
+
+def _files(root: Path) -> set[str]:
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def test_gen_matches_the_protos(tmp_path: Path) -> None:
+    codegen.generate_into(tmp_path)
+    fresh, committed = tmp_path / "gen", ROOT / "gen"
+    assert _files(fresh) == _files(committed), "gen/ is stale: run ./shop generate"
+    differing = [
+        f for f in sorted(_files(fresh)) if not filecmp.cmp(fresh / f, committed / f, shallow=False)
+    ]
+    assert not differing, f"gen/ differs from proto/ in {differing}: run ./shop generate"
+
+
+def test_the_descriptor_set_carries_the_rich_error_types() -> None:
+    from google.protobuf import descriptor_pb2
+
+    fds = descriptor_pb2.FileDescriptorSet.FromString(
+        (ROOT / "gen" / codegen.DESCRIPTOR).read_bytes()
+    )
+    names = {f.name for f in fds.file}
+    # Without error_details Envoy silently drops error bodies (EDGE-FACTS).
+    assert {"google/rpc/error_details.proto", "shop/order/v1/order.proto"} <= names

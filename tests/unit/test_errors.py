@@ -1,0 +1,76 @@
+"""Every domain error maps to a gRPC status and, at the edge, to an HTTP status."""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from services.kit import errors, status
+from services.launcher.platform import ROOT
+
+
+def _all_errors() -> list[type[errors.PlatformError]]:
+    found: list[type[errors.PlatformError]] = []
+    pending: list[type[errors.PlatformError]] = [errors.PlatformError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def test_the_tree_is_what_the_kit_defines() -> None:
+    names = {cls.__name__ for cls in _all_errors()}
+    assert {
+        "InvalidArgument",
+        "NotFound",
+        "Conflict",
+        "IdempotencyKeyReused",
+        "StaleVersion",
+    } <= names
+
+
+@pytest.mark.parametrize("cls", _all_errors(), ids=lambda c: c.__name__)
+def test_every_error_class_is_mapped_explicitly_or_through_a_mapped_parent(
+    cls: type[errors.PlatformError],
+) -> None:
+    # Classes defined in the kit must be mapped by name; service errors inherit a kit mapping.
+    if cls.__module__ == errors.__name__:
+        assert cls in status.STATUS_BY_ERROR, f"{cls.__name__} has no gRPC status"
+    else:
+        assert any(base in status.STATUS_BY_ERROR for base in cls.__mro__[1:])
+
+
+def test_the_most_specific_mapping_wins() -> None:
+    assert status.status_code_for(errors.Conflict("x")) is grpc.StatusCode.ABORTED
+    assert (
+        status.status_code_for(errors.IdempotencyKeyReused("x")) is grpc.StatusCode.ALREADY_EXISTS
+    )
+    assert (
+        status.status_code_for(errors.InvalidTransition("x")) is grpc.StatusCode.FAILED_PRECONDITION
+    )
+
+
+def test_every_error_code_has_an_http_status_at_the_edge() -> None:
+    lua = (ROOT / "envoy" / "edge.lua").read_text()
+    table = lua[lua.index("CODE_TO_HTTP") : lua.index("}", lua.index("CODE_TO_HTTP"))]
+    edge_codes = set(re.findall(r"(\w+) = \"\d{3}\"", table))
+    missing = {cls.code for cls in _all_errors()} - edge_codes
+    assert not missing, f"edge.lua has no HTTP status for {missing}"
+
+
+def test_the_rich_status_carries_error_info_and_field_violations() -> None:
+    rich = status.to_grpc_status(errors.InvalidArgument.field("items[0].sku", "must be set"))
+    assert rich.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert rich.details == "items[0].sku: must be set"
+    metadata = dict(rich.trailing_metadata)
+    assert metadata[status.ERROR_CODE_KEY] == "invalid_argument"
+    decoded = status_pb2.Status.FromString(metadata["grpc-status-details-bin"])
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert decoded.details[0].Unpack(info)
+    assert decoded.details[1].Unpack(bad)
+    assert (info.reason, info.domain) == ("invalid_argument", status.DOMAIN)
+    assert bad.field_violations[0].field == "items[0].sku"
