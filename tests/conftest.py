@@ -36,7 +36,7 @@ def platform() -> Iterator[State]:
         database_url=os.environ.get("DATABASE_URL") or None,
         redis_url=os.environ.get("REDIS_URL") or None,
         mongo_url=os.environ.get("MONGO_URL") or None,
-        log_level="WARNING",
+        log_level="INFO",
     )
     launched = Platform(config)
     try:

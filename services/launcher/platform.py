@@ -72,6 +72,7 @@ class State:
     redis_url: str = ""
     mongo_url: str = ""
     envoy_admin_url: str = ""
+    logs_dir: str = ""
     pids: dict[str, int] = field(default_factory=dict)
     stop_signals: dict[str, int] = field(default_factory=dict)
 
@@ -147,6 +148,7 @@ class Platform:
     def _up(self) -> None:
         cfg, env, state = self.config, self._env(), self.state
         keys = _secrets(self.run_dir)
+        state.logs_dir = str(self.run_dir / "logs")
         if cfg.database_url:
             state.database_url = cfg.database_url
         else:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -388,3 +391,21 @@ def test_rest_responses_carry_no_grpc_framing_headers_and_a_request_id(api: Api)
     assert response.headers["x-request-id"]
     mine = api.http.get("/v1/orders", headers={**api.headers(), "X-Request-Id": "req-abc-123"})
     assert mine.headers["x-request-id"] == "req-abc-123"
+
+
+def test_the_request_id_reaches_the_service_log_line(platform: State, api: Api) -> None:
+    request_id = f"trace-me-{uuid.uuid4().hex}"
+    api.http.get("/v1/orders", headers={**api.headers(), "X-Request-Id": request_id})
+    lines = []
+    for _ in range(50):  # the access line is written as the call completes
+        log = (Path(platform.logs_dir) / "order.log").read_text()
+        lines = [json.loads(line) for line in log.splitlines() if request_id in line]
+        if lines:
+            break
+        time.sleep(0.05)
+    assert len(lines) == 1
+    event = lines[0]
+    assert event["request_id"] == request_id
+    assert event["tenant"] == api.tenant
+    assert (event["service"], event["rpc_method"], event["status"]) == ("order", "ListOrders", "OK")
+    assert event["duration_ms"] >= 0
