@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import string
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +68,44 @@ class EdgeSettings:
     order_port: int
     descriptor_path: str
     lua_path: str
+    otlp_endpoint: str | None = None
+
+
+def _tracing(otlp_endpoint: str | None) -> tuple[str, str]:
+    """With an OTLP collector, Envoy starts (or continues) each W3C trace and
+    exports its spans; without one, a client's `traceparent` still passes to
+    the services, which start the trace themselves."""
+    if not otlp_endpoint:
+        return "", ""
+    url = urllib.parse.urlsplit(otlp_endpoint)
+    tracing = """                tracing:
+                  provider:
+                    name: envoy.tracers.opentelemetry
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                      service_name: edge
+                      grpc_service: {envoy_grpc: {cluster_name: otel_collector}, timeout: 1s}
+"""
+    cluster = f"""    - name: otel_collector
+      type: STRICT_DNS
+      connect_timeout: 1s
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: {{http2_protocol_options: {{}}}}
+      load_assignment:
+        cluster_name: otel_collector
+        endpoints:
+          - lb_endpoints:
+              - endpoint:
+                  address:
+                    socket_address: {{address: {url.hostname}, port_value: {url.port or 4317}}}"""
+    return tracing, cluster
 
 
 def render(template: Path, settings: EdgeSettings) -> str:
     """The Envoy config for these settings."""
+    tracing, tracing_cluster = _tracing(settings.otlp_endpoint)
     return string.Template(template.read_text()).substitute(
         EDGE_ADDRESS=settings.edge_address,
         EDGE_PORT=settings.edge_port,
@@ -81,6 +116,8 @@ def render(template: Path, settings: EdgeSettings) -> str:
         DESCRIPTOR_PATH=settings.descriptor_path,
         LUA_PATH=settings.lua_path,
         LOCAL_REPLY_MAPPERS=local_reply_mappers(),
+        TRACING=tracing,
+        TRACING_CLUSTER=tracing_cluster,
     )
 
 

@@ -201,6 +201,7 @@ class Platform:
             order_port=order_port,
             descriptor_path=str(ROOT / "gen" / "descriptor.binpb"),
             lua_path=str(ROOT / "envoy" / "edge.lua"),
+            otlp_endpoint=cfg.otlp_endpoint,
         )
         config_path = self.run_dir / "envoy.yaml"
         config_path.write_text(edge.render(ROOT / "envoy" / "edge.yaml", settings))

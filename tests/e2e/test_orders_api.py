@@ -8,6 +8,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -393,19 +394,36 @@ def test_rest_responses_carry_no_grpc_framing_headers_and_a_request_id(api: Api)
     assert mine.headers["x-request-id"] == "req-abc-123"
 
 
+def _access_line(platform: State, request_id: str) -> dict[str, Any]:
+    """The order service's access-log event for one request (written as the call completes)."""
+    for _ in range(100):
+        log = (Path(platform.logs_dir) / "order.log").read_text()
+        events = [json.loads(line) for line in log.splitlines() if request_id in line]
+        if events:
+            assert len(events) == 1
+            event: dict[str, Any] = events[0]
+            return event
+        time.sleep(0.05)
+    raise AssertionError(f"no log line for request {request_id}")
+
+
 def test_the_request_id_reaches_the_service_log_line(platform: State, api: Api) -> None:
     request_id = f"trace-me-{uuid.uuid4().hex}"
     api.http.get("/v1/orders", headers={**api.headers(), "X-Request-Id": request_id})
-    lines = []
-    for _ in range(50):  # the access line is written as the call completes
-        log = (Path(platform.logs_dir) / "order.log").read_text()
-        lines = [json.loads(line) for line in log.splitlines() if request_id in line]
-        if lines:
-            break
-        time.sleep(0.05)
-    assert len(lines) == 1
-    event = lines[0]
+    event = _access_line(platform, request_id)
     assert event["request_id"] == request_id
     assert event["tenant"] == api.tenant
     assert (event["service"], event["rpc_method"], event["status"]) == ("order", "ListOrders", "OK")
     assert event["duration_ms"] >= 0
+
+
+def test_a_client_traceparent_is_continued_by_the_service(platform: State, api: Api) -> None:
+    trace_id = uuid.uuid4().hex
+    request_id = f"traced-{uuid.uuid4().hex}"
+    headers = {
+        **api.headers(),
+        "X-Request-Id": request_id,
+        "traceparent": f"00-{trace_id}-{'1' * 16}-01",
+    }
+    assert api.http.get("/v1/orders", headers=headers).status_code == 200
+    assert _access_line(platform, request_id)["trace_id"] == trace_id
