@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 
 class ConfigError(ValueError):
@@ -25,26 +26,27 @@ def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> st
     return value
 
 
-def env_int(env: Mapping[str, str], name: str, default: int) -> int:
-    """An integer setting."""
+N = TypeVar("N", int, float)
+
+
+def _env_number(env: Mapping[str, str], name: str, default: N, parse: type[N]) -> N:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
     try:
-        return int(raw)
+        return parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+        raise ConfigError(f"{name} must be {parse.__name__}, got {raw!r}") from exc
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """An integer setting."""
+    return _env_number(env, name, default, int)
 
 
 def env_float(env: Mapping[str, str], name: str, default: float) -> float:
-    """A float setting."""
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    """A number setting."""
+    return _env_number(env, name, default, float)
 
 
 @dataclass(frozen=True)
