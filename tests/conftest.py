@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
-from services.launcher import infra
-from services.launcher.platform import ROOT, LauncherConfig, Platform, State
+from services.launcher import ROOT, infra
+from services.launcher.platform import LauncherConfig, Platform, State
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from services.launcher import ROOT
+
 BUF = ROOT / "tools" / "buf" / "node_modules" / ".bin" / "buf"
 DESCRIPTOR = "descriptor.binpb"
+DESCRIPTOR_PATH = ROOT / "gen" / DESCRIPTOR
 
 
 def _buf(*args: str) -> None:

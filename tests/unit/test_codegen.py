@@ -5,8 +5,7 @@ from __future__ import annotations
 import filecmp
 from pathlib import Path
 
-from services.launcher import codegen
-from services.launcher.platform import ROOT
+from services.launcher import ROOT, codegen
 
 
 def _files(root: Path) -> set[str]:

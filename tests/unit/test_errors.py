@@ -9,7 +9,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from services.kit import errors, status
-from services.launcher.platform import ROOT
+from services.launcher import ROOT
 
 
 def _all_errors() -> list[type[errors.PlatformError]]:

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.launcher.platform import ROOT
+from services.launcher import ROOT
 
 BIN = Path(sys.executable).parent
 
