@@ -12,7 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit.cursor import TimeIdPosition
 from services.kit.db import metadata
-from services.order.domain import LineItem, NewOrder, Order, OrderNotFound, OrderStatus
+from services.order.domain import (
+    LineItem,
+    NewOrder,
+    Order,
+    OrderNotFound,
+    OrderStatus,
+    StaleVersion,
+)
 
 orders = sa.Table(
     "orders",
@@ -130,8 +137,9 @@ async def get(conn: AsyncConnection, tenant: str, order_id: uuid.UUID) -> Order:
     return _order(row, (await _items(conn, [order_id]))[order_id])
 
 
-async def save_transition(conn: AsyncConnection, before: Order, after: Order) -> Order | None:
-    """Write `after` if the row is still at `before.version`; None when someone got there first."""
+async def save_transition(conn: AsyncConnection, before: Order, after: Order) -> Order:
+    """Write `after` if the row is still at `before.version` (the optimistic lock);
+    StaleVersion when another change landed between our read and this write."""
     values: dict[str, object] = {
         "status": after.status.value,
         "total_cents": after.total_cents,
@@ -152,7 +160,9 @@ async def save_transition(conn: AsyncConnection, before: Order, after: Order) ->
             .returning(*orders.c)
         )
     ).first()
-    return None if row is None else _order(row, before.items)
+    if row is None:
+        raise StaleVersion()
+    return _order(row, before.items)
 
 
 async def page(

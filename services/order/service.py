@@ -11,7 +11,7 @@ from services.kit import errors, outbox
 from services.kit.cursor import CursorCodec, TimeIdPosition
 from services.kit.idempotency import IdempotencyStore
 from services.order import repository
-from services.order.domain import CLOSED_EVENT, NewOrder, Order, StaleVersion
+from services.order.domain import CLOSED_EVENT, NewOrder, Order
 
 DEFAULT_PAGE = 10
 MAX_PAGE = 100
@@ -56,19 +56,15 @@ class Orders:
     ) -> Order:
         async with self._engine.begin() as conn:
             before = await repository.get(conn, tenant, order_id)
-            after = before.confirm(expected_version, total_cents)
-            saved = await repository.save_transition(conn, before, after)
-            if saved is None:
-                raise StaleVersion()  # changed between our read and write
-            return saved
+            return await repository.save_transition(
+                conn, before, before.confirm(expected_version, total_cents)
+            )
 
     async def close(self, tenant: str, order_id: uuid.UUID, expected_version: int | None) -> Order:
         """Close and write the `orders.closed` event in one transaction."""
         async with self._engine.begin() as conn:
             before = await repository.get(conn, tenant, order_id)
             saved = await repository.save_transition(conn, before, before.close(expected_version))
-            if saved is None:
-                raise StaleVersion()  # changed between our read and write
             await outbox.add_event(
                 conn,
                 event_type=CLOSED_EVENT,
