@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,8 +45,6 @@ class Api:
         return self.http.get("/v1/orders", params=params, headers=self.headers())
 
     def draft(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        import uuid
-
         response = self.create(uuid.uuid4().hex, body)
         assert response.status_code == 201, response.text
         created: dict[str, Any] = response.json()

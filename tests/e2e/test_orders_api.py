@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kit.idempotency import IdempotencyStore
 from services.launcher.platform import State
 from tests.e2e.conftest import Api, assert_error
 
@@ -136,6 +137,22 @@ async def test_an_expired_key_creates_a_new_order(api: Api, engine: AsyncEngine)
     again = api.create("old-key")
     assert again.status_code == 201
     assert again.json()["id"] != first["id"]
+
+
+async def test_expired_keys_are_purged_and_live_ones_kept(api: Api, engine: AsyncEngine) -> None:
+    api.create("stays")
+    api.create("goes")
+    keys = "SELECT key FROM idempotency_keys WHERE tenant_id = :t ORDER BY key"
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "UPDATE idempotency_keys SET expires_at = now() - interval '1 second' "
+                "WHERE tenant_id = :t AND key = 'goes'"
+            ),
+            {"t": api.tenant},
+        )
+        assert await IdempotencyStore().purge_expired(conn) >= 1
+        assert (await conn.execute(sa.text(keys), {"t": api.tenant})).scalars().all() == ["stays"]
 
 
 # --- 2. Optimistic locking -----------------------------------------------------------------
@@ -291,9 +308,9 @@ def test_close_checks_if_match_when_given(api: Api) -> None:
 # --- 4. Pagination -------------------------------------------------------------------------
 
 
-def _all_pages(api: Api, limit: int) -> list[list[str]]:
+def _pages(api: Api, limit: int, cursor: str | None = None) -> list[list[str]]:
+    """The ids of every page from `cursor` (or the first page) to the last."""
     pages: list[list[str]] = []
-    cursor = None
     while True:
         params: dict[str, object] = {"limit": limit}
         if cursor:
@@ -307,7 +324,7 @@ def _all_pages(api: Api, limit: int) -> list[list[str]]:
 
 def test_fifteen_orders_page_as_ten_then_five_without_duplicates(api: Api) -> None:
     created = [api.draft()["id"] for _ in range(15)]
-    pages = _all_pages(api, 10)
+    pages = _pages(api, 10)
     assert [len(p) for p in pages] == [10, 5]
     seen = pages[0] + pages[1]
     assert len(set(seen)) == 15
@@ -319,18 +336,9 @@ def test_pages_are_stable_under_concurrent_inserts(api: Api) -> None:
     first = api.list(limit=5).json()
     for _ in range(4):
         api.draft()  # newer orders land before the cursor, never inside later pages
-    rest = _all_pages_from(api, first["nextCursor"], 5)
+    rest = [i for page in _pages(api, 5, first["nextCursor"]) for i in page]
     seen = [o["id"] for o in first["items"]] + rest
     assert seen == list(reversed(created))
-
-
-def _all_pages_from(api: Api, cursor: str, limit: int) -> list[str]:
-    ids: list[str] = []
-    while cursor:
-        body = api.list(limit=limit, cursor=cursor).json()
-        ids += [o["id"] for o in body["items"]]
-        cursor = body.get("nextCursor", "")
-    return ids
 
 
 def test_an_empty_list_has_items_and_no_cursor(api: Api) -> None:
