@@ -46,19 +46,25 @@ def tenant(ctx: Context) -> str:
     return value
 
 
-def if_match(ctx: Context, *, required: bool) -> int | None:
-    """The version named by `if-match` ("3", 3 or W/"3"); None when optional and absent."""
+def if_match(ctx: Context) -> int | None:
+    """The version named by `if-match` ("3", 3 or W/"3"), or None when absent."""
     raw = (header(ctx, "if-match") or "").strip()
     if not raw:
-        if required:
-            raise errors.PreconditionRequired(
-                'If-Match header is required: send the version you last saw, e.g. If-Match: "1"'
-            )
         return None
     match = _ETAG.match(raw)
     if match is None:
         raise errors.InvalidArgument.field("If-Match", 'must be a version such as "3"')
     return int(match.group(1))
+
+
+def require_if_match(ctx: Context) -> int:
+    """The version named by `if-match`; PreconditionRequired when absent."""
+    version = if_match(ctx)
+    if version is None:
+        raise errors.PreconditionRequired(
+            'If-Match header is required: send the version you last saw, e.g. If-Match: "1"'
+        )
+    return version
 
 
 def etag(version: int) -> str:

@@ -81,8 +81,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     ) -> order_pb2.Order:
         tenant = calls.tenant(context)
         order_id = parse_id(request.id)
-        expected = calls.if_match(context, required=True)
-        assert expected is not None
+        expected = calls.require_if_match(context)
         total = request.total_cents if request.HasField("total_cents") else None
         order = await self._orders.confirm(tenant, order_id, expected, total)
         await calls.send_headers(context, version=order.version)
@@ -93,7 +92,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     ) -> order_pb2.Order:
         tenant = calls.tenant(context)
         order_id = parse_id(request.id)
-        order = await self._orders.close(tenant, order_id, calls.if_match(context, required=False))
+        order = await self._orders.close(tenant, order_id, calls.if_match(context))
         await calls.send_headers(context, version=order.version)
         return to_proto(order)
 
