@@ -143,12 +143,13 @@ def start_envoy(
          "--log-level", "warn"],
         log_dir=run_dir / "logs", env=env,
     )  # fmt: skip
-    admin = f"http://{settings.admin_address}:{settings.admin_port}"
-    procs.wait_until(proc, lambda: _get(f"{admin}/ready").strip() == "LIVE", what="Envoy ready")
-    # The first request must not race the first upstream health check.
-    procs.wait_until(
-        proc,
-        lambda: "order::" in (c := _get(f"{admin}/clusters")) and "health_flags::healthy" in c,
-        what="Envoy to see the order service healthy",
-    )
+    with procs.stop_on_error(proc):
+        admin = f"http://{settings.admin_address}:{settings.admin_port}"
+        procs.wait_until(proc, lambda: _get(f"{admin}/ready").strip() == "LIVE", what="Envoy ready")
+        # The first request must not race the first upstream health check.
+        procs.wait_until(
+            proc,
+            lambda: "order::" in (c := _get(f"{admin}/clusters")) and "health_flags::healthy" in c,
+            what="Envoy to see the order service healthy",
+        )
     return proc

@@ -92,7 +92,10 @@ def start_postgres(
     root = pg_data_dir(run_dir)
     data = root / "data"
     sudo = _as_unprivileged()
-    if not (data / "PG_VERSION").exists():
+    # The cluster may live outside the run dir (as root); this marker ties it to the
+    # run dir's generated password, so a cluster left by a removed run dir is rebuilt.
+    marker = run_dir / "postgres-cluster"
+    if not (data / "PG_VERSION").exists() or not marker.exists() or marker.read_text() != str(data):
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True, mode=0o700)
         pwfile = root / "pwfile"
@@ -101,12 +104,13 @@ def start_postgres(
             nobody = pwd.getpwnam("nobody")
             os.chown(root, nobody.pw_uid, nobody.pw_gid)
             os.chown(pwfile, nobody.pw_uid, nobody.pw_gid)
-        subprocess.run(
+        procs.run(
             [*sudo, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
              "--pwfile", str(pwfile), "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"],
-            check=True, capture_output=True,
+            what="initdb",
         )  # fmt: skip
         pwfile.unlink()
+        marker.write_text(str(data))
     proc = procs.start(
         "postgres",
         [*sudo, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
@@ -115,24 +119,25 @@ def start_postgres(
         log_dir=run_dir / "logs", env=env, stop_signal=signal.SIGINT,
     )  # fmt: skip
     pg_env = {**env, "PGPASSWORD": password}
-    procs.wait_until(
-        proc,
-        lambda: subprocess.run(
-            [str(bin_dir / "pg_isready"), "-h", HOST, "-p", str(port), "-U", "postgres"],
-            capture_output=True,
-        ).returncode == 0,
-        what="PostgreSQL to accept connections",
-    )  # fmt: skip
-    exists = subprocess.run(
-        [str(bin_dir / "psql"), "-h", HOST, "-p", str(port), "-U", "postgres", "-tAc",
-         "SELECT 1 FROM pg_database WHERE datname = 'shop'"],
-        capture_output=True, text=True, env=pg_env, check=True,
-    ).stdout.strip()  # fmt: skip
-    if exists != "1":
-        subprocess.run(
-            [str(bin_dir / "createdb"), "-h", HOST, "-p", str(port), "-U", "postgres", "shop"],
-            check=True, capture_output=True, env=pg_env,
+    with procs.stop_on_error(proc):
+        procs.wait_until(
+            proc,
+            lambda: subprocess.run(
+                [str(bin_dir / "pg_isready"), "-h", HOST, "-p", str(port), "-U", "postgres"],
+                capture_output=True,
+            ).returncode == 0,
+            what="PostgreSQL to accept connections",
         )  # fmt: skip
+        exists = procs.run(
+            [str(bin_dir / "psql"), "-h", HOST, "-p", str(port), "-U", "postgres", "-tAc",
+             "SELECT 1 FROM pg_database WHERE datname = 'shop'"],
+            what="checking for the shop database", env=pg_env,
+        ).strip()  # fmt: skip
+        if exists != "1":
+            procs.run(
+                [str(bin_dir / "createdb"), "-h", HOST, "-p", str(port), "-U", "postgres", "shop"],
+                what="createdb shop", env=pg_env,
+            )  # fmt: skip
     return proc, f"postgresql://postgres:{password}@{HOST}:{port}/shop"
 
 
@@ -155,7 +160,8 @@ def start_redis(run_dir: Path, port: int, env: dict[str, str]) -> tuple[procs.Pr
          "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
         log_dir=run_dir / "logs", env=env,
     )  # fmt: skip
-    procs.wait_until(proc, lambda: procs.tcp_open(HOST, port), what="Redis to listen")
+    with procs.stop_on_error(proc):
+        procs.wait_until(proc, lambda: procs.tcp_open(HOST, port), what="Redis to listen")
     return proc, f"redis://{HOST}:{port}/0"
 
 
@@ -173,7 +179,8 @@ def start_mongo(run_dir: Path, port: int, env: dict[str, str]) -> tuple[procs.Pr
          "--pid-file", str(data / "nx.pid")],
         log_dir=run_dir / "logs", env=env,
     )  # fmt: skip
-    procs.wait_until(
-        proc, lambda: procs.tcp_open(HOST, port), what="the MongoDB-wire server to listen"
-    )
+    with procs.stop_on_error(proc):
+        procs.wait_until(
+            proc, lambda: procs.tcp_open(HOST, port), what="the MongoDB-wire server to listen"
+        )
     return proc, f"mongodb://{HOST}:{port}/shop"

@@ -214,7 +214,7 @@ class Platform:
         for name, pid in reversed(list(recorded.pids.items())):
             procs.stop_pid(pid, recorded.stop_signals.get(name, 15))
         for proc in self._procs:
-            proc.popen.poll()
+            procs.reap(proc)
         self.state_path.unlink()
 
     def status(self) -> dict[str, str]:

@@ -8,7 +8,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,25 @@ def start(
             start_new_session=True,
         )
     return Proc(name, popen, log, stop_signal)
+
+
+@contextmanager
+def stop_on_error(proc: Proc) -> Iterator[Proc]:
+    """Stop a just-started process if what follows (health wait, set-up) fails, so a
+    failed start never leaves it running untracked."""
+    try:
+        yield proc
+    except BaseException:
+        stop(proc)
+        raise
+
+
+def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None) -> str:
+    """Run a set-up command to completion; LaunchError with its output when it fails."""
+    result = subprocess.run(list(argv), capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise LaunchError(f"{what} failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    return result.stdout
 
 
 def _tail(log: Path, lines: int = 20) -> str:
@@ -117,6 +137,18 @@ def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
+
+
+def stop(proc: Proc) -> None:
+    """Stop a process this launcher started, and reap it."""
+    stop_pid(proc.pid, proc.stop_signal)
+    reap(proc)
+
+
+def reap(proc: Proc) -> None:
+    """Collect the exit status of a stopped child (no zombie, no ResourceWarning)."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.popen.wait(timeout=1)
 
 
 def alive(pid: int) -> bool:
