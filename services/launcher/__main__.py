@@ -1,4 +1,4 @@
-"""The platform launcher: `./shop up | up --detach | down | status | generate`.
+"""The platform launcher: `./shop up | up --detach | down | status | generate | release-contracts`.
 
 `up` starts everything in the foreground and stops it on Ctrl-C; `up --detach`
 returns once everything is healthy and `down` stops it later.
@@ -42,10 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("down", help="stop a detached platform")
     sub.add_parser("status", help="show what runs")
     sub.add_parser("generate", help="buf lint + buf generate")
+    sub.add_parser(
+        "release-contracts", help="make proto/ the baseline that buf breaking checks against"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "generate":
         codegen.regenerate()
+        return 0
+    if args.command == "release-contracts":
+        print(f"released contracts: {codegen.release_contracts()}")
         return 0
     platform = Platform(LauncherConfig.from_env())
     if args.command == "down":
