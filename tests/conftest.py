@@ -30,6 +30,9 @@ def platform() -> Iterator[State]:
         edge_port=0,
         admin_port=0,
         order_port=0,
+        product_port=0,
+        erp_port=0,
+        warehouse_port=0,
         postgres_port=0,
         redis_port=0,
         mongo_port=0,
@@ -37,6 +40,8 @@ def platform() -> Iterator[State]:
         redis_url=os.environ.get("REDIS_URL") or None,
         mongo_url=os.environ.get("MONGO_URL") or None,
         log_level="INFO",
+        # Breakers that recover within a test; the defaults are for production.
+        service_env={"ERP_BREAKER_RESET_S": "1", "WAREHOUSE_BREAKER_RESET_S": "1"},
     )
     launched = Platform(config)
     try:

@@ -12,6 +12,7 @@
     ├── PreconditionRequired      precondition_required
     ├── RateLimited               rate_limited
     ├── Unavailable               unavailable
+    │   └── CircuitOpen           unavailable         (failing fast: the upstream's breaker is open)
     └── DeadlineExceeded          deadline_exceeded
 
 Business code raises these and imports nothing from gRPC; `services.kit.status`
@@ -96,6 +97,10 @@ class RateLimited(PlatformError):
 
 class Unavailable(PlatformError):
     code = "unavailable"
+
+
+class CircuitOpen(Unavailable):
+    pass
 
 
 class DeadlineExceeded(PlatformError):

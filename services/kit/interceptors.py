@@ -1,7 +1,7 @@
 """The interceptor every server runs: request context, access log, error mapping.
 
-For each RPC it takes the request id (Envoy's `x-request-id`, or a new one)
-and the tenant from metadata into contextvars, turns a PlatformError into a
+For each RPC it takes the request id (Envoy's `x-request-id`, or a new one),
+the tenant and the caller's deadline into contextvars, turns a PlatformError into a
 rich gRPC status (via services.kit.status, the only mapping), hides any other
 exception behind INTERNAL, and writes one access-log line with service,
 method, tenant, status and duration.
@@ -36,10 +36,12 @@ async def _observed(
     rpc_method: str, ctx: grpc.aio.ServicerContext[Any, Any]
 ) -> AsyncIterator[None]:
     md = _metadata(ctx)
+    remaining = ctx.time_remaining()
     tokens = (
         context.request_id.set(md.get("x-request-id") or uuid.uuid4().hex),
         context.tenant_id.set(md.get("x-tenant-id", "")),
         context.method.set(rpc_method),
+        context.deadline.set(None if remaining is None else time.monotonic() + remaining),
     )
     started = time.perf_counter()
     outcome = "OK"
@@ -69,10 +71,10 @@ async def _observed(
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             },
         )
-        for var, token in zip(
-            (context.request_id, context.tenant_id, context.method), tokens, strict=True
-        ):
-            var.reset(token)
+        context.request_id.reset(tokens[0])
+        context.tenant_id.reset(tokens[1])
+        context.method.reset(tokens[2])
+        context.deadline.reset(tokens[3])
 
 
 class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]

@@ -3,7 +3,8 @@
 `create_server` binds (port 0 in tests), installs tracing and the platform
 interceptor, and registers the standard health service and reflection, so
 every server is the same to Envoy, the launcher and grpcurl.
-`serve` runs it until SIGTERM/SIGINT and stops gracefully.
+`serve` runs it until SIGTERM/SIGINT and stops gracefully; `run` is a whole
+service's `main`: logs, tracing, build, serve.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,6 +22,8 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from services.kit import logs, tracing
+from services.kit.config import ServerConfig
 from services.kit.interceptors import PlatformInterceptor
 
 log = logging.getLogger("shop.server")
@@ -79,3 +83,22 @@ async def serve(
     await server.stop(grace)
     if on_stop is not None:
         await on_stop()
+
+
+class HostedApp(Protocol):
+    """What a service's composition root returns: its services and its clean-up."""
+
+    @property
+    def registrations(self) -> list[Registration]: ...
+
+    async def close(self) -> None: ...
+
+
+async def run(name: str, config: ServerConfig, build: Callable[[], HostedApp]) -> None:
+    """A service process: configure logs and tracing, build the app, serve until told to stop."""
+    logs.configure(name, config.log_level)
+    tracing.configure(name, config.otlp_endpoint)
+    app = build()
+    server, port, health = await create_server(app.registrations, config.bind)
+    log.info("listening", extra={"port": port})
+    await serve(server, health, grace=config.shutdown_grace_s, on_stop=app.close)

@@ -23,6 +23,9 @@ shop platform is up (run dir {platform.run_dir})
   REST edge          {s.rest_url}        e.g. curl {s.rest_url}/v1/orders -H 'X-Tenant-Id: acme'
   gRPC edge          {s.grpc_target}
   order service      {s.order_grpc_target} (direct gRPC, reflection on)
+  product gateway    {s.product_grpc_target} (v1 and v2)    e.g. curl {s.rest_url}/v1/products -H 'X-Tenant-Id: demo'
+  ERP stub           {s.erp_url} (faults: PUT {s.erp_url}/_admin/faults)
+  Warehouse stub     {s.warehouse_url}
   PostgreSQL         {s.database_url.split("@")[-1]}
   Redis              {s.redis_url}
   MongoDB (wire)     {s.mongo_url}

@@ -23,6 +23,8 @@ SETTINGS = EdgeSettings(
     admin_port=9901,
     order_host="order",
     order_port=50051,
+    product_host="product",
+    product_port=50052,
     descriptor_path="/etc/shop/descriptor.binpb",
     lua_path="/etc/shop/edge.lua",
 )

@@ -70,6 +70,8 @@ class EdgeSettings:
     admin_port: int
     order_host: str
     order_port: int
+    product_host: str
+    product_port: int
     # The repo's own files by default; containers mount them elsewhere.
     descriptor_path: str = str(DESCRIPTOR_PATH)
     lua_path: str = str(LUA)
@@ -118,12 +120,27 @@ def render(settings: EdgeSettings, template: Path = TEMPLATE) -> str:
         ADMIN_PORT=settings.admin_port,
         ORDER_HOST=settings.order_host,
         ORDER_PORT=settings.order_port,
+        PRODUCT_HOST=settings.product_host,
+        PRODUCT_PORT=settings.product_port,
         DESCRIPTOR_PATH=settings.descriptor_path,
         LUA_PATH=settings.lua_path,
         LOCAL_REPLY_MAPPERS=local_reply_mappers(),
         TRACING=tracing,
         TRACING_CLUSTER=tracing_cluster,
     )
+
+
+CLUSTERS = ("order", "product")
+
+
+def all_healthy(clusters: str, names: tuple[str, ...]) -> bool:
+    """Whether Envoy's /clusters text shows every named cluster's hosts healthy."""
+    flags: dict[str, list[str]] = {}
+    for line in clusters.splitlines():
+        name, _, rest = line.partition("::")
+        if name in names and "::health_flags::" in rest:
+            flags.setdefault(name, []).append(rest.rsplit("::", 1)[1])
+    return all(flags.get(n) and all(f == "healthy" for f in flags[n]) for n in names)
 
 
 def _get(url: str) -> str:
@@ -146,10 +163,10 @@ def start_envoy(
     with procs.stop_on_error(proc):
         admin = f"http://{settings.admin_address}:{settings.admin_port}"
         procs.wait_until(proc, lambda: _get(f"{admin}/ready").strip() == "LIVE", what="Envoy ready")
-        # The first request must not race the first upstream health check.
+        # The first request must not race the first upstream health checks.
         procs.wait_until(
             proc,
-            lambda: "order::" in (c := _get(f"{admin}/clusters")) and "health_flags::healthy" in c,
-            what="Envoy to see the order service healthy",
+            lambda: all_healthy(_get(f"{admin}/clusters"), CLUSTERS),
+            what=f"Envoy to see {', '.join(CLUSTERS)} healthy",
         )
     return proc

@@ -20,9 +20,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.kit.config import env_int, env_str
-from services.launcher import ROOT, edge, infra, procs
+from services.launcher import ROOT, edge, infra, procs, stubs
 
 ORDER_SERVICE = "shop.order.v1.OrderService"
+PRODUCT_SERVICE = "shop.product.v1.ProductService"
 
 
 @dataclass(frozen=True)
@@ -33,14 +34,22 @@ class LauncherConfig:
     edge_port: int = 8080
     admin_port: int = 9901
     order_port: int = 50051
+    product_port: int = 50052
+    erp_port: int = 8101
+    warehouse_port: int = 8102
     postgres_port: int = 55432
     redis_port: int = 56379
     mongo_port: int = 57017
     database_url: str | None = None
     redis_url: str | None = None
     mongo_url: str | None = None
+    erp_url: str | None = None
+    warehouse_url: str | None = None
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
+    # Settings passed to every service on top of the environment (e.g. tests'
+    # shorter breaker timings).
+    service_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> LauncherConfig:
@@ -49,12 +58,17 @@ class LauncherConfig:
             edge_port=env_int(env, "EDGE_PORT", 8080),
             admin_port=env_int(env, "ENVOY_ADMIN_PORT", 9901),
             order_port=env_int(env, "ORDER_GRPC_PORT", 50051),
+            product_port=env_int(env, "PRODUCT_GRPC_PORT", 50052),
+            erp_port=env_int(env, "ERP_PORT", 8101),
+            warehouse_port=env_int(env, "WAREHOUSE_PORT", 8102),
             postgres_port=env_int(env, "POSTGRES_PORT", 55432),
             redis_port=env_int(env, "REDIS_PORT", 56379),
             mongo_port=env_int(env, "MONGO_PORT", 57017),
             database_url=env.get("DATABASE_URL") or None,
             redis_url=env.get("REDIS_URL") or None,
             mongo_url=env.get("MONGO_URL") or None,
+            erp_url=env.get("ERP_URL") or None,
+            warehouse_url=env.get("WAREHOUSE_URL") or None,
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         )
@@ -67,6 +81,9 @@ class State:
     rest_url: str = ""
     grpc_target: str = ""
     order_grpc_target: str = ""
+    product_grpc_target: str = ""
+    erp_url: str = ""
+    warehouse_url: str = ""
     database_url: str = ""
     redis_url: str = ""
     mongo_url: str = ""
@@ -126,6 +143,7 @@ class Platform:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
         env["LOG_LEVEL"] = self.config.log_level
+        env.update(self.config.service_env)
         if self.config.otlp_endpoint:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.config.otlp_endpoint
         return env
@@ -173,23 +191,23 @@ class Platform:
 
         order_port = _port(cfg.order_port)
         state.order_grpc_target = f"{infra.HOST}:{order_port}"
-        order = procs.start(
-            "order",
-            [sys.executable, "-m", "services.order"],
-            log_dir=self.run_dir / "logs",
-            env={
-                **env,
-                "ORDER_GRPC_BIND": state.order_grpc_target,
-                "CURSOR_SECRET": keys["cursor_secret"],
-            },
-            cwd=ROOT,
+        self._start_service(
+            "order", ORDER_SERVICE, state.order_grpc_target,
+            {**env, "ORDER_GRPC_BIND": state.order_grpc_target, "CURSOR_SECRET": keys["cursor_secret"]},
+        )  # fmt: skip
+
+        state.erp_url = cfg.erp_url or self._start_stub("erp", cfg.erp_port, env)
+        state.warehouse_url = cfg.warehouse_url or self._start_stub(
+            "warehouse", cfg.warehouse_port, env
         )
-        self._track(order)
-        procs.wait_until(
-            order,
-            lambda: _grpc_serving(state.order_grpc_target, ORDER_SERVICE),
-            what="the order service to report SERVING",
-        )
+        product_port = _port(cfg.product_port)
+        state.product_grpc_target = f"{infra.HOST}:{product_port}"
+        self._start_service(
+            "product", PRODUCT_SERVICE, state.product_grpc_target,
+            {**env, "PRODUCT_GRPC_BIND": state.product_grpc_target,
+             "CURSOR_SECRET": keys["cursor_secret"], "ERP_URL": state.erp_url,
+             "WAREHOUSE_URL": state.warehouse_url},
+        )  # fmt: skip
 
         settings = edge.EdgeSettings(
             edge_address=infra.HOST,
@@ -198,6 +216,8 @@ class Platform:
             admin_port=_port(cfg.admin_port),
             order_host=infra.HOST,
             order_port=order_port,
+            product_host=infra.HOST,
+            product_port=product_port,
             otlp_endpoint=cfg.otlp_endpoint,
         )
         self._track(edge.start_envoy(infra.executable("envoy"), settings, self.run_dir, env))
@@ -205,6 +225,26 @@ class Platform:
         state.grpc_target = f"{infra.HOST}:{settings.edge_port}"
         state.envoy_admin_url = f"http://{infra.HOST}:{settings.admin_port}"
         self._save()
+
+    def _start_service(self, name: str, service: str, target: str, env: dict[str, str]) -> None:
+        proc = procs.start(
+            name,
+            [sys.executable, "-m", f"services.{name}"],
+            log_dir=self.run_dir / "logs",
+            env=env,
+            cwd=ROOT,
+        )
+        self._track(proc)
+        procs.wait_until(
+            proc,
+            lambda: _grpc_serving(target, service),
+            what=f"the {name} service to report SERVING",
+        )
+
+    def _start_stub(self, name: str, port: int, env: dict[str, str]) -> str:
+        proc, url = stubs.start_stub(name, self.run_dir, _port(port), env)
+        self._track(proc)
+        return url
 
     def down(self) -> None:
         """Stop what `up` started (in this process or another), newest first."""

@@ -17,6 +17,8 @@ LOCAL = edge.EdgeSettings(
     admin_port=19901,
     order_host="127.0.0.1",
     order_port=50051,
+    product_host="127.0.0.1",
+    product_port=50052,
 )
 # The compose config with the repo's files in place of the container's mount paths;
 # the STRICT_DNS host `order` is resolved only at run time, not by validate mode.

@@ -1,0 +1,82 @@
+"""Run one stub: `python -m stubs erp|warehouse --host 127.0.0.1 --port 8101 [--data DIR]`.
+
+`STUB_FAULTS` (JSON, the body `PUT /_admin/faults` takes) sets the faults it
+starts with. Each request is logged as one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import uvloop
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from stubs import TENANT_HEADER, UpstreamError, erp, warehouse
+from stubs.faults import FaultConfig, FaultInjector
+
+APPS: dict[str, Callable[[Path, FaultInjector], web.Application]] = {
+    "erp": erp.create_app,
+    "warehouse": warehouse.create_app,
+}
+DATA_DIR = Path(__file__).resolve().parent / "data"
+
+
+class JsonAccessLogger(AbstractAccessLogger):
+    """One JSON object per request, with the fault injected into it, if any."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time_s: float) -> None:
+        event = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "stub": self.logger.name.removeprefix("stubs."),
+            "method": request.method,
+            "path": request.path_qs,
+            # An aborted request got no answer at all, whatever aiohttp thinks it sent.
+            "status": None if request.get("fault") == "down" else response.status,
+            "ms": round(time_s * 1000, 1),
+            "tenant": request.headers.get(TENANT_HEADER),
+            "fault": request.get("fault"),
+        }
+        self.logger.info(json.dumps(event))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stubs", description=__doc__)
+    parser.add_argument("name", choices=sorted(APPS), help="which upstream to fake")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--data", type=Path, default=DATA_DIR, help="seed data directory")
+    args = parser.parse_args(argv)
+    try:
+        faults = FaultConfig.from_text(os.environ.get("STUB_FAULTS") or "{}")
+    except UpstreamError as exc:
+        parser.error(f"STUB_FAULTS: {exc.message}")
+    app = APPS[args.name](args.data, FaultInjector(faults))
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    serving = {"event": "serving", "stub": args.name, "port": args.port, "faults": faults.to_json()}
+    logging.getLogger("stubs").info(json.dumps(serving))
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        access_log=logging.getLogger(f"stubs.{args.name}"),
+        access_log_class=JsonAccessLogger,
+        # A client that gives up (e.g. on an injected hang) cancels its handler.
+        handler_cancellation=True,
+        # Injected hangs must not hold up a stop.
+        shutdown_timeout=1.0,
+        print=None,
+        loop=uvloop.new_event_loop(),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
