@@ -40,8 +40,14 @@ def platform() -> Iterator[State]:
         redis_url=os.environ.get("REDIS_URL") or None,
         mongo_url=os.environ.get("MONGO_URL") or None,
         log_level="INFO",
-        # Breakers that recover within a test; the defaults are for production.
-        service_env={"ERP_BREAKER_RESET_S": "1", "WAREHOUSE_BREAKER_RESET_S": "1"},
+        # Breakers that recover and caches that expire within a test; the
+        # defaults (5 s, 30 s, 2 s) are for production.
+        service_env={
+            "ERP_BREAKER_RESET_S": "1",
+            "WAREHOUSE_BREAKER_RESET_S": "1",
+            "PRODUCT_CACHE_TTL_S": "2",
+            "STOCK_CACHE_TTL_S": "2",
+        },
     )
     launched = Platform(config)
     try:
