@@ -243,7 +243,9 @@ def test_writes_need_an_idempotency_key_and_valid_fields(
     bad = assert_error(products.create({"sku": "lower", "name": ""}), 400, "invalid_argument")
     fields = {v["field"] for d in bad["details"] for v in d.get("fieldViolations", [])}
     assert fields == {"sku", "name", "priceCents"}
-    assert_error(products.create({"sku": "A-1", "name": "a", "priceCents": -1}), 400, "invalid_argument")
+    assert_error(
+        products.create({"sku": "A-1", "name": "a", "priceCents": -1}), 400, "invalid_argument"
+    )
     assert erp.requests("POST /products") == writes, "bad input must not reach the ERP"
 
 
@@ -322,7 +324,10 @@ def test_warehouse_down_fails_v1_but_v2_says_stock_is_unknown(
 ) -> None:
     # Made in the ERP directly, so the gateway has no stock figure for it, not even a stale one.
     made = erp.as_tenant(
-        products.tenant, "POST", "/products", json={"sku": "NOSTOCK-1", "name": "n", "price_cents": 1}
+        products.tenant,
+        "POST",
+        "/products",
+        json={"sku": "NOSTOCK-1", "name": "n", "price_cents": 1},
     ).json()
     warehouse.faults(error_rate=1.0, tenant=products.tenant)
     assert_error(products.get(made["id"]), 503, "unavailable")
@@ -330,7 +335,8 @@ def test_warehouse_down_fails_v1_but_v2_says_stock_is_unknown(
     assert v2.status_code == 200, v2.text
     body = v2.json()
     assert body["availability"] == "unknown"
-    assert "stock" not in body and "stockUpdatedAt" not in body
+    assert "stock" not in body
+    assert "stockUpdatedAt" not in body
     assert (body["id"], body["version"], body["stale"]) == (made["id"], 1, False)
 
 
