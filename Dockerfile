@@ -1,4 +1,4 @@
-# One image for every Python process of the platform (services and migrations);
+# One image for every Python process of the platform (services, stubs, migrations);
 # docker-compose.yml overrides the command per service. Build: docker build -t shop-app .
 FROM python:3.11-slim
 
@@ -15,11 +15,13 @@ WORKDIR /app
 COPY pyproject.toml ./
 RUN pip install . && rm -rf build ./*.egg-info
 
-# The code: services/ and the generated stubs plus descriptor set in gen/.
+# The code: services/, the fake upstreams in stubs/ (with their seed data) and the
+# generated code plus descriptor set in gen/.
 COPY services/ services/
+COPY stubs/ stubs/
 COPY gen/ gen/
 # Bytecode compiled as root at build time: the non-root user cannot write here.
-RUN python -m compileall -q services gen \
+RUN python -m compileall -q services stubs gen \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin shop
 
 ENV PYTHONPATH=/app:/app/gen

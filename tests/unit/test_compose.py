@@ -9,6 +9,7 @@ healthcheck commands are run against a real gRPC health server and a real Envoy.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -24,13 +25,25 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.launcher import ROOT, compose, infra, procs
+from services.launcher import ROOT, compose, infra, procs, stubs
 from services.order.config import OrderConfig
+from services.product.config import ProductConfig
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-SERVICES = {"postgres", "redis", "mongo", "migrate", "order", "envoy"}
+SERVICES = {
+    "postgres",
+    "redis",
+    "mongo",
+    "migrate",
+    "order",
+    "erp",
+    "warehouse",
+    "product",
+    "envoy",
+}
 ORDER_SERVICE = "shop.order.v1.OrderService"
+PRODUCT_SERVICE = "shop.product.v1.ProductService"
 # `$$` (a literal dollar) or `${NAME...}`; anything else after a `$` is an error.
 DOLLAR = re.compile(r"\$(\$|\{[^}]*\}|\w*)")
 REQUIRED = re.compile(r"\$\{(\w+):\?([^}]+)\}")
@@ -133,19 +146,37 @@ def test_services_start_in_order(spec: dict[str, Any]) -> None:
     assert condition("migrate", "postgres") == "service_healthy"
     assert condition("order", "migrate") == "service_completed_successfully"
     assert condition("envoy", "order") == "service_healthy"
+    assert condition("envoy", "product") == "service_healthy"
+    assert condition("product", "migrate") == "service_completed_successfully"
+    assert condition("product", "erp") == condition("product", "warehouse") == "service_healthy"
     assert services["migrate"]["command"] == [
         "python", "-m", "alembic", "-c", "services/migrations/alembic.ini", "upgrade", "head",
     ]  # fmt: skip
     assert services["migrate"].get("restart", "no") == "no"
-    for name in ("postgres", "redis", "mongo", "order", "envoy"):
+    for name in ("postgres", "redis", "mongo", "order", "erp", "warehouse", "product", "envoy"):
         assert healthcheck(services[name]), f"{name} has no healthcheck"
 
 
 def test_app_services_use_the_project_image(spec: dict[str, Any]) -> None:
-    migrate, order = spec["services"]["migrate"], spec["services"]["order"]
-    assert migrate["build"] == order["build"] == "."
-    assert migrate["image"] == order["image"]
-    assert order["command"] == ["python", "-m", "services.order"]
+    services = spec["services"]
+    app = ["migrate", "order", "erp", "warehouse", "product"]
+    assert {services[name]["build"] for name in app} == {"."}
+    assert len({services[name]["image"] for name in app}) == 1
+    assert services["order"]["command"] == ["python", "-m", "services.order"]
+    assert services["product"]["command"] == ["python", "-m", "services.product"]
+    for stub in ("erp", "warehouse"):
+        assert services[stub]["command"][:4] == ["python", "-m", "stubs", stub]
+
+
+def test_product_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
+    env = {k: interpolate(v) for k, v in environment(spec["services"]["product"]).items()}
+    config = ProductConfig.from_env(env)
+    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.product_port}"
+    assert config.database_url == "postgresql://shop:<POSTGRES_PASSWORD>@postgres:5432/shop"
+    assert config.cursor_secret == b"<CURSOR_SECRET>"
+    stubs = spec["services"]
+    assert config.erp_url == f"http://erp:{stubs['erp']['command'][-1]}"
+    assert config.warehouse_url == f"http://warehouse:{stubs['warehouse']['command'][-1]}"
 
 
 def test_order_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
@@ -217,23 +248,47 @@ def run_check(command: list[str]) -> int:
     return subprocess.run(command, capture_output=True, timeout=30).returncode
 
 
-def test_order_healthcheck_reads_grpc_health(spec: dict[str, Any]) -> None:
-    command = healthcheck(spec["services"]["order"])
+@pytest.mark.parametrize(
+    ("service", "name", "port"),
+    [("order", ORDER_SERVICE, ":50051"), ("product", PRODUCT_SERVICE, ":50052")],
+)
+def test_service_healthcheck_reads_grpc_health(
+    spec: dict[str, Any], service: str, name: str, port: str
+) -> None:
+    command = healthcheck(spec["services"][service])
     assert command[0] == "python"
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    bound = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        local = [sys.executable, *command[1:-1], command[-1].replace(":50051", f":{port}")]
-        assert local[-1] != command[-1], "healthcheck does not dial 127.0.0.1:50051"
-        servicer.set(ORDER_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        local = [sys.executable, *command[1:-1], command[-1].replace(port, f":{bound}")]
+        assert local[-1] != command[-1], f"healthcheck does not dial 127.0.0.1{port}"
+        servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         assert run_check(local) == 0
-        servicer.set(ORDER_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         assert run_check(local) != 0
     finally:
         server.stop(None)
+
+
+@pytest.mark.parametrize("stub", ["erp", "warehouse"])
+def test_stub_healthcheck_reads_the_admin_health(
+    spec: dict[str, Any], stub: str, tmp_path: Path
+) -> None:
+    command = healthcheck(spec["services"][stub])
+    port = spec["services"][stub]["command"][-1]
+    free = procs.free_port()
+    local = [sys.executable, *command[1:-1], command[-1].replace(f":{port}/", f":{free}/")]
+    assert local[-1] != command[-1], f"healthcheck does not ask port {port}"
+    assert run_check(local) != 0  # nothing listens yet
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
+    proc, _ = stubs.start_stub(stub, tmp_path, free, env)
+    try:
+        assert run_check(local) == 0
+    finally:
+        procs.stop(proc)
 
 
 def test_envoy_healthcheck_sees_ready(spec: dict[str, Any], tmp_path: Path) -> None:
