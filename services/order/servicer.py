@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from services.kit import calls
 from services.kit.idempotency import fingerprint
+from services.kit.wire import timestamp
 from services.order.domain import LineItem, NewOrder, Order, parse_id
 from services.order.service import Orders
 
 Context = calls.Context
-
-
-def _ts(value: Any) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def to_proto(order: Order) -> order_pb2.Order:
@@ -28,8 +20,8 @@ def to_proto(order: Order) -> order_pb2.Order:
         tenant_id=order.tenant_id,
         status=order.status.value,
         version=order.version,
-        created_at=_ts(order.created_at),
-        updated_at=_ts(order.updated_at),
+        created_at=timestamp(order.created_at),
+        updated_at=timestamp(order.updated_at),
         items=[
             order_pb2.LineItem(sku=i.sku, quantity=i.quantity, unit_price_cents=i.unit_price_cents)
             for i in order.items
@@ -38,7 +30,7 @@ def to_proto(order: Order) -> order_pb2.Order:
     if order.total_cents is not None:
         msg.total_cents = order.total_cents
     if order.closed_at is not None:
-        msg.closed_at.CopyFrom(_ts(order.closed_at))
+        msg.closed_at.CopyFrom(timestamp(order.closed_at))
     if order.customer_ref is not None:
         msg.customer_ref = order.customer_ref
     return msg

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 from shop.product.v2 import product_pb2, product_pb2_grpc
 
 from services.kit import calls
+from services.kit.wire import timestamp
 from services.product.domain import ProductView, parse_id
 from services.product.service import Catalog
 from services.product.servicer_v1 import cache_status
 
 Context = calls.Context
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def to_proto(view: ProductView, low_stock_threshold: int) -> product_pb2.Product:
@@ -33,13 +25,13 @@ def to_proto(view: ProductView, low_stock_threshold: int) -> product_pb2.Product
         version=p.version,
         availability=view.availability(low_stock_threshold).value,
         stale=view.stale,
-        created_at=_ts(p.created_at),
-        updated_at=_ts(p.updated_at),
+        created_at=timestamp(p.created_at),
+        updated_at=timestamp(p.updated_at),
     )
     if view.stock is not None:
         msg.stock = view.stock.available
         if view.stock.updated_at is not None:
-            msg.stock_updated_at.CopyFrom(_ts(view.stock.updated_at))
+            msg.stock_updated_at.CopyFrom(timestamp(view.stock.updated_at))
     return msg
 
 
