@@ -40,6 +40,7 @@ STATUS_BY_ERROR: dict[type[errors.PlatformError], grpc.StatusCode] = {
     errors.PreconditionRequired: grpc.StatusCode.FAILED_PRECONDITION,
     errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.CircuitOpen: grpc.StatusCode.UNAVAILABLE,
     errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
