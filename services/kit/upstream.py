@@ -80,11 +80,13 @@ class RetryBudget:
 
     Each call deposits `ratio` tokens (up to `burst`), each retry takes one, so
     a failing upstream sees at most (1 + ratio) times its normal load instead
-    of `max_attempts` times.
+    of `max_attempts` times. Tokens are counted in thousandths so that ten
+    deposits of 0.1 make exactly one.
     """
 
     def __init__(self, ratio: float, burst: float) -> None:
-        self._ratio, self._burst, self._tokens = ratio, burst, burst
+        self._ratio, self._burst = round(ratio * 1000), round(burst * 1000)
+        self._tokens = self._burst
         self._lock = threading.Lock()
 
     def deposit(self) -> None:
@@ -94,9 +96,9 @@ class RetryBudget:
     def withdraw(self) -> bool:
         """Take one token for a retry; False when the budget is spent."""
         with self._lock:
-            if self._tokens < 1:
+            if self._tokens < 1000:
                 return False
-            self._tokens -= 1
+            self._tokens -= 1000
             return True
 
 
@@ -193,12 +195,12 @@ class Upstream:
             if attempt:
                 if last is None or not last.retryable(retry_allowed):
                     break
+                delay = self.backoff(attempt - 1)
+                if time.monotonic() + delay >= deadline:
+                    break
                 if not self.budget.withdraw():
                     self.counters.budget_exhausted += 1
                     log.warning("retry budget exhausted", extra={"upstream": self.name})
-                    break
-                delay = self.backoff(attempt - 1)
-                if time.monotonic() + delay >= deadline:
                     break
                 log.info(
                     "upstream retry",
