@@ -77,14 +77,17 @@ async def send_headers(
     *,
     http_status: int | None = None,
     version: int | None = None,
+    replayed: bool = False,
     extra: dict[str, str] | None = None,
 ) -> None:
-    """Send response headers as initial metadata: status hint, ETag, others."""
+    """Send response headers as initial metadata: status hint, ETag, replay mark, others."""
     md: list[tuple[str, str]] = []
     if http_status is not None:
         md.append(("x-http-code", str(http_status)))
     if version is not None:
         md.append(("etag", etag(version)))
+    if replayed:
+        md.append(("idempotent-replayed", "true"))
     md.extend((extra or {}).items())
     if md:
         await ctx.send_initial_metadata(tuple(md))

@@ -1,4 +1,4 @@
-"""Opaque keyset-pagination cursors: base64url JSON, signed, bound to a scope.
+"""Keyset pagination: page sizes, and opaque cursors (base64url JSON, signed, bound to a scope).
 
 A cursor is `base64url(json(position)) "." base64url(hmac)`; the MAC covers the
 scope (tenant and list) too, so an edited cursor, or one issued to another
@@ -17,6 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.kit import errors
+
+
+def page_size(limit: int, default: int, maximum: int) -> int:
+    """A list request's page size: 0 means `default`; otherwise 1 to `maximum`."""
+    if limit == 0:
+        return default
+    if not 0 < limit <= maximum:
+        raise errors.InvalidArgument.field("limit", f"must be 1-{maximum}")
+    return limit
 
 
 def _b64(data: bytes) -> str:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import errors, outbox
-from services.kit.cursor import CursorCodec, TimeIdPosition
+from services.kit import outbox
+from services.kit.cursor import CursorCodec, TimeIdPosition, page_size
 from services.kit.idempotency import IdempotencyStore
 from services.order import repository
 from services.order.domain import CLOSED_EVENT, NewOrder, Order
@@ -76,10 +76,7 @@ class Orders:
 
     async def list(self, tenant: str, limit: int, cursor: str) -> Page:
         """One page newest first; the cursor is bound to the tenant."""
-        if limit == 0:
-            limit = DEFAULT_PAGE
-        if not 0 < limit <= MAX_PAGE:
-            raise errors.InvalidArgument.field("limit", f"must be 1-{MAX_PAGE}")
+        limit = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
         scope = f"orders:{tenant}"
         after = self._cursors.decode_time_id(scope, cursor) if cursor else None
         async with self._engine.connect() as conn:

@@ -57,7 +57,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             context,
             http_status=200 if created.replayed else 201,
             version=created.order.version,
-            extra={"idempotent-replayed": "true"} if created.replayed else None,
+            replayed=created.replayed,
         )
         return to_proto(created.order)
 

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import context, errors
 from services.kit.cache import TtlCache
-from services.kit.cursor import CursorCodec
+from services.kit.cursor import CursorCodec, page_size
 from services.kit.idempotency import IdempotencyStore
 from services.product.domain import Product, ProductDraft, ProductNotFound, ProductView, Stock
 from services.product.upstreams import Erp, ErpPage, Warehouse
@@ -115,10 +115,7 @@ class Catalog:
 
     async def page(self, tenant: str, limit: int, cursor: str, *, need_stock: bool) -> Page:
         """One page of live products by SKU; the cursor is bound to the tenant."""
-        if limit == 0:
-            limit = DEFAULT_PAGE
-        if not 0 < limit <= MAX_PAGE:
-            raise errors.InvalidArgument.field("limit", f"must be 1-{MAX_PAGE}")
+        limit = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
         scope = f"products:{tenant}"
         after = self._cursors.decode(scope, cursor).get("sku", "") if cursor else ""
         with context.budget(self._budgets.read_s):

@@ -84,7 +84,7 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
             context,
             http_status=201 if written.created and not written.replayed else 200,
             version=written.product.version,
-            extra={"idempotent-replayed": "true"} if written.replayed else None,
+            replayed=written.replayed,
         )
         return to_proto(await self._catalog.merge(tenant, written.product, need_stock=True))
 
@@ -101,7 +101,7 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
         await calls.send_headers(
             context,
             version=written.product.version,
-            extra={"idempotent-replayed": "true"} if written.replayed else None,
+            replayed=written.replayed,
         )
         return to_proto(await self._catalog.merge(tenant, written.product, need_stock=True))
 
@@ -117,7 +117,7 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
         await calls.send_headers(
             context,
             version=written.product.version,
-            extra={"idempotent-replayed": "true"} if written.replayed else None,
+            replayed=written.replayed,
         )
         return product_pb2.DeleteProductResponse(id=product_id, version=written.product.version)
 
