@@ -369,6 +369,26 @@ async def test_fifty_concurrent_misses_make_one_erp_call(
     assert erp.requests("GET /products/{id}") == before + 1
 
 
+def test_transient_erp_errors_are_retried_with_jitter_within_the_read_budget(
+    products: Products, erp: StubAdmin
+) -> None:
+    # 30% of ERP answers are 503 (seeded, so the run is repeatable): one try
+    # per read would fail ~30% of reads, three tries ~3%.
+    erp.faults(error_rate=0.3, seed=11, tenant=products.tenant)
+    reached = erp.requests("GET /products")
+    statuses, slowest = [], 0.0
+    for limit in range(1, 31):  # distinct pages: every read must reach the ERP
+        started = time.monotonic()
+        response = products.list(limit=limit)
+        slowest = max(slowest, time.monotonic() - started)
+        statuses.append(response.status_code)
+        if response.status_code != 200:
+            assert_error(response, 503, "unavailable")
+    assert statuses.count(200) >= 27, statuses
+    assert erp.requests("GET /products") - reached > 30, "failed attempts were retried"
+    assert slowest < 3.0
+
+
 def test_the_breaker_opens_fails_fast_and_recovers(
     products: Products, erp: StubAdmin, http: httpx.Client
 ) -> None:
