@@ -1,7 +1,9 @@
 """OpenTelemetry tracing for servers and clients, exported where config says.
 
-With an OTLP endpoint spans are batched to it; without one a provider still
-runs so W3C trace context propagates and log lines carry the trace id.
+With an OTLP endpoint spans are batched to it. Without one, spans are not
+recorded (nothing would read them, and recording an aborted call's exception
+cost more CPU than answering it), but trace context still propagates and log
+lines still carry the trace id.
 """
 
 from __future__ import annotations
@@ -10,11 +12,15 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, DEFAULT_ON
 
 
 def configure(service: str, otlp_endpoint: str | None) -> TracerProvider:
     """Install the process-wide tracer provider for `service`."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service}),
+        sampler=DEFAULT_ON if otlp_endpoint else ALWAYS_OFF,
+    )
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 

@@ -369,6 +369,12 @@ def test_unknown_route_is_a_json_404(http: httpx.Client) -> None:
     assert_error(http.get("/v1/nothing-here"), 404, "not_found")
 
 
+def test_the_edge_answers_its_own_health_check(http: httpx.Client) -> None:
+    response = http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "serving"}
+
+
 def test_malformed_json_is_a_json_400(api: Api) -> None:
     response = api.http.post(
         "/v1/orders",

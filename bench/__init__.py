@@ -1,0 +1,1 @@
+"""Rerunnable benchmarks whose output backs the figures the README quotes."""
