@@ -149,16 +149,21 @@ class Catalog:
             )
             if product.deleted:
                 raise ProductNotFound(product_id)
-            stock, stock_freshness = await self._stock_for(tenant, [product.sku], need_stock)
-        freshness = erp_freshness & stock_freshness
-        view = ProductView(product, None if stock is None else stock[product.sku], freshness.stale)
-        return Read(view, freshness)
+            return await self._with_stock(tenant, product, need_stock, erp_freshness)
 
     async def merge(self, tenant: str, product: Product, *, need_stock: bool) -> ProductView:
         """A product just written, merged with its stock."""
         with context.budget(self._budgets.read_s):
-            stock, freshness = await self._stock_for(tenant, [product.sku], need_stock)
-        return ProductView(product, None if stock is None else stock[product.sku], freshness.stale)
+            read = await self._with_stock(tenant, product, need_stock, Freshness(False, False))
+        return read.view
+
+    async def _with_stock(
+        self, tenant: str, product: Product, need_stock: bool, erp_freshness: Freshness
+    ) -> Read:
+        stock, stock_freshness = await self._stock_for(tenant, [product.sku], need_stock)
+        freshness = erp_freshness & stock_freshness
+        view = ProductView(product, None if stock is None else stock[product.sku], freshness.stale)
+        return Read(view, freshness)
 
     async def _stock_for(
         self, tenant: str, skus: Sequence[str], need_stock: bool
