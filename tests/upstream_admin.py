@@ -1,10 +1,32 @@
-"""The stubs' admin API (faults and request counts), as tests and benchmarks use it."""
+"""The stubs as tests use them: started on their own, and driven through their admin API."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+from services.launcher import procs
+from services.launcher.stubs import start_stub
+
+
+@contextmanager
+def running_stub(
+    name: str, run_dir: Path, *, port: int | None = None, faults: str | None = None
+) -> Iterator[str]:
+    """A stub process of the test's own (its URL), without faults unless `faults` (JSON) says."""
+    env = {k: v for k, v in os.environ.items() if k != "STUB_FAULTS"}
+    if faults is not None:
+        env["STUB_FAULTS"] = faults
+    proc, url = start_stub(name, run_dir, port or procs.free_port(), env)
+    try:
+        yield url
+    finally:
+        procs.stop(proc)
 
 
 class StubAdmin:
@@ -19,6 +41,9 @@ class StubAdmin:
 
     def clear(self) -> None:
         httpx.delete(f"{self.url}/_admin/faults").raise_for_status()
+
+    def reset_stats(self) -> None:
+        httpx.delete(f"{self.url}/_admin/stats").raise_for_status()
 
     def requests(self, route: str) -> int:
         """How many requests reached a route, e.g. "GET /products/{id}"."""

@@ -15,29 +15,17 @@ import httpx
 import pytest
 
 from services.launcher import ROOT, procs
-from services.launcher.stubs import STUBS, start_stub
+from services.launcher.stubs import start_stub
+from tests.upstream_admin import running_stub
 
 DATA = ROOT / "stubs" / "data"
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "STUB_FAULTS"}
-    return {**env, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}", **extra}
 
 
 @pytest.fixture(scope="module")
 def stub_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     run_dir = tmp_path_factory.mktemp("stubs")
-    started: list[procs.Proc] = []
-    urls: dict[str, str] = {}
-    try:
-        for name in STUBS:
-            proc, urls[name] = start_stub(name, run_dir, procs.free_port(), _env())
-            started.append(proc)
-        yield urls
-    finally:
-        for proc in started:
-            procs.stop(proc)
+    with running_stub("erp", run_dir) as erp_url, running_stub("warehouse", run_dir) as wh_url:
+        yield {"erp": erp_url, "warehouse": wh_url}
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +85,7 @@ def test_the_seeded_stock_covers_exactly_the_seeded_catalogue() -> None:
 
 def test_only_known_stubs_can_be_started(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown stub"):
-        start_stub("crm", tmp_path, procs.free_port(), _env())
+        start_stub("crm", tmp_path, procs.free_port(), dict(os.environ))
 
 
 # --- ERP ---------------------------------------------------------------------------------
@@ -508,9 +496,6 @@ async def test_a_bad_fault_config_is_refused_and_the_old_one_kept(
 
 def test_stub_faults_sets_the_faults_a_stub_starts_with(tmp_path: Path) -> None:
     faults = json.dumps({"error_rate": 1, "error_status": 500, "tenant": "demo"})
-    proc, url = start_stub("warehouse", tmp_path, procs.free_port(), _env(STUB_FAULTS=faults))
-    try:
+    with running_stub("warehouse", tmp_path, faults=faults) as url:
         assert httpx.get(f"{url}/_admin/faults").json()["error_status"] == 500
         assert httpx.get(f"{url}/stock/SKU-0001", headers=_as("demo")).status_code == 500
-    finally:
-        procs.stop(proc)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
-import os
 import random
 import statistics
 import time
@@ -18,9 +17,8 @@ import pytest
 from services.kit import context, errors
 from services.kit.breaker import CircuitBreaker, State
 from services.kit.upstream import Upstream, UpstreamPolicy
-from services.launcher import ROOT, procs
-from services.launcher.stubs import start_stub
-from tests.upstream_admin import StubAdmin
+from services.launcher import procs
+from tests.upstream_admin import StubAdmin, running_stub
 
 DEMO = {"X-Tenant-Id": "demo"}
 LIST = "GET /products"
@@ -82,13 +80,8 @@ class Scripted(random.Random):
 
 @pytest.fixture(scope="module")
 def erp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if k != "STUB_FAULTS"}
-    env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'gen'}"
-    proc, url = start_stub("erp", tmp_path_factory.mktemp("upstream"), procs.free_port(), env)
-    try:
+    with running_stub("erp", tmp_path_factory.mktemp("upstream")) as url:
         yield url
-    finally:
-        procs.stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +93,7 @@ def stub(erp_url: str) -> StubAdmin:
 def clean_stub(stub: StubAdmin) -> Iterator[None]:
     """Every test starts with no faults and zero counts, and leaves no faults."""
     stub.clear()
-    httpx.delete(f"{stub.url}/_admin/stats").raise_for_status()
+    stub.reset_stats()
     yield
     stub.clear()
 

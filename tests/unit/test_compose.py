@@ -9,7 +9,6 @@ healthcheck commands are run against a real gRPC health server and a real Envoy.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -25,9 +24,10 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.launcher import ROOT, compose, infra, procs, stubs
+from services.launcher import ROOT, compose, infra, procs
 from services.order.config import OrderConfig
 from services.product.config import ProductConfig
+from tests.upstream_admin import running_stub
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -283,12 +283,8 @@ def test_stub_healthcheck_reads_the_admin_health(
     local = [sys.executable, *command[1:-1], command[-1].replace(f":{port}/", f":{free}/")]
     assert local[-1] != command[-1], f"healthcheck does not ask port {port}"
     assert run_check(local) != 0  # nothing listens yet
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}"}
-    proc, _ = stubs.start_stub(stub, tmp_path, free, env)
-    try:
+    with running_stub(stub, tmp_path, port=free):
         assert run_check(local) == 0
-    finally:
-        procs.stop(proc)
 
 
 def test_envoy_healthcheck_sees_ready(spec: dict[str, Any], tmp_path: Path) -> None:
