@@ -189,7 +189,8 @@ class Upstream:
         deadline = self._deadline()
         self.counters.calls += 1
         self.budget.deposit()
-        sent_headers = {"x-request-id": context.request_id.get(), **(headers or {})}
+        request_id = context.request_id.get()
+        sent_headers = {**({"x-request-id": request_id} if request_id else {}), **(headers or {})}
         last: _Failure | None = None
         for attempt in range(self.policy.max_attempts):
             if attempt:
