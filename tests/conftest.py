@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
 from services.launcher import ROOT, infra
+from services.launcher.edge_routes import EdgeLimits
 from services.launcher.platform import LauncherConfig, Platform, State
 
 
@@ -47,7 +48,14 @@ def platform() -> Iterator[State]:
             "WAREHOUSE_BREAKER_RESET_S": "1",
             "PRODUCT_CACHE_TTL_S": "2",
             "STOCK_CACHE_TTL_S": "2",
+            # Every test logs users in from 127.0.0.1: the per-address limits are
+            # for production (tests/e2e/test_rate_limits.py runs its own).
+            "RATELIMIT_RULES": "user=1000/second; remote_address=5000/second",
+            # Cheaper hashes (still Argon2id): tests register hundreds of users.
+            "ARGON2_MEMORY_KIB": "4096",
+            "ARGON2_TIME_COST": "1",
         },
+        edge_limits=EdgeLimits(route_rps=2000, credentials_rps=500),
     )
     launched = Platform(config)
     try:

@@ -97,6 +97,14 @@ WELL_KNOWN: dict[str, JSON] = {
 }
 
 
+# Access tokens from POST /v1/auth/login, checked by the edge against the JWKS
+# at /.well-known/jwks.json; "admin" methods also need the role claim "admin".
+BEARER: JSON = {"bearer": []}
+SECURITY_SCHEMES: JSON = {
+    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT (EdDSA)"}
+}
+
+
 def clean(comment: str) -> str:
     """A leading comment without the space after `//`, trailing blanks and blank edges."""
     lines = [line[1:] if line.startswith(" ") else line for line in comment.split("\n")]
@@ -171,7 +179,7 @@ class Options:
             pool.Add(f)
         self.extensions: dict[str, Any] = {}
         self.cls: Any = None
-        for name in ("google.api.http", "shop.api.v1.http_contract"):
+        for name in ("google.api.http", "shop.api.v1.http_contract", "shop.api.v1.access"):
             try:
                 self.extensions[name] = pool.FindExtensionByName(name)
             except KeyError:  # no file of the request declares it: no method can use it
@@ -185,6 +193,14 @@ class Options:
         if parsed is None or not parsed.HasExtension(ext):
             return {}
         return json_format.MessageToDict(parsed.Extensions[ext], preserving_proto_field_name=True)
+
+    def access(self, options: descriptor_pb2.MethodOptions) -> str:
+        """The method's `shop.api.v1.access` level: public, authenticated or admin."""
+        ext = self.extensions.get("shop.api.v1.access")
+        parsed = self.cls.FromString(options.SerializeToString()) if ext else None
+        level = parsed.Extensions[ext] if parsed is not None and parsed.HasExtension(ext) else 0
+        # Unannotated methods need a token, as the edge and the services enforce.
+        return {1: "public", 3: "admin"}.get(level, "authenticated")
 
 
 class Document:
@@ -312,6 +328,10 @@ class Document:
             "parameters": params,
             "responses": {status: response, "default": ERROR_RESPONSE},
         }
+        access = self.options.access(method.options)
+        # A public method still verifies a token that is sent (its tenant then applies).
+        operation["security"] = [{}, BEARER] if access == "public" else [BEARER]
+        operation["x-shop-access"] = access
         if doc := self.index.docs.get(full):
             operation.update(summary=summary(doc), description=doc)
         if (body := self.body(request, rule, bound)) is not None:
@@ -343,7 +363,7 @@ def build(f: descriptor_pb2.FileDescriptorProto, index: Index, options: Options)
         "info": info,
         "servers": [{"url": "http://127.0.0.1:8080"}],
         "paths": doc.paths,
-        "components": {"schemas": doc.schemas},
+        "components": {"schemas": doc.schemas, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

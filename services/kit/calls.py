@@ -14,7 +14,6 @@ import grpc
 
 from services.kit import errors
 
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -33,16 +32,6 @@ def require_header(ctx: Context, name: str, http_name: str) -> str:
     value = (header(ctx, name) or "").strip()
     if not value:
         raise errors.InvalidArgument.field(http_name, "header is required")
-    return value
-
-
-def tenant(ctx: Context) -> str:
-    """The caller's tenant from `x-tenant-id`, validated."""
-    value = require_header(ctx, "x-tenant-id", "X-Tenant-Id")
-    if not TENANT_PATTERN.match(value):
-        raise errors.InvalidArgument.field(
-            "X-Tenant-Id", "must be 1-64 letters, digits, '.', '_' or '-'"
-        )
     return value
 
 

@@ -5,7 +5,9 @@
     ├── Unauthenticated           unauthenticated
     ├── PermissionDenied          permission_denied
     ├── NotFound                  not_found
-    ├── Conflict                  conflict            (a concurrent change: stale version)
+    ├── Conflict                  conflict            (a concurrent change)
+    │   ├── StaleVersion          conflict            (If-Match names an old version)
+    │   ├── AlreadyExists         conflict            (a unique name is taken)
     │   ├── IdempotencyKeyReused  conflict            (same key, different request)
     │   └── InvalidTransition     conflict            (the resource is in the wrong state)
     ├── PreconditionFailed        precondition_failed
@@ -73,6 +75,18 @@ class NotFound(PlatformError):
 
 class Conflict(PlatformError):
     code = "conflict"
+
+
+class StaleVersion(Conflict):
+    """The optimistic lock: the version the client named is no longer current."""
+
+    def __init__(self, current: int | None = None) -> None:
+        known = {"currentVersion": str(current)} if current is not None else None
+        super().__init__("stale version", metadata=known)
+
+
+class AlreadyExists(Conflict):
+    pass
 
 
 class IdempotencyKeyReused(Conflict):

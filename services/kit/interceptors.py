@@ -1,7 +1,8 @@
 """The interceptor every server runs: request context, access log, error mapping.
 
-For each RPC it takes the request id (Envoy's `x-request-id`, or a new one),
-the tenant and the caller's deadline into contextvars, turns a PlatformError into a
+For each RPC it enforces the method's access level (services.kit.identity),
+takes the request id (Envoy's `x-request-id`, or a new one), the caller's
+tenant and deadline into contextvars, turns a PlatformError into a
 rich gRPC status (via services.kit.status, the only mapping), hides any other
 exception behind INTERNAL, and writes one access-log line with service,
 method, tenant, status and duration.
@@ -18,7 +19,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from services.kit import context, errors, status
+from services.kit import context, errors, identity, status
 
 log = logging.getLogger("shop.rpc")
 
@@ -33,19 +34,23 @@ def _metadata(ctx: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 
 @asynccontextmanager
 async def _observed(
-    rpc_method: str, ctx: grpc.aio.ServicerContext[Any, Any]
+    rpc_method: str, access: int | None, ctx: grpc.aio.ServicerContext[Any, Any]
 ) -> AsyncIterator[None]:
     md = _metadata(ctx)
     remaining = ctx.time_remaining()
     tokens = (
         context.request_id.set(md.get("x-request-id") or uuid.uuid4().hex),
-        context.tenant_id.set(md.get("x-tenant-id", "")),
+        context.tenant_id.set(
+            md.get(identity.TENANT_HEADER) or md.get(identity.REQUESTED_TENANT_HEADER, "")
+        ),
         context.method.set(rpc_method),
         context.deadline.set(None if remaining is None else time.monotonic() + remaining),
     )
     started = time.perf_counter()
     outcome = "OK"
     try:
+        if access is not None:
+            identity.enforce(access, identity.from_metadata(md.items()))
         yield
     except errors.PlatformError as exc:
         rich = status.to_grpc_status(exc)
@@ -78,7 +83,11 @@ async def _observed(
 
 
 class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Request context, access log and error mapping around every handler."""
+    """Access checks, request context, access log and error mapping around every handler."""
+
+    def __init__(self, access: dict[str, int] | None = None) -> None:
+        # gRPC path -> shop.api.v1.Access of the methods whose access is enforced.
+        self._access = access or {}
 
     async def intercept_service(
         self,
@@ -91,30 +100,30 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(rpc_method, handler.unary_unary),
+                _wrap_unary(rpc_method, self._access.get(rpc_method), handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(rpc_method, handler.unary_stream),
+                _wrap_stream(rpc_method, self._access.get(rpc_method), handler.unary_stream),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
 
-def _wrap_unary(rpc_method: str, behavior: Any) -> Any:
+def _wrap_unary(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def unary(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        async with _observed(rpc_method, ctx):
+        async with _observed(rpc_method, access, ctx):
             return await behavior(request, ctx)
 
     return unary
 
 
-def _wrap_stream(rpc_method: str, behavior: Any) -> Any:
+def _wrap_stream(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def stream(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async with _observed(rpc_method, ctx):
+        async with _observed(rpc_method, access, ctx):
             async for item in behavior(request, ctx):
                 yield item
 

@@ -22,7 +22,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from services.kit import logs, tracing
+from services.kit import identity, logs, tracing
 from services.kit.config import ServerConfig
 from services.kit.interceptors import PlatformInterceptor
 
@@ -35,14 +35,19 @@ class Registration:
 
     name: str
     add_to: Callable[[grpc.aio.Server], None]
+    # Whether the interceptor enforces the methods' shop.api.v1.access option.
+    # False only for infrastructure protocols no user calls (Envoy's rate-limit
+    # service), whose contracts cannot carry the option.
+    enforce_access: bool = True
 
 
 async def create_server(
     services: Sequence[Registration], bind: str = "127.0.0.1:0"
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """Build, bind and start a server; returns it, its port and its health servicer."""
+    access = identity.method_access(s.name for s in services if s.enforce_access)
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), PlatformInterceptor()],  # type: ignore[no-untyped-call]
+        interceptors=[aio_server_interceptor(), PlatformInterceptor(access)],  # type: ignore[no-untyped-call]
         options=[("grpc.so_reuseport", 0)],
     )
     for service in services:

@@ -34,6 +34,8 @@ STATUS_BY_ERROR: dict[type[errors.PlatformError], grpc.StatusCode] = {
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.NotFound: grpc.StatusCode.NOT_FOUND,
     errors.Conflict: grpc.StatusCode.ABORTED,
+    errors.StaleVersion: grpc.StatusCode.ABORTED,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.IdempotencyKeyReused: grpc.StatusCode.ALREADY_EXISTS,
     errors.InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,

@@ -12,7 +12,7 @@ import sys
 import time
 
 from services.launcher import codegen, procs
-from services.launcher.platform import LauncherConfig, Platform
+from services.launcher.platform import DEMO_ADMIN_EMAIL, DEMO_TENANT, LauncherConfig, Platform
 
 
 def _print_ready(platform: Platform) -> None:
@@ -20,10 +20,13 @@ def _print_ready(platform: Platform) -> None:
     print(
         f"""
 shop platform is up (run dir {platform.run_dir})
-  REST edge          {s.rest_url}        e.g. curl {s.rest_url}/v1/orders -H 'X-Tenant-Id: acme'
+  REST edge          {s.rest_url}        e.g. curl {s.rest_url}/v1/products -H 'X-Tenant-Id: demo'
   gRPC edge          {s.grpc_target}
   order service      {s.order_grpc_target} (direct gRPC, reflection on)
-  product gateway    {s.product_grpc_target} (v1 and v2)    e.g. curl {s.rest_url}/v1/products -H 'X-Tenant-Id: demo'
+  product gateway    {s.product_grpc_target} (v1 and v2)
+  user service       {s.user_grpc_target} (tokens; JWKS at {s.rest_url}/.well-known/jwks.json)
+  rate-limit service {s.ratelimit_grpc_target}
+  demo admin         {DEMO_ADMIN_EMAIL} (tenant {DEMO_TENANT}); password in {platform.run_dir / "secrets.json"}
   ERP stub           {s.erp_url} (faults: PUT {s.erp_url}/_admin/faults)
   Warehouse stub     {s.warehouse_url}
   PostgreSQL         {s.database_url.split("@")[-1]}

@@ -11,6 +11,7 @@ import dataclasses
 from services.launcher import ROOT
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge import LUA, EdgeSettings, render
+from services.launcher.edge_routes import Endpoint
 
 OUTPUT = ROOT / "envoy" / "compose.yaml"
 
@@ -21,10 +22,12 @@ SETTINGS = EdgeSettings(
     edge_port=8080,
     admin_address="127.0.0.1",
     admin_port=9901,
-    order_host="order",
-    order_port=50051,
-    product_host="product",
-    product_port=50052,
+    upstreams={
+        "order": Endpoint("order", 50051),
+        "product": Endpoint("product", 50052),
+        "user": Endpoint("user", 50053),
+        "ratelimit": Endpoint("ratelimit", 50054),
+    },
     descriptor_path="/etc/shop/descriptor.binpb",
     lua_path="/etc/shop/edge.lua",
 )

@@ -6,11 +6,14 @@ import json
 import string
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from services.launcher import ROOT, procs
+from services.launcher import ROOT, edge_policy, edge_routes, procs
 from services.launcher.codegen import DESCRIPTOR_PATH
+from services.launcher.edge_routes import CLUSTERS, EdgeLimits, Endpoint
 
 TEMPLATE = ROOT / "envoy" / "edge.yaml"
 LUA = ROOT / "envoy" / "edge.lua"
@@ -32,8 +35,14 @@ LOCAL_REPLY_CODES: list[tuple[int, str]] = [
 ]
 
 
+# Replies whose own body is empty or internal jargon get a message of their own.
+LOCAL_REPLY_MESSAGES = {
+    429: "too many requests: retry after the number of seconds in Retry-After",
+}
+
+
 def _mapper(op: str, status: int, code: str) -> dict[str, object]:
-    return {
+    mapper: dict[str, object] = {
         "filter": {
             "status_code_filter": {
                 "comparison": {
@@ -51,6 +60,9 @@ def _mapper(op: str, status: int, code: str) -> dict[str, object]:
             "content_type": "application/json",
         },
     }
+    if status in LOCAL_REPLY_MESSAGES and op == "EQ":
+        mapper["body"] = {"inline_string": LOCAL_REPLY_MESSAGES[status]}
+    return mapper
 
 
 def local_reply_mappers(indent: int = 20) -> str:
@@ -68,14 +80,20 @@ class EdgeSettings:
     edge_port: int
     admin_address: str
     admin_port: int
-    order_host: str
-    order_port: int
-    product_host: str
-    product_port: int
+    # One endpoint per GRPC_CLUSTERS name.
+    upstreams: Mapping[str, Endpoint]
+    jwt_issuer: str = "shop-platform"
+    jwt_audience: str = "shop-api"
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
     # The repo's own files by default; containers mount them elsewhere.
     descriptor_path: str = str(DESCRIPTOR_PATH)
     lua_path: str = str(LUA)
     otlp_endpoint: str | None = None
+
+    @property
+    def jwks_host(self) -> str:
+        """The address this Envoy reaches its own listener on."""
+        return "127.0.0.1" if self.edge_address in ("0.0.0.0", "::") else self.edge_address
 
 
 def _tracing(otlp_endpoint: str | None) -> tuple[str, str]:
@@ -110,27 +128,35 @@ def _tracing(otlp_endpoint: str | None) -> tuple[str, str]:
     return tracing, cluster
 
 
+def _flow(items: list[dict[str, Any]], indent: int) -> str:
+    """YAML list items as one JSON flow line each (JSON is YAML)."""
+    return "\n".join(" " * indent + "- " + json.dumps(item) for item in items)
+
+
 def render(settings: EdgeSettings, template: Path = TEMPLATE) -> str:
     """The Envoy config for these settings."""
     tracing, tracing_cluster = _tracing(settings.otlp_endpoint)
+    jwks_uri = f"http://{settings.jwks_host}:{settings.edge_port}/.well-known/jwks.json"
     return string.Template(template.read_text()).substitute(
         EDGE_ADDRESS=settings.edge_address,
         EDGE_PORT=settings.edge_port,
         ADMIN_ADDRESS=settings.admin_address,
         ADMIN_PORT=settings.admin_port,
-        ORDER_HOST=settings.order_host,
-        ORDER_PORT=settings.order_port,
-        PRODUCT_HOST=settings.product_host,
-        PRODUCT_PORT=settings.product_port,
+        JWKS_HOST=settings.jwks_host,
         DESCRIPTOR_PATH=settings.descriptor_path,
         LUA_PATH=settings.lua_path,
         LOCAL_REPLY_MAPPERS=local_reply_mappers(),
+        ROUTES=_flow(edge_routes.routes(settings.limits), 24),
+        TRANSCODED_SERVICES=json.dumps([s.name for s in edge_policy.SERVICES]),
+        IDENTITY_STRIP=json.dumps(edge_policy.identity_strip()),
+        JWT_AUTHN=json.dumps(
+            edge_policy.jwt_authn(settings.jwt_issuer, settings.jwt_audience, jwks_uri)
+        ),
+        RBAC=json.dumps(edge_policy.rbac()),
+        CLUSTERS=_flow(edge_routes.clusters(settings.upstreams), 4),
         TRACING=tracing,
         TRACING_CLUSTER=tracing_cluster,
     )
-
-
-CLUSTERS = ("order", "product")
 
 
 def all_healthy(clusters: str, names: tuple[str, ...]) -> bool:
@@ -146,6 +172,13 @@ def all_healthy(clusters: str, names: tuple[str, ...]) -> bool:
 def _get(url: str) -> str:
     with urllib.request.urlopen(url, timeout=1) as response:
         return str(response.read().decode())
+
+
+def _counter(admin: str, name: str) -> int:
+    """One counter from Envoy's admin /stats (0 when it is not there yet)."""
+    text = _get(f"{admin}/stats?filter=^{urllib.parse.quote(name)}$")
+    _, _, value = text.strip().partition(": ")
+    return int(value or 0)
 
 
 def start_envoy(
@@ -168,5 +201,11 @@ def start_envoy(
             proc,
             lambda: all_healthy(_get(f"{admin}/clusters"), CLUSTERS),
             what=f"Envoy to see {', '.join(CLUSTERS)} healthy",
+        )
+        # Until then every token would be refused: the keys are not known yet.
+        procs.wait_until(
+            proc,
+            lambda: _counter(admin, "http.edge.jwt_authn.jwks_fetch_success") > 0,
+            what="Envoy to fetch the JWKS",
         )
     return proc

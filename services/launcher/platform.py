@@ -20,10 +20,17 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.kit.config import env_int, env_str
-from services.launcher import ROOT, edge, infra, procs, stubs
+from services.launcher import ROOT, edge, edge_routes, infra, procs, stubs
 
-ORDER_SERVICE = "shop.order.v1.OrderService"
-PRODUCT_SERVICE = "shop.product.v1.ProductService"
+ORDER_SERVICE = edge_routes.GRPC_CLUSTERS["order"]
+PRODUCT_SERVICE = edge_routes.GRPC_CLUSTERS["product"]
+USER_SERVICE = edge_routes.GRPC_CLUSTERS["user"]
+RATELIMIT_SERVICE = edge_routes.GRPC_CLUSTERS["ratelimit"]
+# How every platform process finds the services and the generated code.
+PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
+# The tenant of the stubs' demo catalogue, and its admin (password in secrets.json).
+DEMO_TENANT = "demo"
+DEMO_ADMIN_EMAIL = "admin@demo.example"
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class LauncherConfig:
     admin_port: int = 9901
     order_port: int = 50051
     product_port: int = 50052
+    user_port: int = 50053
+    ratelimit_port: int = 50054
     erp_port: int = 8101
     warehouse_port: int = 8102
     postgres_port: int = 55432
@@ -47,6 +56,9 @@ class LauncherConfig:
     warehouse_url: str | None = None
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
+    jwt_issuer: str = "shop-platform"
+    jwt_audience: str = "shop-api"
+    edge_limits: edge_routes.EdgeLimits = field(default_factory=edge_routes.EdgeLimits)
     # Settings passed to every service on top of the environment (e.g. tests'
     # shorter breaker timings).
     service_env: Mapping[str, str] = field(default_factory=dict)
@@ -59,6 +71,8 @@ class LauncherConfig:
             admin_port=env_int(env, "ENVOY_ADMIN_PORT", 9901),
             order_port=env_int(env, "ORDER_GRPC_PORT", 50051),
             product_port=env_int(env, "PRODUCT_GRPC_PORT", 50052),
+            user_port=env_int(env, "USER_GRPC_PORT", 50053),
+            ratelimit_port=env_int(env, "RATELIMIT_GRPC_PORT", 50054),
             erp_port=env_int(env, "ERP_PORT", 8101),
             warehouse_port=env_int(env, "WAREHOUSE_PORT", 8102),
             postgres_port=env_int(env, "POSTGRES_PORT", 55432),
@@ -71,6 +85,12 @@ class LauncherConfig:
             warehouse_url=env.get("WAREHOUSE_URL") or None,
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            jwt_issuer=env_str(env, "JWT_ISSUER", "shop-platform"),
+            jwt_audience=env_str(env, "JWT_AUDIENCE", "shop-api"),
+            edge_limits=edge_routes.EdgeLimits(
+                route_rps=env_int(env, "EDGE_ROUTE_RPS", 500),
+                credentials_rps=env_int(env, "EDGE_CREDENTIALS_RPS", 10),
+            ),
         )
 
 
@@ -78,10 +98,13 @@ class LauncherConfig:
 class State:
     """What one `up` started and where it listens (the contents of state.json)."""
 
+    run_dir: str = ""
     rest_url: str = ""
     grpc_target: str = ""
     order_grpc_target: str = ""
     product_grpc_target: str = ""
+    user_grpc_target: str = ""
+    ratelimit_grpc_target: str = ""
     erp_url: str = ""
     warehouse_url: str = ""
     database_url: str = ""
@@ -98,17 +121,18 @@ def _port(port: int) -> int:
 
 
 def _secrets(run_dir: Path) -> dict[str, str]:
-    """Dev secrets, generated into the run directory on first start, never in code."""
+    """Dev secrets, generated into the run directory on first start (and any that a newer
+    platform needs on the next one), never in code."""
     path = run_dir / "secrets.json"
-    if path.exists():
-        loaded: dict[str, str] = json.loads(path.read_text())
-        return loaded
-    values = {
-        "postgres_password": secrets.token_urlsafe(18),
-        "cursor_secret": secrets.token_urlsafe(32),
+    values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    wanted = {"postgres_password": 18, "cursor_secret": 32, "demo_admin_password": 18}
+    missing = {
+        name: secrets.token_urlsafe(size) for name, size in wanted.items() if name not in values
     }
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(values, indent=2))
+    if missing:
+        values.update(missing)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(values, indent=2))
     return values
 
 
@@ -141,7 +165,7 @@ class Platform:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
+        env["PYTHONPATH"] = PYTHONPATH
         env["LOG_LEVEL"] = self.config.log_level
         env.update(self.config.service_env)
         if self.config.otlp_endpoint:
@@ -165,6 +189,7 @@ class Platform:
     def _up(self) -> None:
         cfg, env, state = self.config, self._env(), self.state
         keys = _secrets(self.run_dir)
+        state.run_dir = str(self.run_dir)
         state.logs_dir = str(self.run_dir / "logs")
         if cfg.database_url:
             state.database_url = cfg.database_url
@@ -209,15 +234,37 @@ class Platform:
              "WAREHOUSE_URL": state.warehouse_url},
         )  # fmt: skip
 
+        ratelimit_port = _port(cfg.ratelimit_port)
+        state.ratelimit_grpc_target = f"{infra.HOST}:{ratelimit_port}"
+        self._start_service(
+            "ratelimit", RATELIMIT_SERVICE, state.ratelimit_grpc_target,
+            {**env, "RATELIMIT_GRPC_BIND": state.ratelimit_grpc_target},
+        )  # fmt: skip
+
+        user_port = _port(cfg.user_port)
+        state.user_grpc_target = f"{infra.HOST}:{user_port}"
+        user_env = {
+            **env, "USER_GRPC_BIND": state.user_grpc_target, "CURSOR_SECRET": keys["cursor_secret"],
+            "JWT_SIGNING_KEYS": str(signing_key(self.run_dir)),
+            "JWT_ISSUER": cfg.jwt_issuer, "JWT_AUDIENCE": cfg.jwt_audience,
+        }  # fmt: skip
+        self._start_service("user", USER_SERVICE, state.user_grpc_target, user_env)
+        seed_admin(user_env, DEMO_TENANT, DEMO_ADMIN_EMAIL, keys["demo_admin_password"])
+
         settings = edge.EdgeSettings(
             edge_address=infra.HOST,
             edge_port=_port(cfg.edge_port),
             admin_address=infra.HOST,
             admin_port=_port(cfg.admin_port),
-            order_host=infra.HOST,
-            order_port=order_port,
-            product_host=infra.HOST,
-            product_port=product_port,
+            upstreams={
+                "order": edge_routes.Endpoint(infra.HOST, order_port),
+                "product": edge_routes.Endpoint(infra.HOST, product_port),
+                "user": edge_routes.Endpoint(infra.HOST, user_port),
+                "ratelimit": edge_routes.Endpoint(infra.HOST, ratelimit_port),
+            },
+            jwt_issuer=cfg.jwt_issuer,
+            jwt_audience=cfg.jwt_audience,
+            limits=cfg.edge_limits,
             otlp_endpoint=cfg.otlp_endpoint,
         )
         self._track(edge.start_envoy(infra.executable("envoy"), settings, self.run_dir, env))
@@ -281,3 +328,25 @@ def migrate(env: Mapping[str, str]) -> None:
     )  # fmt: skip
     if result.returncode != 0:
         raise procs.LaunchError(f"migrations failed:\n{result.stderr[-2000:]}")
+
+
+def signing_key(run_dir: Path) -> Path:
+    """The dev token-signing key, generated into the run directory on first start."""
+    from services.user.tokens import generate_key  # the user service's own key format
+
+    path = run_dir / "keys" / "jwt-signing.pem"
+    if not path.exists():
+        generate_key(path)
+    return path
+
+
+def seed_admin(env: Mapping[str, str], tenant: str, email: str, password: str) -> None:
+    """Create (or reset) an admin of `tenant` with the user service's own CLI."""
+    result = subprocess.run(
+        [sys.executable, "-m", "services.user.admin", "create-admin", "--tenant", tenant,
+         "--email", email, "--username", email.split("@")[0]],
+        env={**env, "PYTHONPATH": PYTHONPATH, "SHOP_ADMIN_PASSWORD": password},
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise procs.LaunchError(f"seeding the {tenant} admin failed:\n{result.stderr[-2000:]}")

@@ -3,7 +3,7 @@
     draft --confirm(total)--> confirmed --close--> closed
 
 Every change bumps `version`; a change names the version it expects and a
-mismatch is StaleVersion (the optimistic lock).
+mismatch is errors.StaleVersion (the optimistic lock).
 """
 
 from __future__ import annotations
@@ -33,12 +33,6 @@ class OrderStatus(StrEnum):
 class OrderNotFound(errors.NotFound):
     def __init__(self) -> None:
         super().__init__("order not found")
-
-
-class StaleVersion(errors.Conflict):
-    def __init__(self, current: int | None = None) -> None:
-        known = {"currentVersion": str(current)} if current is not None else None
-        super().__init__("stale version", metadata=known)
 
 
 @dataclass(frozen=True)
@@ -97,7 +91,7 @@ class Order:
 
     def _expect(self, version: int | None) -> None:
         if version is not None and version != self.version:
-            raise StaleVersion(self.version)
+            raise errors.StaleVersion(self.version)
 
     def _require(self, status: OrderStatus, action: str) -> None:
         if self.status is not status:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.kit import errors
 from services.kit.cursor import TimeIdPosition
 from services.kit.db import metadata
 from services.order.domain import (
@@ -18,7 +19,6 @@ from services.order.domain import (
     Order,
     OrderNotFound,
     OrderStatus,
-    StaleVersion,
 )
 
 orders = sa.Table(
@@ -161,7 +161,7 @@ async def save_transition(conn: AsyncConnection, before: Order, after: Order) ->
         )
     ).first()
     if row is None:
-        raise StaleVersion()
+        raise errors.StaleVersion()
     return _order(row, before.items)
 
 

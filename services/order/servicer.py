@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-from services.kit import calls
+from services.kit import calls, identity
 from services.kit.idempotency import fingerprint
 from services.kit.wire import timestamp
 from services.order.domain import LineItem, NewOrder, Order, parse_id
@@ -45,7 +45,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def CreateOrder(
         self, request: order_pb2.CreateOrderRequest, context: Context
     ) -> order_pb2.Order:
-        tenant = calls.tenant(context)
+        tenant = identity.tenant(context)
         key = calls.require_header(context, "idempotency-key", "Idempotency-Key")
         new = NewOrder(
             customer_ref=request.customer_ref if request.HasField("customer_ref") else None,
@@ -64,14 +64,14 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def GetOrder(
         self, request: order_pb2.GetOrderRequest, context: Context
     ) -> order_pb2.Order:
-        order = await self._orders.get(calls.tenant(context), parse_id(request.id))
+        order = await self._orders.get(identity.tenant(context), parse_id(request.id))
         await calls.send_headers(context, version=order.version)
         return to_proto(order)
 
     async def ConfirmOrder(
         self, request: order_pb2.ConfirmOrderRequest, context: Context
     ) -> order_pb2.Order:
-        tenant = calls.tenant(context)
+        tenant = identity.tenant(context)
         order_id = parse_id(request.id)
         expected = calls.require_if_match(context)
         total = request.total_cents if request.HasField("total_cents") else None
@@ -82,7 +82,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def CloseOrder(
         self, request: order_pb2.CloseOrderRequest, context: Context
     ) -> order_pb2.Order:
-        tenant = calls.tenant(context)
+        tenant = identity.tenant(context)
         order_id = parse_id(request.id)
         order = await self._orders.close(tenant, order_id, calls.if_match(context))
         await calls.send_headers(context, version=order.version)
@@ -91,7 +91,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def ListOrders(
         self, request: order_pb2.ListOrdersRequest, context: Context
     ) -> order_pb2.ListOrdersResponse:
-        page = await self._orders.list(calls.tenant(context), request.limit, request.cursor)
+        page = await self._orders.list(identity.tenant(context), request.limit, request.cursor)
         response = order_pb2.ListOrdersResponse(items=[to_proto(o) for o in page.orders])
         if page.next_cursor is not None:
             response.next_cursor = page.next_cursor

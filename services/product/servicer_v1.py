@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
-from services.kit import calls
+from services.kit import calls, identity
 from services.kit.idempotency import fingerprint
 from services.product.domain import ProductDraft, ProductView, parse_id
 from services.product.service import Catalog, Freshness
@@ -55,7 +55,7 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.ListProductsRequest, context: Context
     ) -> product_pb2.ListProductsResponse:
         page = await self._catalog.page(
-            calls.tenant(context), request.limit, request.cursor, need_stock=True
+            identity.tenant(context), request.limit, request.cursor, need_stock=True
         )
         await calls.send_headers(context, extra=cache_status(page.freshness))
         response = product_pb2.ListProductsResponse(items=[to_proto(v) for v in page.views])
@@ -66,7 +66,9 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
     async def GetProduct(
         self, request: product_pb2.GetProductRequest, context: Context
     ) -> product_pb2.Product:
-        read = await self._catalog.get(calls.tenant(context), parse_id(request.id), need_stock=True)
+        read = await self._catalog.get(
+            identity.tenant(context), parse_id(request.id), need_stock=True
+        )
         await calls.send_headers(
             context, version=read.view.product.version, extra=cache_status(read.freshness)
         )
@@ -75,7 +77,7 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
     async def CreateProduct(
         self, request: product_pb2.CreateProductRequest, context: Context
     ) -> product_pb2.Product:
-        tenant = calls.tenant(context)
+        tenant = identity.tenant(context)
         key = calls.require_header(context, "idempotency-key", "Idempotency-Key")
         draft = _draft(request.sku, request)
         body_hash = fingerprint("CreateProduct", request.SerializeToString(deterministic=True))
@@ -91,7 +93,7 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
     async def UpdateProduct(
         self, request: product_pb2.UpdateProductRequest, context: Context
     ) -> product_pb2.Product:
-        tenant = calls.tenant(context)
+        tenant = identity.tenant(context)
         product_id = parse_id(request.id)
         key = calls.require_header(context, "idempotency-key", "Idempotency-Key")
         expected = calls.require_if_match(context)
@@ -108,7 +110,7 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
     async def DeleteProduct(
         self, request: product_pb2.DeleteProductRequest, context: Context
     ) -> product_pb2.DeleteProductResponse:
-        tenant = calls.tenant(context)
+        tenant = identity.tenant(context)
         product_id = parse_id(request.id)
         key = calls.header(context, "idempotency-key") or None
         expected = calls.require_if_match(context)
@@ -124,7 +126,9 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
     async def GetProductInventory(
         self, request: product_pb2.GetProductInventoryRequest, context: Context
     ) -> product_pb2.ProductInventory:
-        read = await self._catalog.get(calls.tenant(context), parse_id(request.id), need_stock=True)
+        read = await self._catalog.get(
+            identity.tenant(context), parse_id(request.id), need_stock=True
+        )
         stock = read.view.stock
         assert stock is not None, "read with need_stock"
         await calls.send_headers(context, extra=cache_status(read.freshness))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from shop.product.v2 import product_pb2, product_pb2_grpc
 
-from services.kit import calls
+from services.kit import calls, identity
 from services.kit.wire import timestamp
 from services.product.domain import ProductView, parse_id
 from services.product.service import Catalog
@@ -46,7 +46,7 @@ class ProductServicerV2(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.ListProductsRequest, context: Context
     ) -> product_pb2.ListProductsResponse:
         page = await self._catalog.page(
-            calls.tenant(context), request.limit, request.cursor, need_stock=False
+            identity.tenant(context), request.limit, request.cursor, need_stock=False
         )
         await calls.send_headers(context, extra=cache_status(page.freshness))
         response = product_pb2.ListProductsResponse(
@@ -60,7 +60,7 @@ class ProductServicerV2(product_pb2_grpc.ProductServiceServicer):
         self, request: product_pb2.GetProductRequest, context: Context
     ) -> product_pb2.Product:
         read = await self._catalog.get(
-            calls.tenant(context), parse_id(request.id), need_stock=False
+            identity.tenant(context), parse_id(request.id), need_stock=False
         )
         await calls.send_headers(
             context, version=read.view.product.version, extra=cache_status(read.freshness)

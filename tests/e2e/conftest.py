@@ -1,4 +1,4 @@
-"""REST clients for the edge, one tenant per test."""
+"""REST clients for the edge: one tenant per test, and a customer of it logged in."""
 
 from __future__ import annotations
 
@@ -10,17 +10,23 @@ import httpx
 import pytest
 
 from services.launcher.platform import State
+from tests import identity
 
 
 class Api:
-    """A thin REST client for one tenant, speaking to Envoy."""
+    """A thin REST client of one logged-in user, speaking to Envoy."""
 
-    def __init__(self, http: httpx.Client, tenant: str) -> None:
+    def __init__(self, http: httpx.Client, account: identity.Account) -> None:
         self.http = http
-        self.tenant = tenant
+        self.account = account
+        self.tenant = account.tenant
+
+    @classmethod
+    def of_new_customer(cls, http: httpx.Client, tenant: str) -> Api:
+        return cls(http, identity.customer(http, tenant))
 
     def headers(self, **extra: str) -> dict[str, str]:
-        return {"X-Tenant-Id": self.tenant, **{k.replace("_", "-"): v for k, v in extra.items()}}
+        return self.account.headers(**extra)
 
     def create(self, key: str, body: dict[str, Any] | None = None) -> httpx.Response:
         return self.http.post(
@@ -59,7 +65,7 @@ def http(platform: State) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def api(http: httpx.Client, tenant: str) -> Api:
-    return Api(http, tenant)
+    return Api.of_new_customer(http, tenant)
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:

@@ -66,7 +66,7 @@ def test_same_key_different_body_is_a_conflict(api: Api) -> None:
 
 
 def test_keys_are_scoped_per_tenant(http: httpx.Client, api: Api) -> None:
-    other = Api(http, f"{api.tenant}-other")
+    other = Api.of_new_customer(http, f"{api.tenant}-other")
     mine = api.create("shared-key").json()
     theirs = other.create("shared-key", {"customerRef": "different"})
     assert theirs.status_code == 201
@@ -80,9 +80,11 @@ def test_create_requires_the_idempotency_key(api: Api) -> None:
     assert api.list().json()["items"] == []
 
 
-def test_create_requires_the_tenant(http: httpx.Client) -> None:
-    response = http.post("/v1/orders", json={}, headers={"Idempotency-Key": "k"})
-    assert "X-Tenant-Id" in assert_error(response, 400, "invalid_argument")["message"]
+def test_create_requires_an_access_token(http: httpx.Client, tenant: str) -> None:
+    response = http.post(
+        "/v1/orders", json={}, headers={"Idempotency-Key": "k", "X-Tenant-Id": tenant}
+    )
+    assert assert_error(response, 401, "unauthenticated")["message"] == "Jwt is missing"
 
 
 @pytest.mark.parametrize(
@@ -217,7 +219,7 @@ def test_confirm_takes_the_total_from_the_items(api: Api) -> None:
 
 def test_another_tenants_order_is_not_found(http: httpx.Client, api: Api) -> None:
     order = api.draft()
-    intruder = Api(http, f"{api.tenant}-intruder")
+    intruder = Api.of_new_customer(http, f"{api.tenant}-intruder")
     assert_error(intruder.get(order["id"]), 404, "not_found")
     assert_error(intruder.confirm(order["id"], 1, 5), 404, "not_found")
     assert_error(intruder.close(order["id"]), 404, "not_found")
@@ -353,7 +355,7 @@ def test_a_tampered_or_foreign_cursor_is_400(http: httpx.Client, api: Api) -> No
     tampered = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + mac
     assert_error(api.list(limit=1, cursor=tampered), 400, "invalid_argument")
     assert_error(api.list(limit=1, cursor="not-a-cursor"), 400, "invalid_argument")
-    other = Api(http, f"{api.tenant}-other")
+    other = Api.of_new_customer(http, f"{api.tenant}-other")
     assert_error(other.list(limit=1, cursor=cursor), 400, "invalid_argument")
 
 

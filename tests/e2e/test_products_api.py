@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from services.launcher.platform import State
+from tests import identity
 from tests.e2e.conftest import assert_error
+from tests.identity import Account
 from tests.upstream_admin import StubAdmin
 
 pytestmark = pytest.mark.e2e
@@ -27,12 +29,14 @@ V1_FIELDS = {"id", "sku", "name", "description", "priceCents", "version", "stock
 
 
 class Products:
-    """A REST client of the product API for one tenant."""
+    """A REST client of the product API for one tenant: as its admin, or anonymous."""
 
-    def __init__(self, http: httpx.Client, tenant: str) -> None:
-        self.http, self.tenant = http, tenant
+    def __init__(self, http: httpx.Client, tenant: str, admin: Account | None = None) -> None:
+        self.http, self.tenant, self.admin = http, tenant, admin
 
     def h(self, **extra: str) -> dict[str, str]:
+        if self.admin is not None:
+            return self.admin.headers(**extra)
         return {"X-Tenant-Id": self.tenant, **{k.replace("_", "-"): v for k, v in extra.items()}}
 
     def create(self, body: dict[str, Any], key: str | None = None) -> httpx.Response:
@@ -66,40 +70,44 @@ class Products:
 
 
 @pytest.fixture
-def products(http: httpx.Client, tenant: str) -> Products:
-    return Products(http, tenant)
+def products(platform: State, http: httpx.Client, tenant: str) -> Products:
+    return Products(http, tenant, identity.admin(http, platform, tenant))
+
+
+@pytest.fixture(scope="module")
+def prober(platform: State, http: httpx.Client) -> Products:
+    """An admin of a tenant of its own, whose writes show when the ERP serves again."""
+    tenant = f"probe-{uuid.uuid4().hex[:8]}"
+    return Products(http, tenant, identity.admin(http, platform, tenant))
 
 
 @pytest.fixture
-def erp(platform: State, http: httpx.Client) -> Iterator[StubAdmin]:
+def erp(platform: State, prober: Products) -> Iterator[StubAdmin]:
     """The ERP stub's admin; faults are cleared and the breaker is closed again afterwards."""
     admin = StubAdmin(platform.erp_url)
     admin.clear()
     yield admin
     admin.clear()
-    _wait_until_served(http)
+    _wait_until_served(prober)
 
 
 @pytest.fixture
-def warehouse(platform: State, http: httpx.Client) -> Iterator[StubAdmin]:
+def warehouse(platform: State, prober: Products) -> Iterator[StubAdmin]:
     admin = StubAdmin(platform.warehouse_url)
     admin.clear()
     yield admin
     admin.clear()
-    _wait_until_served(http)
+    _wait_until_served(prober)
 
 
-def _wait_until_served(http: httpx.Client) -> None:
-    """Until both breakers let an uncached read through (reset timeout is 1 s in tests)."""
+def _wait_until_served(prober: Products) -> None:
+    """Until both breakers let an uncached write through (reset timeout is 1 s in tests):
+    a new SKU has no cached stock, so its answer needs the Warehouse too."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        fresh = f"recover-{uuid.uuid4().hex[:8]}"
-        made = http.post(
-            "/v1/products",
-            json={"sku": "PROBE-1", "name": "probe", "priceCents": 1},
-            headers={"X-Tenant-Id": fresh, "Idempotency-Key": "probe"},
-        )
-        if made.status_code == 201:
+        sku = f"PROBE-{uuid.uuid4().hex[:8].upper()}"
+        made = prober.create({"sku": sku, "name": "probe", "priceCents": 1})
+        if made.status_code in (200, 201):
             return
         time.sleep(0.2)
     raise AssertionError("the gateway did not recover within 10 s")
@@ -218,11 +226,11 @@ def test_a_key_reused_with_another_body_is_a_conflict(products: Products) -> Non
 
 
 async def test_concurrent_retries_of_one_create_make_one_product(
-    platform: State, tenant: str, erp: StubAdmin
+    platform: State, products: Products, erp: StubAdmin
 ) -> None:
     writes = erp.requests("POST /products")
     body = {"sku": "RACE-1", "name": "Race", "priceCents": 5}
-    headers = {"X-Tenant-Id": tenant, "Idempotency-Key": "race"}
+    headers = products.h(Idempotency_Key="race")
     async with httpx.AsyncClient(base_url=platform.rest_url, timeout=10) as client:
         answers = await asyncio.gather(
             *(client.post("/v1/products", json=body, headers=headers) for _ in range(10))

@@ -37,8 +37,12 @@ async def channel(platform: State) -> AsyncIterator[grpc.aio.Channel]:
     await app.close()
 
 
+# A caller inside the network sets the identity the edge would forward from a token.
+USER = ("x-user-id", "5f0c1a8e-0000-4000-8000-000000000001")
+
+
 def _md(tenant: str, **extra: str) -> tuple[tuple[str, str], ...]:
-    return (("x-tenant-id", tenant), *((k.replace("_", "-"), v) for k, v in extra.items()))
+    return (USER, ("x-tenant-id", tenant), *((k.replace("_", "-"), v) for k, v in extra.items()))
 
 
 async def test_health_and_reflection_report_the_service(channel: grpc.aio.Channel) -> None:
@@ -96,7 +100,21 @@ async def test_errors_carry_the_status_code_and_rich_details(
 async def test_a_malformed_tenant_is_refused_before_any_query(channel: grpc.aio.Channel) -> None:
     stub = order_pb2_grpc.OrderServiceStub(channel)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await stub.ListOrders(
-            order_pb2.ListOrdersRequest(), metadata=(("x-tenant-id", "bad tenant"),)
-        )
+        await stub.ListOrders(order_pb2.ListOrdersRequest(), metadata=_md("bad tenant"))
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_call_without_a_verified_user_is_refused_by_the_service_itself(
+    channel: grpc.aio.Channel, tenant: str
+) -> None:
+    # The edge checks tokens; the service checks again that the edge named a user.
+    stub = order_pb2_grpc.OrderServiceStub(channel)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.ListOrders(order_pb2.ListOrdersRequest(), metadata=(("x-tenant-id", tenant),))
+    assert raised.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as mismatch:
+        await stub.ListOrders(
+            order_pb2.ListOrdersRequest(),
+            metadata=(*_md(tenant), ("x-requested-tenant-id", f"{tenant}-other")),
+        )
+    assert mismatch.value.code() is grpc.StatusCode.PERMISSION_DENIED

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from services.launcher import ROOT, compose, infra, procs
+from services.launcher import ROOT, compose, edge_routes, infra, procs
 from services.order.config import OrderConfig
 from services.product.config import ProductConfig
 from tests.upstream_admin import running_stub
@@ -40,10 +40,12 @@ SERVICES = {
     "erp",
     "warehouse",
     "product",
+    "keys",
+    "user",
+    "ratelimit",
     "envoy",
 }
-ORDER_SERVICE = "shop.order.v1.OrderService"
-PRODUCT_SERVICE = "shop.product.v1.ProductService"
+GRPC_SERVICES = edge_routes.GRPC_CLUSTERS
 # `$$` (a literal dollar) or `${NAME...}`; anything else after a `$` is an error.
 DOLLAR = re.compile(r"\$(\$|\{[^}]*\}|\w*)")
 REQUIRED = re.compile(r"\$\{(\w+):\?([^}]+)\}")
@@ -105,7 +107,9 @@ def test_envoy_config_is_rendered_from_the_template() -> None:
 def test_envoy_config_listens_on_all_interfaces() -> None:
     text = compose.OUTPUT.read_text()
     assert "socket_address: {address: 0.0.0.0, port_value: 8080}" in text
-    assert "socket_address: {address: order, port_value: 50051}" in text
+    assert '"socket_address": {"address": "order", "port_value": 50051}' in text
+    # Envoy fetches the JWKS from its own listener inside the container.
+    assert "http://127.0.0.1:8080/.well-known/jwks.json" in text
 
 
 # --- docker-compose.yml ----------------------------------------------------------------
@@ -146,24 +150,26 @@ def test_services_start_in_order(spec: dict[str, Any]) -> None:
     assert condition("migrate", "postgres") == "service_healthy"
     assert condition("order", "migrate") == "service_completed_successfully"
     assert condition("envoy", "order") == "service_healthy"
-    assert condition("envoy", "product") == "service_healthy"
+    for upstream in GRPC_SERVICES:
+        assert condition("envoy", upstream) == "service_healthy"
+    assert condition("user", "keys") == "service_completed_successfully"
     assert condition("product", "migrate") == "service_completed_successfully"
     assert condition("product", "erp") == condition("product", "warehouse") == "service_healthy"
     assert services["migrate"]["command"] == [
         "python", "-m", "alembic", "-c", "services/migrations/alembic.ini", "upgrade", "head",
     ]  # fmt: skip
     assert services["migrate"].get("restart", "no") == "no"
-    for name in ("postgres", "redis", "mongo", "order", "erp", "warehouse", "product", "envoy"):
+    for name in SERVICES - {"migrate", "keys"}:
         assert healthcheck(services[name]), f"{name} has no healthcheck"
 
 
 def test_app_services_use_the_project_image(spec: dict[str, Any]) -> None:
     services = spec["services"]
-    app = ["migrate", "order", "erp", "warehouse", "product"]
+    app = ["migrate", "keys", "order", "erp", "warehouse", "product", "user", "ratelimit"]
     assert {services[name]["build"] for name in app} == {"."}
     assert len({services[name]["image"] for name in app}) == 1
-    assert services["order"]["command"] == ["python", "-m", "services.order"]
-    assert services["product"]["command"] == ["python", "-m", "services.product"]
+    for name in GRPC_SERVICES:
+        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
     for stub in ("erp", "warehouse"):
         assert services[stub]["command"][:4] == ["python", "-m", "stubs", stub]
 
@@ -171,7 +177,7 @@ def test_app_services_use_the_project_image(spec: dict[str, Any]) -> None:
 def test_product_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
     env = {k: interpolate(v) for k, v in environment(spec["services"]["product"]).items()}
     config = ProductConfig.from_env(env)
-    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.product_port}"
+    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['product'].port}"
     assert config.database_url == "postgresql://shop:<POSTGRES_PASSWORD>@postgres:5432/shop"
     assert config.cursor_secret == b"<CURSOR_SECRET>"
     stubs = spec["services"]
@@ -182,7 +188,7 @@ def test_product_environment_is_what_its_config_reads(spec: dict[str, Any]) -> N
 def test_order_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
     env = {k: interpolate(v) for k, v in environment(spec["services"]["order"]).items()}
     config = OrderConfig.from_env(env)
-    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.order_port}"
+    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['order'].port}"
     assert config.database_url == "postgresql://shop:<POSTGRES_PASSWORD>@postgres:5432/shop"
     assert config.cursor_secret == b"<CURSOR_SECRET>"
     assert config.server.otlp_endpoint is None
@@ -250,7 +256,10 @@ def run_check(command: list[str]) -> int:
 
 @pytest.mark.parametrize(
     ("service", "name", "port"),
-    [("order", ORDER_SERVICE, ":50051"), ("product", PRODUCT_SERVICE, ":50052")],
+    [
+        (name, GRPC_SERVICES[name], f":{compose.SETTINGS.upstreams[name].port}")
+        for name in GRPC_SERVICES
+    ],
 )
 def test_service_healthcheck_reads_grpc_health(
     spec: dict[str, Any], service: str, name: str, port: str

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from services.kit import errors
-from services.order.domain import LineItem, NewOrder, Order, OrderStatus, StaleVersion
+from services.kit.errors import StaleVersion
+from services.order.domain import LineItem, NewOrder, Order, OrderStatus
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)
 

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from services.launcher import compose, edge, infra
+from services.launcher import compose, edge, edge_routes, infra
 
 LOCAL = edge.EdgeSettings(
     edge_address="127.0.0.1",
     edge_port=18080,
     admin_address="127.0.0.1",
     admin_port=19901,
-    order_host="127.0.0.1",
-    order_port=50051,
-    product_host="127.0.0.1",
-    product_port=50052,
+    upstreams={
+        name: edge_routes.Endpoint("127.0.0.1", 50051 + i)
+        for i, name in enumerate(edge_routes.GRPC_CLUSTERS)
+    },
 )
 # The compose config with the repo's files in place of the container's mount paths;
 # the STRICT_DNS host `order` is resolved only at run time, not by validate mode.

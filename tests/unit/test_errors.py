@@ -26,7 +26,7 @@ def _all_errors() -> list[type[errors.PlatformError]]:
 def test_the_walk_sees_kit_and_service_errors() -> None:
     found = set(_all_errors())
     assert {errors.InvalidArgument, errors.IdempotencyKeyReused} <= found
-    assert {order_domain.StaleVersion, order_domain.OrderNotFound} <= found
+    assert {errors.StaleVersion, order_domain.OrderNotFound} <= found
 
 
 @pytest.mark.parametrize("cls", _all_errors(), ids=lambda c: c.__name__)

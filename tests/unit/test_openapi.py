@@ -133,8 +133,10 @@ def test_order_create_contract() -> None:
     assert create["operationId"] == "OrderService_CreateOrder"
     headers = {p["name"]: p for p in create["parameters"] if p["in"] == "header"}
     assert {"X-Tenant-Id", "Idempotency-Key"} <= headers.keys()
-    assert headers["X-Tenant-Id"]["required"] is True
+    assert headers["X-Tenant-Id"]["required"] is False  # the tenant is the token's
     assert headers["Idempotency-Key"]["required"] is True
+    assert (create["security"], create["x-shop-access"]) == ([{"bearer": []}], "authenticated")
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert set(create["responses"]) == {"201", "default"}
     created = create["responses"]["201"]
     assert set(created["headers"]) == {"ETag", "Idempotent-Replayed"}

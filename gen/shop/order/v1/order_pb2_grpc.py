@@ -30,7 +30,10 @@ class OrderServiceStub:
     state change, keyset pagination and the transactional outbox.
 
     Request metadata (HTTP headers through the edge, gRPC metadata direct):
-    x-tenant-id      required on every call; every read and write is scoped to it.
+    authorization    `Bearer <token>` on every call, checked by the edge; every
+    read and write is scoped to the token's tenant.
+    x-tenant-id      optional; when sent it must equal the token's tenant
+    (else PERMISSION_DENIED, HTTP 403).
     idempotency-key  required on CreateOrder.
     if-match         the order version, quoted ("3") or bare (3); required on
     ConfirmOrder, optional on CloseOrder.
@@ -80,7 +83,10 @@ class OrderServiceServicer:
     state change, keyset pagination and the transactional outbox.
 
     Request metadata (HTTP headers through the edge, gRPC metadata direct):
-    x-tenant-id      required on every call; every read and write is scoped to it.
+    authorization    `Bearer <token>` on every call, checked by the edge; every
+    read and write is scoped to the token's tenant.
+    x-tenant-id      optional; when sent it must equal the token's tenant
+    (else PERMISSION_DENIED, HTTP 403).
     idempotency-key  required on CreateOrder.
     if-match         the order version, quoted ("3") or bare (3); required on
     ConfirmOrder, optional on CloseOrder.
@@ -97,7 +103,7 @@ class OrderServiceServicer:
 
         The same idempotency key with the same request within 1 hour replays the
         first response (same order id). Errors:
-        INVALID_ARGUMENT (invalid_argument): missing tenant or idempotency key, bad item.
+        INVALID_ARGUMENT (invalid_argument): missing idempotency key, bad item.
         ALREADY_EXISTS (conflict): the key was used with a different request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -106,7 +112,7 @@ class OrderServiceServicer:
 
     def GetOrder(self, request, context):
         """Returns one order of the caller's tenant. Errors:
-        INVALID_ARGUMENT (invalid_argument): missing tenant, id is not a UUID.
+        INVALID_ARGUMENT (invalid_argument): id is not a UUID.
         NOT_FOUND (not_found): no such order in this tenant.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -191,7 +197,10 @@ class OrderService:
     state change, keyset pagination and the transactional outbox.
 
     Request metadata (HTTP headers through the edge, gRPC metadata direct):
-    x-tenant-id      required on every call; every read and write is scoped to it.
+    authorization    `Bearer <token>` on every call, checked by the edge; every
+    read and write is scoped to the token's tenant.
+    x-tenant-id      optional; when sent it must equal the token's tenant
+    (else PERMISSION_DENIED, HTTP 403).
     idempotency-key  required on CreateOrder.
     if-match         the order version, quoted ("3") or bare (3); required on
     ConfirmOrder, optional on CloseOrder.

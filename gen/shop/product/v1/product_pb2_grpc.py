@@ -32,7 +32,11 @@ class ProductServiceStub:
     locking on the ERP's version.
 
     Request metadata (HTTP headers through the edge, gRPC metadata direct):
-    x-tenant-id      required on every call; the catalogue is per tenant.
+    x-tenant-id      the catalogue is per tenant: reads without a token name
+    the tenant here; with a token the tenant is the token's,
+    and an x-tenant-id that differs is PERMISSION_DENIED.
+    authorization    `Bearer <token>` of an admin on CreateProduct,
+    UpdateProduct and DeleteProduct (checked by the edge).
     idempotency-key  required on CreateProduct and UpdateProduct, optional on
     DeleteProduct; a retry with the same key and body replays
     the first response for 1 hour.
@@ -94,7 +98,11 @@ class ProductServiceServicer:
     locking on the ERP's version.
 
     Request metadata (HTTP headers through the edge, gRPC metadata direct):
-    x-tenant-id      required on every call; the catalogue is per tenant.
+    x-tenant-id      the catalogue is per tenant: reads without a token name
+    the tenant here; with a token the tenant is the token's,
+    and an x-tenant-id that differs is PERMISSION_DENIED.
+    authorization    `Bearer <token>` of an admin on CreateProduct,
+    UpdateProduct and DeleteProduct (checked by the edge).
     idempotency-key  required on CreateProduct and UpdateProduct, optional on
     DeleteProduct; a retry with the same key and body replays
     the first response for 1 hour.
@@ -225,7 +233,11 @@ class ProductService:
     locking on the ERP's version.
 
     Request metadata (HTTP headers through the edge, gRPC metadata direct):
-    x-tenant-id      required on every call; the catalogue is per tenant.
+    x-tenant-id      the catalogue is per tenant: reads without a token name
+    the tenant here; with a token the tenant is the token's,
+    and an x-tenant-id that differs is PERMISSION_DENIED.
+    authorization    `Bearer <token>` of an admin on CreateProduct,
+    UpdateProduct and DeleteProduct (checked by the edge).
     idempotency-key  required on CreateProduct and UpdateProduct, optional on
     DeleteProduct; a retry with the same key and body replays
     the first response for 1 hour.

@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from shop.api.v1 import access_pb2 as shop_dot_api_dot_v1_dot_access__pb2
 from shop.api.v1 import http_pb2 as shop_dot_api_dot_v1_dot_http__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dshop/product/v2/product.proto\x12\x0fshop.product.v2\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16shop/api/v1/http.proto\"\xb7\x03\n\x07Product\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n\x03sku\x18\x02 \x01(\tR\x03sku\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x1f\n\x0bprice_cents\x18\x05 \x01(\x05R\npriceCents\x12\x18\n\x07version\x18\x06 \x01(\x05R\x07version\x12\x19\n\x05stock\x18\x07 \x01(\x05H\x00R\x05stock\x88\x01\x01\x12\"\n\x0c\x61vailability\x18\x08 \x01(\tR\x0c\x61vailability\x12\x44\n\x10stock_updated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0estockUpdatedAt\x12\x14\n\x05stale\x18\n \x01(\x08R\x05stale\x12\x39\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAtB\x08\n\x06_stock\"C\n\x13ListProductsRequest\x12\x14\n\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"|\n\x14ListProductsResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x18.shop.product.v2.ProductR\x05items\x12$\n\x0bnext_cursor\x18\x02 \x01(\tH\x00R\nnextCursor\x88\x01\x01\x42\x0e\n\x0c_next_cursor\"#\n\x11GetProductRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id2\x99\x04\n\x0eProductService\x12\xf4\x01\n\x0cListProducts\x12$.shop.product.v2.ListProductsRequest\x1a%.shop.product.v2.ListProductsResponse\"\x96\x01\xa2\xbb\x18~\n4\n\x0bX-Tenant-Id\x10\x01\x1a#The tenant whose catalogue to read.\x12\x46\n\x0c\x43\x61\x63he-Status\x1a\x36RFC 9211: hit, miss, or stale while an upstream fails.\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v2/products\x12\x8f\x02\n\nGetProduct\x12\".shop.product.v2.GetProductRequest\x1a\x18.shop.product.v2.Product\"\xc2\x01\xa2\xbb\x18\xa4\x01\n4\n\x0bX-Tenant-Id\x10\x01\x1a#The tenant whose catalogue to read.\x12$\n\x04\x45Tag\x1a\x1cThe product version, quoted.\x12\x46\n\x0c\x43\x61\x63he-Status\x1a\x36RFC 9211: hit, miss, or stale while an upstream fails.\x82\xd3\xe4\x93\x02\x13\x12\x11/v2/products/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dshop/product/v2/product.proto\x12\x0fshop.product.v2\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/api/v1/access.proto\x1a\x16shop/api/v1/http.proto\"\xb7\x03\n\x07Product\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x10\n\x03sku\x18\x02 \x01(\tR\x03sku\x12\x12\n\x04name\x18\x03 \x01(\tR\x04name\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x1f\n\x0bprice_cents\x18\x05 \x01(\x05R\npriceCents\x12\x18\n\x07version\x18\x06 \x01(\x05R\x07version\x12\x19\n\x05stock\x18\x07 \x01(\x05H\x00R\x05stock\x88\x01\x01\x12\"\n\x0c\x61vailability\x18\x08 \x01(\tR\x0c\x61vailability\x12\x44\n\x10stock_updated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0estockUpdatedAt\x12\x14\n\x05stale\x18\n \x01(\x08R\x05stale\x12\x39\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAtB\x08\n\x06_stock\"C\n\x13ListProductsRequest\x12\x14\n\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"|\n\x14ListProductsResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x18.shop.product.v2.ProductR\x05items\x12$\n\x0bnext_cursor\x18\x02 \x01(\tH\x00R\nnextCursor\x88\x01\x01\x42\x0e\n\x0c_next_cursor\"#\n\x11GetProductRequest\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id2\xb0\x05\n\x0eProductService\x12\xc0\x02\n\x0cListProducts\x12$.shop.product.v2.ListProductsRequest\x1a%.shop.product.v2.ListProductsResponse\"\xe2\x01\xa2\xbb\x18\xc5\x01\n{\n\x0bX-Tenant-Id\x1alThe tenant whose catalogue to read; required without a token, and with one it must equal the token\'s tenant.\x12\x46\n\x0c\x43\x61\x63he-Status\x1a\x36RFC 9211: hit, miss, or stale while an upstream fails.\xa8\xbb\x18\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v2/products\x12\xda\x02\n\nGetProduct\x12\".shop.product.v2.GetProductRequest\x1a\x18.shop.product.v2.Product\"\x8d\x02\xa2\xbb\x18\xeb\x01\n{\n\x0bX-Tenant-Id\x1alThe tenant whose catalogue to read; required without a token, and with one it must equal the token\'s tenant.\x12$\n\x04\x45Tag\x1a\x1cThe product version, quoted.\x12\x46\n\x0c\x43\x61\x63he-Status\x1a\x36RFC 9211: hit, miss, or stale while an upstream fails.\xa8\xbb\x18\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/v2/products/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,17 +36,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.product.v2.product_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PRODUCTSERVICE'].methods_by_name['ListProducts']._loaded_options = None
-  _globals['_PRODUCTSERVICE'].methods_by_name['ListProducts']._serialized_options = b'\242\273\030~\n4\n\013X-Tenant-Id\020\001\032#The tenant whose catalogue to read.\022F\n\014Cache-Status\0326RFC 9211: hit, miss, or stale while an upstream fails.\202\323\344\223\002\016\022\014/v2/products'
+  _globals['_PRODUCTSERVICE'].methods_by_name['ListProducts']._serialized_options = b'\242\273\030\305\001\n{\n\013X-Tenant-Id\032lThe tenant whose catalogue to read; required without a token, and with one it must equal the token\'s tenant.\022F\n\014Cache-Status\0326RFC 9211: hit, miss, or stale while an upstream fails.\250\273\030\001\202\323\344\223\002\016\022\014/v2/products'
   _globals['_PRODUCTSERVICE'].methods_by_name['GetProduct']._loaded_options = None
-  _globals['_PRODUCTSERVICE'].methods_by_name['GetProduct']._serialized_options = b'\242\273\030\244\001\n4\n\013X-Tenant-Id\020\001\032#The tenant whose catalogue to read.\022$\n\004ETag\032\034The product version, quoted.\022F\n\014Cache-Status\0326RFC 9211: hit, miss, or stale while an upstream fails.\202\323\344\223\002\023\022\021/v2/products/{id}'
-  _globals['_PRODUCT']._serialized_start=138
-  _globals['_PRODUCT']._serialized_end=577
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=579
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=646
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=648
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=772
-  _globals['_GETPRODUCTREQUEST']._serialized_start=774
-  _globals['_GETPRODUCTREQUEST']._serialized_end=809
-  _globals['_PRODUCTSERVICE']._serialized_start=812
-  _globals['_PRODUCTSERVICE']._serialized_end=1349
+  _globals['_PRODUCTSERVICE'].methods_by_name['GetProduct']._serialized_options = b'\242\273\030\353\001\n{\n\013X-Tenant-Id\032lThe tenant whose catalogue to read; required without a token, and with one it must equal the token\'s tenant.\022$\n\004ETag\032\034The product version, quoted.\022F\n\014Cache-Status\0326RFC 9211: hit, miss, or stale while an upstream fails.\250\273\030\001\202\323\344\223\002\023\022\021/v2/products/{id}'
+  _globals['_PRODUCT']._serialized_start=164
+  _globals['_PRODUCT']._serialized_end=603
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=605
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=672
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=674
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=798
+  _globals['_GETPRODUCTREQUEST']._serialized_start=800
+  _globals['_GETPRODUCTREQUEST']._serialized_end=835
+  _globals['_PRODUCTSERVICE']._serialized_start=838
+  _globals['_PRODUCTSERVICE']._serialized_end=1526
 # @@protoc_insertion_point(module_scope)

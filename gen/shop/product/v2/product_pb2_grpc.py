@@ -32,7 +32,9 @@ class ProductServiceStub:
     down: the product comes back with `availability: "unknown"` and no stock
     figure, never an invented number. Writes stay on v1.
 
-    Request metadata: `x-tenant-id` is required on every call. Response
+    Request metadata: `x-tenant-id` names the tenant when no token is sent;
+    with a token the tenant is the token's (a different x-tenant-id is
+    PERMISSION_DENIED). Response
     metadata: `etag` (the product version) on GetProduct, `cache-status`
     (RFC 9211) on every read.
 
@@ -65,7 +67,9 @@ class ProductServiceServicer:
     down: the product comes back with `availability: "unknown"` and no stock
     figure, never an invented number. Writes stay on v1.
 
-    Request metadata: `x-tenant-id` is required on every call. Response
+    Request metadata: `x-tenant-id` names the tenant when no token is sent;
+    with a token the tenant is the token's (a different x-tenant-id is
+    PERMISSION_DENIED). Response
     metadata: `etag` (the product version) on GetProduct, `cache-status`
     (RFC 9211) on every read.
 
@@ -116,7 +120,9 @@ class ProductService:
     down: the product comes back with `availability: "unknown"` and no stock
     figure, never an invented number. Writes stay on v1.
 
-    Request metadata: `x-tenant-id` is required on every call. Response
+    Request metadata: `x-tenant-id` names the tenant when no token is sent;
+    with a token the tenant is the token's (a different x-tenant-id is
+    PERMISSION_DENIED). Response
     metadata: `etag` (the product version) on GetProduct, `cache-status`
     (RFC 9211) on every read.
 

@@ -1,0 +1,1 @@
+"""Global rate limiting for the edge: Envoy's RateLimitService backed by Redis counters."""

@@ -1,0 +1,51 @@
+"""Composition root of the rate-limit service: builds the real dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from services.kit.server import Registration
+from services.ratelimit.config import RateLimitConfig
+from services.ratelimit.service import RateLimiter
+from services.ratelimit.servicer import RateLimitServicer
+from services.ratelimit.store import RedisCounters
+
+SERVICE_NAME: str = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
+
+
+@dataclass(frozen=True)
+class RateLimitApp:
+    redis: Redis
+    limiter: RateLimiter
+    registrations: list[Registration]
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def bootstrap(config: RateLimitConfig, *, redis: Redis | None = None) -> RateLimitApp:
+    """Wire the service; pass `redis` to share a client (tests), else one is created."""
+    if redis is None:
+        redis = Redis.from_url(
+            config.redis_url,
+            socket_timeout=config.redis_timeout_s,
+            socket_connect_timeout=config.redis_timeout_s,
+            # redis-py retries 10 times with backoff by default; by then Envoy has
+            # given up on us, so fail at once and let it fail open.
+            retry=Retry(NoBackoff(), 0),
+        )
+    limiter = RateLimiter(config.rules, RedisCounters(redis))
+    servicer = RateLimitServicer(limiter)
+
+    def add_to(server: grpc.aio.Server) -> None:
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(servicer, server)
+
+    # Envoy calls this service, not users: there is no identity to check.
+    registration = Registration(SERVICE_NAME, add_to, enforce_access=False)
+    return RateLimitApp(redis, limiter, [registration])

@@ -1,0 +1,150 @@
+"""User use cases: registration, login, profile reads and optimistic updates."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kit import errors
+from services.kit.cursor import CursorCodec, TimeIdPosition, page_size
+from services.kit.identity import CUSTOMER, Identity
+from services.user import repository
+from services.user.domain import (
+    NewUser,
+    User,
+    UserChanges,
+    WrongPassword,
+    caller_id,
+    ensure_visible,
+)
+from services.user.passwords import PasswordHasher
+from services.user.throttle import LoginThrottle
+from services.user.tokens import IssuedToken, TokenIssuer
+
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+@dataclass(frozen=True)
+class LoggedIn:
+    user: User
+    token: IssuedToken
+
+
+@dataclass(frozen=True)
+class Page:
+    users: list[User]
+    next_cursor: str | None
+
+
+class Users:
+    """The user use cases over one database, one throttle store and one key ring."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        passwords: PasswordHasher,
+        tokens: TokenIssuer,
+        throttle: LoginThrottle,
+        cursors: CursorCodec,
+    ) -> None:
+        self._engine = engine
+        self._passwords = passwords
+        self._tokens = tokens
+        self._throttle = throttle
+        self._cursors = cursors
+
+    async def register(self, tenant: str, new: NewUser) -> User:
+        """A new customer of the tenant; AlreadyRegistered if the email or username is taken."""
+        password_hash = await self._passwords.hash(new.password)
+        async with self._engine.begin() as conn:
+            return await repository.insert(conn, tenant, new, password_hash, CUSTOMER)
+
+    async def login(self, tenant: str, *, email: str, username: str, password: str) -> LoggedIn:
+        """A token for matching credentials; one answer for unknown user and wrong password."""
+        by_email = bool(email.strip())
+        identifier = (email if by_email else username).strip().lower()
+        if not identifier:
+            raise errors.InvalidArgument.field("email", "email or username is required")
+        if not password:
+            raise errors.InvalidArgument.field("password", "is required")
+        await self._throttle.check(tenant, identifier)
+        async with self._engine.connect() as conn:
+            if by_email:
+                user = await repository.find(conn, tenant, email=identifier)
+            else:
+                user = await repository.find(conn, tenant, username=identifier)
+        if user is None:
+            await self._passwords.verify_dummy(password)
+            matched = False
+        else:
+            matched = await self._passwords.verify(user.password_hash, password)
+        if user is None or not matched:
+            await self._throttle.record_failure(tenant, identifier)
+            raise errors.Unauthenticated("invalid credentials")
+        await self._throttle.clear(tenant, identifier)
+        if self._passwords.needs_rehash(user.password_hash):
+            new_hash = await self._passwords.hash(password)
+            async with self._engine.begin() as conn:
+                await repository.replace_hash(conn, user, new_hash)
+        token = self._tokens.issue(str(user.id), user.tenant_id, user.role)
+        return LoggedIn(user, token)
+
+    async def get_me(self, tenant: str, caller: Identity) -> User:
+        async with self._engine.connect() as conn:
+            return await repository.get(conn, tenant, caller_id(caller))
+
+    async def get(self, tenant: str, caller: Identity, user_id: uuid.UUID) -> User:
+        """The user, if the caller may see them; otherwise as if they did not exist."""
+        ensure_visible(caller, user_id)
+        async with self._engine.connect() as conn:
+            return await repository.get(conn, tenant, user_id)
+
+    async def update(
+        self,
+        tenant: str,
+        caller: Identity,
+        user_id: uuid.UUID,
+        expected_version: int,
+        changes: UserChanges,
+    ) -> User:
+        """Apply the changes to the user at `expected_version`, by the rules of domain.User."""
+        # Read, verify and hash outside any transaction (hashing is slow); the
+        # versioned UPDATE then refuses the write if anything landed meanwhile.
+        before = await self.get(tenant, caller, user_id)
+        before.check_version(expected_version)
+        after = before.changed(caller, changes)
+        if changes.password is not None:
+            if before.proof_required(caller, changes) and not (
+                changes.current_password is not None
+                and await self._passwords.verify(before.password_hash, changes.current_password)
+            ):
+                raise WrongPassword()
+            after = replace(after, password_hash=await self._passwords.hash(changes.password))
+        if after == before:
+            return before
+        async with self._engine.begin() as conn:
+            return await repository.save(conn, before, after)
+
+    async def list(self, tenant: str, limit: int, cursor: str) -> Page:
+        """One page oldest first; the cursor is bound to the tenant."""
+        limit = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
+        scope = f"users:{tenant}"
+        after = self._cursors.decode_time_id(scope, cursor) if cursor else None
+        async with self._engine.connect() as conn:
+            found = await repository.page(conn, tenant, limit + 1, after)
+        more = len(found) > limit
+        found = found[:limit]
+        next_cursor = None
+        if more:
+            last = found[-1]
+            next_cursor = self._cursors.encode_time_id(
+                scope, TimeIdPosition(last.created_at, last.id)
+            )
+        return Page(found, next_cursor)
+
+    def jwks(self) -> bytes:
+        """The JWKS document of every published key."""
+        return self._tokens.keyring.jwks()
