@@ -21,8 +21,11 @@ COPY services/ services/
 COPY stubs/ stubs/
 COPY gen/ gen/
 # Bytecode compiled as root at build time: the non-root user cannot write here.
+# /keys is where the `keys` service writes the token-signing key: a named volume
+# mounted there starts with this directory's owner, so the non-root user can write.
 RUN python -m compileall -q services stubs gen \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin shop
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin shop \
+    && install -d -o shop -m 0700 /keys
 
 ENV PYTHONPATH=/app:/app/gen
 USER shop

@@ -274,19 +274,7 @@ class Platform:
         self._save()
 
     def _start_service(self, name: str, service: str, target: str, env: dict[str, str]) -> None:
-        proc = procs.start(
-            name,
-            [sys.executable, "-m", f"services.{name}"],
-            log_dir=self.run_dir / "logs",
-            env=env,
-            cwd=ROOT,
-        )
-        self._track(proc)
-        procs.wait_until(
-            proc,
-            lambda: _grpc_serving(target, service),
-            what=f"the {name} service to report SERVING",
-        )
+        self._track(start_service(name, service, target, env, self.run_dir))
 
     def _start_stub(self, name: str, port: int, env: dict[str, str]) -> str:
         proc, url = stubs.start_stub(name, self.run_dir, _port(port), env)
@@ -328,6 +316,23 @@ def migrate(env: Mapping[str, str]) -> None:
     )  # fmt: skip
     if result.returncode != 0:
         raise procs.LaunchError(f"migrations failed:\n{result.stderr[-2000:]}")
+
+
+def start_service(
+    name: str, service: str, target: str, env: Mapping[str, str], run_dir: Path
+) -> procs.Proc:
+    """Run `python -m services.<name>` until its health service reports `service` SERVING."""
+    proc = procs.start(
+        name, [sys.executable, "-m", f"services.{name}"], log_dir=run_dir / "logs", env=dict(env),
+        cwd=ROOT,
+    )  # fmt: skip
+    with procs.stop_on_error(proc):
+        procs.wait_until(
+            proc,
+            lambda: _grpc_serving(target, service),
+            what=f"the {name} service to report SERVING",
+        )
+    return proc
 
 
 def signing_key(run_dir: Path) -> Path:

@@ -1,7 +1,7 @@
 """Operator commands: create (or promote) an admin, and generate a signing key.
 
     python -m services.user.admin create-admin --tenant T --email E --username U
-    python -m services.user.admin keygen PATH
+    python -m services.user.admin keygen PATH [--if-missing]
 
 create-admin takes the password from SHOP_ADMIN_PASSWORD, else from stdin
 (never from an argument, which `ps` and shell history would show), and reads
@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 from services.kit import db, errors
 from services.kit.config import ConfigError, env_str
@@ -75,9 +76,15 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ)
     create.add_argument("--username", required=True)
     keygen = commands.add_parser("keygen", help="write a new Ed25519 signing key (mode 0600)")
     keygen.add_argument("path")
+    keygen.add_argument(
+        "--if-missing", action="store_true", help="keep an existing key (first start of a deploy)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "keygen":
+            if args.if_missing and Path(args.path).exists():
+                print(f"kept {args.path}")
+                return 0
             print(f"wrote {args.path} (kid {generate_key(args.path)})")
             return 0
         user_id = asyncio.run(

@@ -27,6 +27,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from services.launcher import ROOT, compose, edge_routes, infra, procs
 from services.order.config import OrderConfig
 from services.product.config import ProductConfig
+from services.ratelimit.config import RateLimitConfig
+from services.user.config import UserConfig
 from tests.upstream_admin import running_stub
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -326,3 +328,26 @@ def test_envoy_healthcheck_sees_ready(spec: dict[str, Any], tmp_path: Path) -> N
         finally:
             envoy.terminate()
             envoy.wait(timeout=15)
+
+
+def test_user_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
+    user = spec["services"]["user"]
+    config = UserConfig.from_env({k: interpolate(v) for k, v in environment(user).items()})
+    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['user'].port}"
+    assert (config.jwt_issuer, config.jwt_audience) == (
+        compose.SETTINGS.jwt_issuer,
+        compose.SETTINGS.jwt_audience,
+    )
+    # The key the `keys` service generates into the shared volume is the one it signs with.
+    keygen = spec["services"]["keys"]["command"]
+    assert [str(p) for p in config.signing_keys] == [keygen[keygen.index("keygen") + 1]]
+    assert {v.split(":")[0] for v in user["volumes"]} == {
+        v.split(":")[0] for v in spec["services"]["keys"]["volumes"]
+    }
+
+
+def test_ratelimit_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
+    env = {k: interpolate(v) for k, v in environment(spec["services"]["ratelimit"]).items()}
+    config = RateLimitConfig.from_env(env)
+    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['ratelimit'].port}"
+    assert config.rules == RateLimitConfig.from_env({"REDIS_URL": "redis://x"}).rules

@@ -1,0 +1,78 @@
+"""Extra edges and services of a test's own, in front of the session platform.
+
+A test that needs other limits, a second Envoy or a differently keyed user
+service starts them here with the launcher's own code: the same rendered
+Envoy config, the same `python -m services.<name>` processes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from services.launcher import edge, infra, procs
+from services.launcher.edge_routes import GRPC_CLUSTERS, EdgeLimits, Endpoint
+from services.launcher.platform import PYTHONPATH, State, start_service
+
+
+def _endpoint(target: str) -> Endpoint:
+    host, _, port = target.rpartition(":")
+    return Endpoint(host, int(port))
+
+
+@dataclasses.dataclass(frozen=True)
+class Edge:
+    """One running Envoy of a test: its REST base URL (also its gRPC target)."""
+
+    rest_url: str
+    grpc_target: str
+
+
+@contextmanager
+def running_service(name: str, run_dir: Path, env: Mapping[str, str]) -> Iterator[str]:
+    """`python -m services.<name>` on a free port with `env`; yields its gRPC target."""
+    target = f"{infra.HOST}:{procs.free_port()}"
+    full = {**os.environ, "PYTHONPATH": PYTHONPATH, **env, f"{name.upper()}_GRPC_BIND": target}
+    proc = start_service(name, GRPC_CLUSTERS[name], target, full, run_dir)
+    try:
+        yield target
+    finally:
+        procs.stop(proc)
+
+
+@contextmanager
+def running_edge(
+    platform: State,
+    run_dir: Path,
+    *,
+    limits: EdgeLimits | None = None,
+    **targets: str,
+) -> Iterator[Edge]:
+    """An Envoy in front of the platform's services; `user=` or `ratelimit=` targets
+    replace the platform's own."""
+    upstreams = {
+        "order": platform.order_grpc_target,
+        "product": platform.product_grpc_target,
+        "user": platform.user_grpc_target,
+        "ratelimit": platform.ratelimit_grpc_target,
+        **targets,
+    }
+    settings = edge.EdgeSettings(
+        edge_address=infra.HOST,
+        edge_port=procs.free_port(),
+        admin_address=infra.HOST,
+        admin_port=procs.free_port(),
+        upstreams={name: _endpoint(target) for name, target in upstreams.items()},
+        limits=limits or EdgeLimits(),
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    proc = edge.start_envoy(infra.executable("envoy"), settings, run_dir, dict(os.environ))
+    try:
+        yield Edge(
+            f"http://{infra.HOST}:{settings.edge_port}", f"{infra.HOST}:{settings.edge_port}"
+        )
+    finally:
+        procs.stop(proc)
