@@ -13,8 +13,10 @@ import hashlib
 import hmac
 import json
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, Protocol, TypeVar
 
 from services.kit import errors
 
@@ -96,3 +98,43 @@ class CursorCodec:
             raise errors.InvalidArgument.field(
                 "cursor", "is not a cursor this list issued"
             ) from None
+
+
+class Dated(Protocol):
+    """A row of a (created_at, id) keyset."""
+
+    @property
+    def created_at(self) -> datetime: ...
+
+    @property
+    def id(self) -> uuid.UUID: ...
+
+
+RowT = TypeVar("RowT", bound=Dated)
+
+
+@dataclass(frozen=True)
+class Page(Generic[RowT]):
+    """One page of a keyset list and the cursor of the next (None on the last page)."""
+
+    items: list[RowT]
+    next_cursor: str | None
+
+
+async def time_id_page(
+    codec: CursorCodec,
+    scope: str,
+    cursor: str,
+    limit: int,
+    fetch: Callable[[TimeIdPosition | None, int], Awaitable[Sequence[RowT]]],
+) -> Page[RowT]:
+    """A page of at most `limit` rows after the cursor's position: `fetch(after, n)`
+    reads n rows in keyset order; one row more than asked says whether a next page exists."""
+    after = codec.decode_time_id(scope, cursor) if cursor else None
+    found = list(await fetch(after, limit + 1))
+    if len(found) <= limit:
+        return Page(found, None)
+    last = found[limit - 1]
+    return Page(
+        found[:limit], codec.encode_time_id(scope, TimeIdPosition(last.created_at, last.id))
+    )

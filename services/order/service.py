@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import outbox
-from services.kit.cursor import CursorCodec, TimeIdPosition, page_size
+from services.kit.cursor import CursorCodec, Page, TimeIdPosition, page_size, time_id_page
 from services.kit.idempotency import IdempotencyStore
 from services.order import repository
 from services.order.domain import CLOSED_EVENT, NewOrder, Order
@@ -21,12 +21,6 @@ MAX_PAGE = 100
 class Created:
     order: Order
     replayed: bool
-
-
-@dataclass(frozen=True)
-class Page:
-    orders: list[Order]
-    next_cursor: str | None
 
 
 class Orders:
@@ -74,19 +68,12 @@ class Orders:
             )
             return saved
 
-    async def list(self, tenant: str, limit: int, cursor: str) -> Page:
+    async def list(self, tenant: str, limit: int, cursor: str) -> Page[Order]:
         """One page newest first; the cursor is bound to the tenant."""
-        limit = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
-        scope = f"orders:{tenant}"
-        after = self._cursors.decode_time_id(scope, cursor) if cursor else None
-        async with self._engine.connect() as conn:
-            found = await repository.page(conn, tenant, limit + 1, after)
-        more = len(found) > limit
-        found = found[:limit]
-        next_cursor = None
-        if more:
-            last = found[-1]
-            next_cursor = self._cursors.encode_time_id(
-                scope, TimeIdPosition(last.created_at, last.id)
-            )
-        return Page(found, next_cursor)
+
+        async def fetch(after: TimeIdPosition | None, n: int) -> list[Order]:
+            async with self._engine.connect() as conn:
+                return await repository.page(conn, tenant, n, after)
+
+        size = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
+        return await time_id_page(self._cursors, f"orders:{tenant}", cursor, size, fetch)

@@ -92,7 +92,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         self, request: order_pb2.ListOrdersRequest, context: Context
     ) -> order_pb2.ListOrdersResponse:
         page = await self._orders.list(identity.tenant(context), request.limit, request.cursor)
-        response = order_pb2.ListOrdersResponse(items=[to_proto(o) for o in page.orders])
+        response = order_pb2.ListOrdersResponse(items=[to_proto(o) for o in page.items])
         if page.next_cursor is not None:
             response.next_cursor = page.next_cursor
         return response

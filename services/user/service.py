@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import errors
-from services.kit.cursor import CursorCodec, TimeIdPosition, page_size
+from services.kit.cursor import CursorCodec, Page, TimeIdPosition, page_size, time_id_page
 from services.kit.identity import CUSTOMER, Identity
 from services.user import repository
 from services.user.domain import (
@@ -31,12 +31,6 @@ MAX_PAGE = 100
 class LoggedIn:
     user: User
     token: IssuedToken
-
-
-@dataclass(frozen=True)
-class Page:
-    users: list[User]
-    next_cursor: str | None
 
 
 class Users:
@@ -128,22 +122,15 @@ class Users:
         async with self._engine.begin() as conn:
             return await repository.save(conn, before, after)
 
-    async def list(self, tenant: str, limit: int, cursor: str) -> Page:
+    async def list(self, tenant: str, limit: int, cursor: str) -> Page[User]:
         """One page oldest first; the cursor is bound to the tenant."""
-        limit = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
-        scope = f"users:{tenant}"
-        after = self._cursors.decode_time_id(scope, cursor) if cursor else None
-        async with self._engine.connect() as conn:
-            found = await repository.page(conn, tenant, limit + 1, after)
-        more = len(found) > limit
-        found = found[:limit]
-        next_cursor = None
-        if more:
-            last = found[-1]
-            next_cursor = self._cursors.encode_time_id(
-                scope, TimeIdPosition(last.created_at, last.id)
-            )
-        return Page(found, next_cursor)
+
+        async def fetch(after: TimeIdPosition | None, n: int) -> list[User]:
+            async with self._engine.connect() as conn:
+                return await repository.page(conn, tenant, n, after)
+
+        size = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
+        return await time_id_page(self._cursors, f"users:{tenant}", cursor, size, fetch)
 
     def jwks(self) -> bytes:
         """The JWKS document of every published key."""

@@ -101,7 +101,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.ListUsersRequest, context: Context
     ) -> user_pb2.ListUsersResponse:
         page = await self._users.list(identity.tenant(context), request.limit, request.cursor)
-        response = user_pb2.ListUsersResponse(items=[to_proto(u) for u in page.users])
+        response = user_pb2.ListUsersResponse(items=[to_proto(u) for u in page.items])
         if page.next_cursor is not None:
             response.next_cursor = page.next_cursor
         return response
