@@ -12,12 +12,17 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 import tempfile
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from services.launcher import ROOT, infra
+from services.launcher.edge_routes import EdgeLimits
+from services.launcher.platform import LauncherConfig, Platform, State
 
 INSTALL_HINT = (
     "wrk (the HTTP load generator) is not on PATH; install it with\n"
@@ -40,6 +45,34 @@ function done(summary, latency, requests)
     latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
 end
 """
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def own_platform(
+    service_env: Mapping[str, str] | None = None, edge_limits: EdgeLimits | None = None
+) -> Iterator[State]:
+    """The whole platform on free ports in a run directory of this process, removed after.
+
+    LOG_LEVEL=WARNING: the services write no per-request log line."""
+    run_dir = ROOT / ".run" / f"bench-{os.getpid()}"
+    # Port 0: a free port for every component, so a `./shop up` may run alongside.
+    config = LauncherConfig(
+        run_dir=run_dir, edge_port=0, admin_port=0, order_port=0, product_port=0,
+        user_port=0, ratelimit_port=0, erp_port=0, warehouse_port=0, postgres_port=0,
+        redis_port=0, mongo_port=0, log_level="WARNING", service_env=service_env or {},
+        edge_limits=edge_limits or EdgeLimits(),
+    )  # fmt: skip
+    launched = Platform(config)
+    try:
+        yield launched.up()
+    finally:
+        launched.down()
+        shutil.rmtree(infra.pg_data_dir(run_dir), ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 class LoadError(RuntimeError):
@@ -180,4 +213,32 @@ def run_wrk(
         timeouts=raw["timeouts"],
         bytes_per_response=raw["bytes"] / max(requests, 1),
         cpu_s=cpu,
+    )
+
+
+def warm_up(
+    binary: str, url: str, *, headers: Mapping[str, str], connections: int, duration_s: float
+) -> LoadResult | None:
+    """An unmetered run before a measured one (None when duration_s is 0)."""
+    if not duration_s:
+        return None
+    progress(f"warm-up {urllib.parse.urlsplit(url).path} for {duration_s:g} s")
+    return run_wrk(binary, url, headers=headers, connections=connections, duration_s=duration_s)
+
+
+def measure(
+    binary: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    connections: int,
+    warmup_s: float,
+    duration_s: float,
+    pids: Mapping[str, int] | None = None,
+) -> LoadResult:
+    """A warm-up run, then the measured one with the CPU of `pids` metered."""
+    warm_up(binary, url, headers=headers, connections=connections, duration_s=warmup_s)
+    progress(f"measuring {urllib.parse.urlsplit(url).path} for {duration_s:g} s")
+    return run_wrk(
+        binary, url, headers=headers, connections=connections, duration_s=duration_s, pids=pids
     )

@@ -16,20 +16,16 @@ import argparse
 import dataclasses
 import datetime
 import json
-import os
-import shutil
 import sys
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import httpx
 
-from bench import failfast
-from bench.load import LoadError, LoadResult, run_wrk, wrk_binary, wrk_version
+from bench import failfast, load
+from bench.load import LoadError, LoadResult, progress, wrk_binary, wrk_version
 from bench.report import Machine, Report, render
-from services.launcher import ROOT, infra, procs
-from services.launcher.platform import LauncherConfig, Platform
+from services.launcher import procs
 
 TENANT = "demo"  # seeded by the ERP stub with 30 products
 PRODUCTS = "/v1/products"
@@ -80,16 +76,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @contextmanager
 def own_platform() -> Iterator[Target]:
     """The whole platform on free ports in a run directory of this process, removed after."""
-    run_dir = ROOT / ".run" / f"bench-{os.getpid()}"
-    # Port 0: a free port for every component, so a `./shop up` may run alongside.
-    config = LauncherConfig(
-        run_dir=run_dir, edge_port=0, admin_port=0, order_port=0, product_port=0,
-        erp_port=0, warehouse_port=0, postgres_port=0, redis_port=0, mongo_port=0,
-        log_level="WARNING",
-    )  # fmt: skip
-    launched = Platform(config)
-    try:
-        state = launched.up()
+    with load.own_platform() as state:
         yield Target(
             rest_url=state.rest_url,
             erp_url=state.erp_url,
@@ -100,10 +87,6 @@ def own_platform() -> Iterator[Target]:
                 "          per-RPC service log lines; Envoy --concurrency 1 keeps its access log"
             ),
         )
-    finally:
-        launched.down()
-        shutil.rmtree(infra.pg_data_dir(run_dir), ignore_errors=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @contextmanager
@@ -125,10 +108,6 @@ def _get(url: str) -> httpx.Response:
     return httpx.get(url, headers={"X-Tenant-Id": TENANT}, timeout=10, trust_env=False)
 
 
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
 def require_direct_response(rest_url: str) -> None:
     """The edge must answer /healthz itself (a direct_response route), or there is no baseline."""
     answer = _get(rest_url + HEALTH_PATH)
@@ -139,19 +118,11 @@ def require_direct_response(rest_url: str) -> None:
 def run(args: argparse.Namespace) -> Report:
     binary = wrk_binary()  # before starting anything: a missing wrk fails fast
 
-    def load(url: str, seconds: float, pids: dict[str, int] | None = None) -> LoadResult:
-        return run_wrk(
-            binary, url, headers={"X-Tenant-Id": TENANT}, connections=args.connections,
-            duration_s=seconds, pids=pids,
-        )  # fmt: skip
-
     def row(url: str, pids: dict[str, int]) -> LoadResult:
-        path = urllib.parse.urlsplit(url).path
-        if args.warmup:
-            progress(f"warm-up {path} for {args.warmup:g} s")
-            load(url, args.warmup)
-        progress(f"measuring {path} for {args.duration:g} s")
-        return load(url, args.duration, pids)
+        return load.measure(
+            binary, url, headers={"X-Tenant-Id": TENANT}, connections=args.connections,
+            warmup_s=args.warmup, duration_s=args.duration, pids=pids,
+        )  # fmt: skip
 
     notes: list[str] = []
     with target(args) as t:
