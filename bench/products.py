@@ -76,7 +76,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @contextmanager
 def own_platform() -> Iterator[Target]:
     """The whole platform on free ports in a run directory of this process, removed after."""
-    with load.own_platform() as state:
+    with load.own_platform(load.HIGH_LIMITS_ENV, load.HIGH_LIMITS) as state:
         yield Target(
             rest_url=state.rest_url,
             erp_url=state.erp_url,
@@ -84,7 +84,8 @@ def own_platform() -> Iterator[Target]:
             pids={name: state.pids[name] for name in ("envoy", "product")},
             description=(
                 "the bench's own (launcher Platform on free ports), LOG_LEVEL=WARNING: no\n"
-                "          per-RPC service log lines; Envoy --concurrency 1 keeps its access log"
+                "          per-RPC service log lines; Envoy --concurrency 1 keeps its access log;\n"
+                "          limits far above the load, every edge check on (bench/edge_auth.py)"
             ),
         )
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import platform
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,26 @@ class Machine:
             kernel=f"{platform.system()} {platform.release()}",
             python=platform.python_version(),
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInfo:
+    """Where, when and with which load settings a benchmark ran."""
+
+    machine: Machine
+    date: str
+    tool: str
+    connections: int
+    duration_s: float
+    warmup_s: float
+    platform: str
+
+    @classmethod
+    def now(
+        cls, tool: str, connections: int, duration_s: float, warmup_s: float, platform: str
+    ) -> RunInfo:
+        date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return cls(Machine.here(), date, tool, connections, duration_s, warmup_s, platform)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,33 +138,42 @@ def _opening(answers: list[Answer], erp_attempts: int, shown: int = 10) -> list[
     return lines
 
 
-def _load_lines(r: Report) -> list[str]:
+def load_lines(rows: Sequence[tuple[str, LoadResult]], ratio: bool = False) -> list[str]:
+    """Rate, latency and non-2xx of each row; with ratio, each rate over the first row's."""
     lines = [f"{'':<57}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"]
-    for label, row in r.rows:
+    lines[0] += f"{'ratio':>8}" if ratio else ""
+    for label, row in rows:
         lines.append(
             f"{label:<57}{_n(row.rps):>8}{row.p50_ms:>9.2f}{row.p99_ms:>9.2f}{row.non_2xx:>9}"
         )
+        lines[-1] += f"{row.rps / rows[0][1].rps:>8.3f}" if ratio else ""
         if row.socket_errors or row.timeouts:
             lines.append(f"  socket errors {row.socket_errors}, timeouts {row.timeouts}")
+    return lines
+
+
+def _load_lines(r: Report) -> list[str]:
     cached = r.rows[1][1]
     calls = ", ".join(f"{name} {'n/a' if n is None else n}" for name, n in r.upstream_calls.items())
     return [
-        *lines,
+        *load_lines(r.rows),
         f"ratio gateway / Envoy direct: {r.ratio:.3f} ({r.ratio:.1%})",
         f"cached page: {r.page_items} products, {cached.bytes_per_response / 1024:.1f} KiB; "
         f"upstream requests during the row: {calls}",
     ]
 
 
-def _cpu_lines(r: Report) -> list[str]:
-    """CPU per request of each process the bench could see, and what else kept the cores busy."""
-    names = [n for n in ("envoy", "product", "wrk") if any(n in row.cpu_s for _, row in r.rows)]
-    lines = [f"{'CPU per request (us, /proc)':<31}" + "".join(f"{n:>9}" for n in names)]
+def cpu_lines(rows: Sequence[tuple[str, LoadResult]], names: Sequence[str]) -> list[str]:
+    """CPU per request of each named process the bench could see (rows labelled in at most
+    29 characters), and what else kept the cores busy."""
+    names = [n for n in names if any(n in row.cpu_s for _, row in rows)]
+    width = {n: max(9, len(n) + 1) for n in names}
+    lines = [f"{'CPU per request (us, /proc)':<31}" + "".join(f"{n:>{width[n]}}" for n in names)]
     lines[0] += f"{'busy':>7}{'other':>7}{'steal':>7}"
-    for _, row in r.rows:
+    for label, row in rows:
         per = row.cpu_us_per_request()
-        cells = "".join(f"{per[n]:>9.0f}" if n in per else f"{'-':>9}" for n in names)
-        lines.append(f"  {row.path:<29}{cells}" + "".join(f"{c:>7.2f}" for c in row.cores()))
+        cells = "".join(f"{f'{per[n]:.0f}' if n in per else '-':>{width[n]}}" for n in names)
+        lines.append(f"  {label:<29}{cells}" + "".join(f"{c:>7.2f}" for c in row.cores()))
     return [
         *lines,
         "  busy/other/steal: average cores busy; busy outside the processes listed (kernel",
@@ -175,21 +206,28 @@ def _breaker_lines(b: FailFastResult) -> list[str]:
     ]
 
 
-def render(r: Report) -> str:
-    """The report as a compact plain-text table."""
+def header_lines(title: str, r: Report | RunInfo) -> list[str]:
+    """The title, then the machine, date, load settings and platform a run had."""
     m = r.machine
-    lines = [
-        "Product gateway benchmark (bench/products.py)",
+    return [
+        title,
         f"machine   {m.cores} cores (nproc), {m.cpu}; {m.kernel}; Python {m.python}",
         f"date      {r.date}",
         f"load      {r.tool}, 1 thread, {r.connections} connections, {r.duration_s:g} s per row "
         f"after a {r.warmup_s:g} s warm-up;",
         f"          wrk shares the {m.cores} cores with Envoy and the services it measures",
         f"platform  {r.platform}",
+    ]
+
+
+def render(r: Report) -> str:
+    """The report as a compact plain-text table."""
+    lines = [
+        *header_lines("Product gateway benchmark (bench/products.py)", r),
         "",
         *_load_lines(r),
         "",
-        *_cpu_lines(r),
+        *cpu_lines([(row.path, row) for _, row in r.rows], ("envoy", "product", "wrk")),
         "",
         *_breaker_lines(r.breaker),
     ]
