@@ -21,6 +21,7 @@ from services.kit import db
 from services.launcher import ROOT, infra
 from services.launcher.edge_routes import EdgeLimits
 from services.launcher.platform import LauncherConfig, Platform, State
+from tests import identity
 
 
 @pytest.fixture(scope="session")
@@ -51,9 +52,7 @@ def platform() -> Iterator[State]:
             # Every test logs users in from 127.0.0.1: the per-address limits are
             # for production (tests/e2e/test_rate_limits.py runs its own).
             "RATELIMIT_RULES": "user=1000/second; remote_address=5000/second",
-            # Cheaper hashes (still Argon2id): tests register hundreds of users.
-            "ARGON2_MEMORY_KIB": "4096",
-            "ARGON2_TIME_COST": "1",
+            **identity.CHEAP_ARGON2,
         },
         edge_limits=EdgeLimits(route_rps=2000, credentials_rps=500),
     )
