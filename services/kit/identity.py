@@ -17,7 +17,7 @@ rules are generated from it and the interceptor enforces it again here.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,11 @@ class Identity:
         return self.role == ADMIN
 
 
+def claimed_tenant(md: Mapping[str, str]) -> str:
+    """The tenant a request names: the token's, else the one the client asked for."""
+    return md.get(TENANT_HEADER) or md.get(REQUESTED_TENANT_HEADER, "").strip()
+
+
 def from_metadata(metadata: Iterable[tuple[str, Any]]) -> Identity:
     """The caller named by request metadata; PermissionDenied when the client's
     X-Tenant-Id disagrees with the token's tenant."""
@@ -66,7 +71,7 @@ def from_metadata(metadata: Iterable[tuple[str, Any]]) -> Identity:
         raise errors.Unauthenticated("the access token names no tenant")
     if verified and requested and requested != verified:
         raise errors.PermissionDenied("X-Tenant-Id does not match the access token's tenant")
-    return Identity(user, verified or requested, md.get(ROLE_HEADER) or None)
+    return Identity(user, claimed_tenant(md), md.get(ROLE_HEADER) or None)
 
 
 def of(ctx: grpc.aio.ServicerContext[Any, Any]) -> Identity:
@@ -79,10 +84,15 @@ def tenant(ctx: grpc.aio.ServicerContext[Any, Any]) -> str:
     value = of(ctx).tenant_id
     if not value:
         raise errors.InvalidArgument.field("X-Tenant-Id", "header is required")
+    return valid_tenant(value, "X-Tenant-Id")
+
+
+def valid_tenant(value: str, field: str) -> str:
+    """`value` if it is a tenant name; InvalidArgument naming `field` otherwise."""
+    if not value:
+        raise errors.InvalidArgument.field(field, "is required")
     if not TENANT_PATTERN.match(value):
-        raise errors.InvalidArgument.field(
-            "X-Tenant-Id", "must be 1-64 letters, digits, '.', '_' or '-'"
-        )
+        raise errors.InvalidArgument.field(field, "must be 1-64 letters, digits, '.', '_' or '-'")
     return value
 
 

@@ -40,9 +40,7 @@ async def _observed(
     remaining = ctx.time_remaining()
     tokens = (
         context.request_id.set(md.get("x-request-id") or uuid.uuid4().hex),
-        context.tenant_id.set(
-            md.get(identity.TENANT_HEADER) or md.get(identity.REQUESTED_TENANT_HEADER, "")
-        ),
+        context.tenant_id.set(identity.claimed_tenant(md)),
         context.method.set(rpc_method),
         context.deadline.set(None if remaining is None else time.monotonic() + remaining),
     )

@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from services.kit import db, errors
+from services.kit import db, errors, identity
 from services.kit.config import ConfigError, env_str
-from services.kit.identity import ADMIN, TENANT_PATTERN
+from services.kit.identity import ADMIN
 from services.user import repository
 from services.user.config import Argon2Params
 from services.user.domain import NewUser
@@ -43,10 +43,7 @@ async def create_admin(
     env: Mapping[str, str], tenant: str, email: str, username: str, password: str
 ) -> str:
     """The id of the tenant's admin with this email, created or promoted; password set."""
-    if not TENANT_PATTERN.match(tenant):
-        raise errors.InvalidArgument.field(
-            "tenant", "must be 1-64 letters, digits, '.', '_' or '-'"
-        )
+    identity.valid_tenant(tenant, "tenant")
     new = NewUser.parse(email, username, password)
     password_hash = await PasswordHasher(Argon2Params.from_env(env)).hash(new.password)
     engine = db.create_engine(env_str(env, "DATABASE_URL"), pool_size=1)

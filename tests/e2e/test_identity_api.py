@@ -8,6 +8,8 @@ refused, whether it comes over REST or native gRPC.
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -270,9 +272,6 @@ REFUSAL_GRPC = {"wrong audience": grpc.StatusCode.PERMISSION_DENIED}
 
 def _hs256(claims: dict[str, Any], secret: bytes, kid: str) -> str:
     """HS256 over the public key bytes (pyjwt rightly refuses to do this itself)."""
-    import hashlib
-    import hmac
-
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
     body = _b64(json.dumps(claims).encode())
     mac = hmac.new(secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
