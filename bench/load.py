@@ -59,7 +59,10 @@ def progress(message: str) -> None:
 
 @contextmanager
 def own_platform(
-    service_env: Mapping[str, str] | None = None, edge_limits: EdgeLimits | None = None
+    service_env: Mapping[str, str] | None = None,
+    edge_limits: EdgeLimits | None = None,
+    *,
+    event_workers: int = 1,
 ) -> Iterator[State]:
     """The whole platform on free ports in a run directory of this process, removed after.
 
@@ -68,8 +71,10 @@ def own_platform(
     # Port 0: a free port for every component, so a `./shop up` may run alongside.
     config = LauncherConfig(
         run_dir=run_dir, edge_port=0, admin_port=0, order_port=0, product_port=0,
-        user_port=0, ratelimit_port=0, erp_port=0, warehouse_port=0, postgres_port=0,
-        redis_port=0, mongo_port=0, log_level="WARNING", service_env=service_env or {},
+        user_port=0, ratelimit_port=0, event_port=0, event_worker_port=0,
+        event_workers=event_workers, erp_port=0, warehouse_port=0, routing_port=0,
+        postgres_port=0, redis_port=0, mongo_port=0, log_level="WARNING",
+        service_env=service_env or {},
         edge_limits=edge_limits or EdgeLimits(),
     )  # fmt: skip
     launched = Platform(config)

@@ -1,6 +1,6 @@
-"""Fakes of the systems outside the platform (an ERP and a Warehouse), each its own process.
+"""Fakes of the systems outside the platform (ERP, Warehouse, Routing), each its own process.
 
-Run one with `python -m stubs erp|warehouse`. What both share lives here: the
+Run one with `python -m stubs erp|warehouse|routing`. What both share lives here: the
 upstream error body, deliberately not the platform's (the gateway maps it),
 
     {"error": {"code": "<word>", "message": "..."}}

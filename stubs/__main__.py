@@ -1,7 +1,8 @@
-"""Run one stub: `python -m stubs erp|warehouse --host 127.0.0.1 --port 8101 [--data DIR]`.
+"""Run one stub: `python -m stubs erp|routing|warehouse --host 127.0.0.1 --port 8101 [--data DIR]`.
 
 `STUB_FAULTS` (JSON, the body `PUT /_admin/faults` takes) sets the faults it
-starts with. Each request is logged as one JSON line on stdout.
+starts with; unset or empty, a stub starts with its `DEFAULT_FAULTS` entry, if
+any, else none. Each request is logged as one JSON line on stdout.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ import uvloop
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from stubs import TENANT_HEADER, UpstreamError, erp, warehouse
+from stubs import TENANT_HEADER, UpstreamError, erp, routing, warehouse
 from stubs.faults import FaultConfig, FaultInjector
 
 APPS: dict[str, Callable[[Path, FaultInjector], web.Application]] = {
     "erp": erp.create_app,
+    "routing": routing.create_app,
     "warehouse": warehouse.create_app,
 }
+# What a stub is like when nobody asks for faults: a real routing engine takes seconds.
+DEFAULT_FAULTS: dict[str, FaultConfig] = {"routing": FaultConfig(latency_ms=2000)}
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
@@ -54,10 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--data", type=Path, default=DATA_DIR, help="seed data directory")
     args = parser.parse_args(argv)
-    try:
-        faults = FaultConfig.from_text(os.environ.get("STUB_FAULTS") or "{}")
-    except UpstreamError as exc:
-        parser.error(f"STUB_FAULTS: {exc.message}")
+    faults = DEFAULT_FAULTS.get(args.name, FaultConfig())
+    text = os.environ.get("STUB_FAULTS")
+    if text:  # even "{}" replaces the default: that is how tests ask for a fast stub
+        try:
+            faults = FaultConfig.from_text(text)
+        except UpstreamError as exc:
+            parser.error(f"STUB_FAULTS: {exc.message}")
     app = APPS[args.name](args.data, FaultInjector(faults))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     serving = {"event": "serving", "stub": args.name, "port": args.port, "faults": faults.to_json()}

@@ -21,7 +21,7 @@ from services.kit import db
 from services.launcher import ROOT, infra
 from services.launcher.edge_routes import EdgeLimits
 from services.launcher.platform import LauncherConfig, Platform, State
-from tests import identity
+from tests import identity, webhooks
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +33,13 @@ def platform() -> Iterator[State]:
         admin_port=0,
         order_port=0,
         product_port=0,
+        user_port=0,
+        ratelimit_port=0,
+        event_port=0,
+        event_worker_port=0,
         erp_port=0,
         warehouse_port=0,
+        routing_port=0,
         postgres_port=0,
         redis_port=0,
         mongo_port=0,
@@ -53,6 +58,7 @@ def platform() -> Iterator[State]:
             # for production (tests/e2e/test_rate_limits.py runs its own).
             "RATELIMIT_RULES": "user=1000/second; remote_address=5000/second",
             **identity.CHEAP_ARGON2,
+            **webhooks.WORKER_SETTINGS,
         },
         edge_limits=EdgeLimits(route_rps=2000, credentials_rps=500),
     )

@@ -58,6 +58,7 @@ def running_edge(
         "product": platform.product_grpc_target,
         "user": platform.user_grpc_target,
         "ratelimit": platform.ratelimit_grpc_target,
+        "event": platform.event_grpc_target,
         **targets,
     }
     settings = edge.EdgeSettings(

@@ -12,6 +12,7 @@
     │   └── InvalidTransition     conflict            (the resource is in the wrong state)
     ├── PreconditionFailed        precondition_failed
     ├── PreconditionRequired      precondition_required
+    ├── PayloadTooLarge           payload_too_large   (HTTP 413)
     ├── RateLimited               rate_limited
     ├── Unavailable               unavailable
     │   └── CircuitOpen           unavailable         (failing fast: the upstream's breaker is open)
@@ -103,6 +104,10 @@ class PreconditionFailed(PlatformError):
 
 class PreconditionRequired(PlatformError):
     code = "precondition_required"
+
+
+class PayloadTooLarge(PlatformError):
+    code = "payload_too_large"
 
 
 class RateLimited(PlatformError):

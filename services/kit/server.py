@@ -4,7 +4,8 @@
 interceptor, and registers the standard health service and reflection, so
 every server is the same to Envoy, the launcher and grpcurl.
 `serve` runs it until SIGTERM/SIGINT and stops gracefully; `run` is a whole
-service's `main`: logs, tracing, build, serve.
+service's `main`: logs, tracing, build, serve. `run_worker` is the same for a
+queue worker, whose server carries only health (for the launcher and probes).
 """
 
 from __future__ import annotations
@@ -70,6 +71,15 @@ async def create_server(
     return server, port, health_servicer
 
 
+def stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
 async def serve(
     server: grpc.aio.Server,
     health_servicer: HealthServicer,
@@ -78,10 +88,7 @@ async def serve(
     on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then report NOT_SERVING, drain for `grace` s, clean up."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await stop.wait()
     log.info("stopping", extra={"grace_s": grace})
     await health_servicer.enter_graceful_shutdown()
@@ -107,3 +114,29 @@ async def run(name: str, config: ServerConfig, build: Callable[[], HostedApp]) -
     server, port, health = await create_server(app.registrations, config.bind)
     log.info("listening", extra={"port": port})
     await serve(server, health, grace=config.shutdown_grace_s, on_stop=app.close)
+
+
+class HostedWorker(Protocol):
+    """What a worker's composition root returns: its work loop and its clean-up."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def run_worker(name: str, config: ServerConfig, build: Callable[[], HostedWorker]) -> None:
+    """A worker process: logs, tracing, a health endpoint, work until told to stop, drain."""
+    logs.configure(name, config.log_level)
+    tracing.configure(name, config.otlp_endpoint)
+    app = build()
+    server, port, health = await create_server([], config.bind)
+    log.info("working", extra={"health_port": port})
+    stop = stop_on_signals()
+    try:
+        # Returns once `stop` is set and the in-flight messages are finished and acked.
+        await app.run(stop)
+    finally:
+        await health.enter_graceful_shutdown()
+        await server.stop(0)
+        await app.close()
+    log.info("stopped")

@@ -40,6 +40,7 @@ STATUS_BY_ERROR: dict[type[errors.PlatformError], grpc.StatusCode] = {
     errors.InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
     errors.PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
     errors.PreconditionRequired: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.CircuitOpen: grpc.StatusCode.UNAVAILABLE,

@@ -27,6 +27,7 @@ SETTINGS = EdgeSettings(
         "product": Endpoint("product", 50052),
         "user": Endpoint("user", 50053),
         "ratelimit": Endpoint("ratelimit", 50054),
+        "event": Endpoint("event", 50055),
     },
     descriptor_path="/etc/shop/descriptor.binpb",
     lua_path="/etc/shop/edge.lua",

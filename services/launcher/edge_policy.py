@@ -42,6 +42,8 @@ SERVICES = (
     Service("shop.product.v1.ProductService", "shop.product.v1.product_pb2", "product", "15s"),
     Service("shop.product.v2.ProductService", "shop.product.v2.product_pb2", "product", "15s"),
     Service("shop.user.v1.UserService", "shop.user.v1.user_pb2", "user", "10s"),
+    # Ingestion is one Redis round trip; 5 s is generous.
+    Service("shop.event.v1.EventService", "shop.event.v1.event_pb2", "event", "5s"),
 )
 
 

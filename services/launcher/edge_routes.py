@@ -28,6 +28,7 @@ GRPC_CLUSTERS = {
     "order": "shop.order.v1.OrderService",
     "product": "shop.product.v1.ProductService",
     "user": "shop.user.v1.UserService",
+    "event": "shop.event.v1.EventService",
     "ratelimit": "envoy.service.ratelimit.v3.RateLimitService",
 }
 CLUSTERS = tuple(GRPC_CLUSTERS)

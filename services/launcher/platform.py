@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -19,18 +18,22 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.event.signatures import generate_secret
 from services.kit.config import env_int, env_str
-from services.launcher import ROOT, edge, edge_routes, infra, procs, stubs
+from services.launcher import PYTHONPATH, ROOT, edge, edge_routes, infra, procs, stubs
+from services.launcher.provision import migrate, seed_admin, seed_shipments, signing_key
 
 ORDER_SERVICE = edge_routes.GRPC_CLUSTERS["order"]
 PRODUCT_SERVICE = edge_routes.GRPC_CLUSTERS["product"]
 USER_SERVICE = edge_routes.GRPC_CLUSTERS["user"]
 RATELIMIT_SERVICE = edge_routes.GRPC_CLUSTERS["ratelimit"]
-# How every platform process finds the services and the generated code.
-PYTHONPATH = os.pathsep.join([str(ROOT), str(ROOT / "gen")])
+EVENT_SERVICE = edge_routes.GRPC_CLUSTERS["event"]
 # The tenant of the stubs' demo catalogue, and its admin (password in secrets.json).
 DEMO_TENANT = "demo"
 DEMO_ADMIN_EMAIL = "admin@demo.example"
+# The demo courier: its webhook secret is in secrets.json, its shipments are seeded.
+DEMO_COURIER = "courier"
+DEMO_SHIPMENTS = 1000
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,13 @@ class LauncherConfig:
     product_port: int = 50052
     user_port: int = 50053
     ratelimit_port: int = 50054
+    event_port: int = 50055
+    # Event workers' health ports are this one and the next ones.
+    event_worker_port: int = 50056
+    event_workers: int = 1
     erp_port: int = 8101
     warehouse_port: int = 8102
+    routing_port: int = 8103
     postgres_port: int = 55432
     redis_port: int = 56379
     mongo_port: int = 57017
@@ -54,6 +62,7 @@ class LauncherConfig:
     mongo_url: str | None = None
     erp_url: str | None = None
     warehouse_url: str | None = None
+    routing_url: str | None = None
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
     jwt_issuer: str = "shop-platform"
@@ -73,8 +82,12 @@ class LauncherConfig:
             product_port=env_int(env, "PRODUCT_GRPC_PORT", 50052),
             user_port=env_int(env, "USER_GRPC_PORT", 50053),
             ratelimit_port=env_int(env, "RATELIMIT_GRPC_PORT", 50054),
+            event_port=env_int(env, "EVENT_GRPC_PORT", 50055),
+            event_worker_port=env_int(env, "EVENT_WORKER_PORT", 50056),
+            event_workers=env_int(env, "EVENT_WORKERS", 1),
             erp_port=env_int(env, "ERP_PORT", 8101),
             warehouse_port=env_int(env, "WAREHOUSE_PORT", 8102),
+            routing_port=env_int(env, "ROUTING_PORT", 8103),
             postgres_port=env_int(env, "POSTGRES_PORT", 55432),
             redis_port=env_int(env, "REDIS_PORT", 56379),
             mongo_port=env_int(env, "MONGO_PORT", 57017),
@@ -83,6 +96,7 @@ class LauncherConfig:
             mongo_url=env.get("MONGO_URL") or None,
             erp_url=env.get("ERP_URL") or None,
             warehouse_url=env.get("WAREHOUSE_URL") or None,
+            routing_url=env.get("ROUTING_URL") or None,
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             jwt_issuer=env_str(env, "JWT_ISSUER", "shop-platform"),
@@ -105,8 +119,11 @@ class State:
     product_grpc_target: str = ""
     user_grpc_target: str = ""
     ratelimit_grpc_target: str = ""
+    event_grpc_target: str = ""
+    event_worker_targets: list[str] = field(default_factory=list)
     erp_url: str = ""
     warehouse_url: str = ""
+    routing_url: str = ""
     database_url: str = ""
     redis_url: str = ""
     mongo_url: str = ""
@@ -129,6 +146,8 @@ def _secrets(run_dir: Path) -> dict[str, str]:
     missing = {
         name: secrets.token_urlsafe(size) for name, size in wanted.items() if name not in values
     }
+    if "webhook_secret" not in values:
+        missing["webhook_secret"] = generate_secret()
     if missing:
         values.update(missing)
         path.touch(mode=0o600)
@@ -251,6 +270,25 @@ class Platform:
         self._start_service("user", USER_SERVICE, state.user_grpc_target, user_env)
         seed_admin(user_env, DEMO_TENANT, DEMO_ADMIN_EMAIL, keys["demo_admin_password"])
 
+        state.routing_url = cfg.routing_url or self._start_stub("routing", cfg.routing_port, env)
+        seed_shipments(env, DEMO_TENANT, DEMO_SHIPMENTS)
+        event_port = _port(cfg.event_port)
+        state.event_grpc_target = f"{infra.HOST}:{event_port}"
+        sources = {DEMO_COURIER: {"tenant": DEMO_TENANT, "secrets": [keys["webhook_secret"]]}}
+        event_env = {
+            **env, "EVENT_GRPC_BIND": state.event_grpc_target, "ROUTING_URL": state.routing_url,
+            "WEBHOOK_SOURCES": env.get("WEBHOOK_SOURCES") or json.dumps(sources),
+        }  # fmt: skip
+        self._start_service("event", EVENT_SERVICE, state.event_grpc_target, event_env)
+        for i in range(cfg.event_workers):
+            port = _port(cfg.event_worker_port and cfg.event_worker_port + i)
+            target = f"{infra.HOST}:{port}"
+            state.event_worker_targets.append(target)
+            worker_env = {**event_env, "EVENT_WORKER_GRPC_BIND": target,
+                          "EVENT_WORKER_NAME": f"event-worker-{i + 1}"}  # fmt: skip
+            self._track(start_service(f"event-worker-{i + 1}", "", target, worker_env,
+                                      self.run_dir, module="services.event.worker"))  # fmt: skip
+
         settings = edge.EdgeSettings(
             edge_address=infra.HOST,
             edge_port=_port(cfg.edge_port),
@@ -261,6 +299,7 @@ class Platform:
                 "product": edge_routes.Endpoint(infra.HOST, product_port),
                 "user": edge_routes.Endpoint(infra.HOST, user_port),
                 "ratelimit": edge_routes.Endpoint(infra.HOST, ratelimit_port),
+                "event": edge_routes.Endpoint(infra.HOST, event_port),
             },
             jwt_issuer=cfg.jwt_issuer,
             jwt_audience=cfg.jwt_audience,
@@ -307,24 +346,20 @@ class Platform:
         return [p for p in self._procs if p.popen.poll() is not None]
 
 
-def migrate(env: Mapping[str, str]) -> None:
-    """Bring the database schema to the newest Alembic revision."""
-    result = subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(ROOT / "services" / "migrations" / "alembic.ini"),
-         "upgrade", "head"],
-        env=dict(env), cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise procs.LaunchError(f"migrations failed:\n{result.stderr[-2000:]}")
-
-
 def start_service(
-    name: str, service: str, target: str, env: Mapping[str, str], run_dir: Path
+    name: str,
+    service: str,
+    target: str,
+    env: Mapping[str, str],
+    run_dir: Path,
+    *,
+    module: str | None = None,
 ) -> procs.Proc:
-    """Run `python -m services.<name>` until its health service reports `service` SERVING."""
+    """Run `python -m services.<name>` (or `module`) until its health service reports
+    `service` SERVING ("" for the whole server)."""
     proc = procs.start(
-        name, [sys.executable, "-m", f"services.{name}"], log_dir=run_dir / "logs", env=dict(env),
-        cwd=ROOT,
+        name, [sys.executable, "-m", module or f"services.{name}"], log_dir=run_dir / "logs",
+        env=dict(env), cwd=ROOT,
     )  # fmt: skip
     with procs.stop_on_error(proc):
         procs.wait_until(
@@ -333,25 +368,3 @@ def start_service(
             what=f"the {name} service to report SERVING",
         )
     return proc
-
-
-def signing_key(run_dir: Path) -> Path:
-    """The dev token-signing key, generated into the run directory on first start."""
-    from services.user.tokens import generate_key  # the user service's own key format
-
-    path = run_dir / "keys" / "jwt-signing.pem"
-    if not path.exists():
-        generate_key(path)
-    return path
-
-
-def seed_admin(env: Mapping[str, str], tenant: str, email: str, password: str) -> None:
-    """Create (or reset) an admin of `tenant` with the user service's own CLI."""
-    result = subprocess.run(
-        [sys.executable, "-m", "services.user.admin", "create-admin", "--tenant", tenant,
-         "--email", email, "--username", email.split("@")[0]],
-        env={**env, "PYTHONPATH": PYTHONPATH, "SHOP_ADMIN_PASSWORD": password},
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise procs.LaunchError(f"seeding the {tenant} admin failed:\n{result.stderr[-2000:]}")

@@ -1,4 +1,4 @@
-"""The fake upstream systems (ERP, Warehouse) as processes of the local platform."""
+"""The fake upstream systems (ERP, Routing, Warehouse) as processes of the local platform."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 from services.launcher import ROOT, infra, procs
 
-STUBS = ("erp", "warehouse")
+STUBS = ("erp", "routing", "warehouse")
 
 
 def _healthy(url: str) -> bool:

@@ -9,6 +9,8 @@ healthcheck commands are run against a real gRPC health server and a real Envoy.
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import shutil
 import subprocess
@@ -24,6 +26,7 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services.event.config import EventConfig, WorkerProcessConfig
 from services.launcher import ROOT, compose, edge_routes, infra, procs
 from services.order.config import OrderConfig
 from services.product.config import ProductConfig
@@ -45,6 +48,10 @@ SERVICES = {
     "keys",
     "user",
     "ratelimit",
+    "routing",
+    "seed-shipments",
+    "event",
+    "event-worker",
     "envoy",
 }
 GRPC_SERVICES = edge_routes.GRPC_CLUSTERS
@@ -161,19 +168,23 @@ def test_services_start_in_order(spec: dict[str, Any]) -> None:
         "python", "-m", "alembic", "-c", "services/migrations/alembic.ini", "upgrade", "head",
     ]  # fmt: skip
     assert services["migrate"].get("restart", "no") == "no"
-    for name in SERVICES - {"migrate", "keys"}:
+    assert condition("event-worker", "seed-shipments") == "service_completed_successfully"
+    assert condition("event-worker", "routing") == "service_healthy"
+    for name in SERVICES - {"migrate", "keys", "seed-shipments"}:
         assert healthcheck(services[name]), f"{name} has no healthcheck"
 
 
 def test_app_services_use_the_project_image(spec: dict[str, Any]) -> None:
     services = spec["services"]
-    app = ["migrate", "keys", "order", "erp", "warehouse", "product", "user", "ratelimit"]
+    app = ["migrate", "keys", "order", "erp", "warehouse", "product", "user", "ratelimit",
+           "routing", "seed-shipments", "event", "event-worker"]  # fmt: skip
     assert {services[name]["build"] for name in app} == {"."}
     assert len({services[name]["image"] for name in app}) == 1
     for name in GRPC_SERVICES:
         assert services[name]["command"] == ["python", "-m", f"services.{name}"]
-    for stub in ("erp", "warehouse"):
+    for stub in ("erp", "warehouse", "routing"):
         assert services[stub]["command"][:4] == ["python", "-m", "stubs", stub]
+    assert services["event-worker"]["command"] == ["python", "-m", "services.event.worker"]
 
 
 def test_product_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
@@ -199,6 +210,27 @@ def test_order_environment_is_what_its_config_reads(spec: dict[str, Any]) -> Non
     postgres_env = environment(spec["services"]["postgres"])
     assert interpolate(postgres_env["POSTGRES_PASSWORD"]) == "<POSTGRES_PASSWORD>"
     assert (postgres_env["POSTGRES_USER"], postgres_env["POSTGRES_DB"]) == ("shop", "shop")
+
+
+def test_event_environment_is_what_its_configs_read(spec: dict[str, Any]) -> None:
+    services = spec["services"]
+    secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    sources = json.dumps({"courier": {"tenant": "demo", "secrets": [secret]}})
+    gateway_env = {k: interpolate(v) for k, v in environment(services["event"]).items()}
+    assert gateway_env["WEBHOOK_SOURCES"] == "<WEBHOOK_SOURCES>"
+    gateway = EventConfig.from_env({**gateway_env, "WEBHOOK_SOURCES": sources})
+    assert gateway.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['event'].port}"
+    assert gateway.redis_url == "redis://redis:6379/0"
+    assert gateway.default_source == "courier"
+    worker_env = {k: interpolate(v) for k, v in environment(services["event-worker"]).items()}
+    worker = WorkerProcessConfig.from_env({**worker_env, "WEBHOOK_SOURCES": sources})
+    assert worker.server.bind == "0.0.0.0:50056"
+    assert worker.routing_url == f"http://routing:{services['routing']['command'][-1]}"
+    assert worker.mongo_url == "mongodb://mongo:27017/shop"
+    seed = services["seed-shipments"]["command"]
+    assert seed[seed.index("--mongo-url") + 1] == worker.mongo_url
+    # The worker's healthcheck asks the port its config binds.
+    assert ":50056" in healthcheck(services["event-worker"])[-1]
 
 
 def test_envoy_mounts_what_its_config_loads(spec: dict[str, Any]) -> None:
@@ -284,7 +316,7 @@ def test_service_healthcheck_reads_grpc_health(
         server.stop(None)
 
 
-@pytest.mark.parametrize("stub", ["erp", "warehouse"])
+@pytest.mark.parametrize("stub", ["erp", "warehouse", "routing"])
 def test_stub_healthcheck_reads_the_admin_health(
     spec: dict[str, Any], stub: str, tmp_path: Path
 ) -> None:

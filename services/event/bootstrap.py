@@ -1,0 +1,49 @@
+"""Composition root of the event gateway: builds the real dependencies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from redis.asyncio import Redis
+from shop.event.v1 import event_pb2, event_pb2_grpc
+
+from services.event.config import EventConfig
+from services.event.deadletters import DeadLetterAdmin
+from services.event.gateway import EventGateway
+from services.event.servicer import EventServicer
+from services.kit.server import Registration
+from services.kit.streams import DeadLetters, Queue
+
+SERVICE_NAME = event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
+
+
+@dataclass(frozen=True)
+class EventApp:
+    redis: Redis
+    gateway: EventGateway
+    registrations: list[Registration]
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def bootstrap(config: EventConfig, *, redis: Redis | None = None) -> EventApp:
+    """Wire the service; pass a Redis client to share one (tests), else it is created."""
+    if redis is None:
+        # A short timeout: a hung Redis must turn into a quick 503, not a hung sender.
+        redis = Redis.from_url(
+            config.redis_url,
+            socket_timeout=config.redis_timeout_s,
+            socket_connect_timeout=config.redis_timeout_s,
+        )
+    events = Queue(redis, config.queue)
+    gateway = EventGateway(events, config.sources, config.default_source, config.max_body_bytes)
+    # Every queue whose dead letters admins manage from here.
+    dead_letters = DeadLetterAdmin({config.queue: DeadLetters(events)}, default=config.queue)
+    servicer = EventServicer(gateway, dead_letters)
+
+    def add_to(server: grpc.aio.Server) -> None:
+        event_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+
+    return EventApp(redis, gateway, [Registration(SERVICE_NAME, add_to)])

@@ -1,0 +1,62 @@
+"""Dead-letter administration over every queue the platform runs, one tenant at a time."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from services.kit import errors
+from services.kit.cursor import page_size
+from services.kit.streams import DeadLetter, DeadLetters
+
+_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+
+
+def _entry_id(value: str, field: str) -> str:
+    if not _ENTRY_ID.fullmatch(value):
+        raise errors.InvalidArgument.field(
+            field, "must be a dead-letter id such as 1700000000000-0"
+        )
+    return value
+
+
+class DeadLetterAdmin:
+    """List, inspect, replay and delete dead letters; never across tenants."""
+
+    def __init__(self, queues: Mapping[str, DeadLetters], *, default: str) -> None:
+        self._queues = queues
+        self.default = default
+
+    def _of(self, queue: str) -> DeadLetters:
+        dead = self._queues.get(queue or self.default)
+        if dead is None:
+            known = ", ".join(sorted(self._queues))
+            raise errors.InvalidArgument.field("queue", f"unknown queue; one of: {known}")
+        return dead
+
+    async def list(
+        self, tenant: str, queue: str, limit: int, cursor: str
+    ) -> tuple[list[DeadLetter], str | None]:
+        dead = self._of(queue)
+        after = _entry_id(cursor, "cursor") if cursor else None
+        return await dead.list(tenant, after=after, limit=page_size(limit, 50, 100))
+
+    async def get(self, tenant: str, queue: str, dead_id: str) -> DeadLetter:
+        found = await self._of(queue).get(tenant, _entry_id(dead_id, "id"))
+        if found is None:
+            raise errors.NotFound(f"dead letter {dead_id} not found")
+        return found
+
+    async def replay(self, tenant: str, queue: str, dead_id: str) -> None:
+        if await self._of(queue).replay(tenant, _entry_id(dead_id, "id")) is None:
+            raise errors.NotFound(f"dead letter {dead_id} not found")
+
+    async def replay_all(self, tenant: str, queue: str) -> int:
+        return await self._of(queue).replay_all(tenant)
+
+    async def delete(self, tenant: str, queue: str, dead_id: str) -> None:
+        if not await self._of(queue).delete(tenant, _entry_id(dead_id, "id")):
+            raise errors.NotFound(f"dead letter {dead_id} not found")
+
+    async def purge(self, tenant: str, queue: str) -> int:
+        return await self._of(queue).purge(tenant)

@@ -1,0 +1,57 @@
+"""Run an event worker: `python -m services.event.worker` (config from the environment).
+
+It consumes the events queue with the shared queue kit: a bounded number of
+handlers at once, delayed retries with backoff, dead letters after the last
+attempt, and on SIGTERM it stops reading and finishes what it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import uvloop
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
+from services.event.config import WorkerProcessConfig
+from services.event.processor import EventProcessor
+from services.kit.server import run_worker
+from services.kit.streams import Queue, Worker
+from services.kit.upstream import Upstream
+
+
+@dataclass(frozen=True)
+class EventWorker:
+    redis: Redis
+    mongo: AsyncMongoClient[dict[str, Any]]
+    routing: Upstream
+    worker: Worker
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.worker.run(stop)
+
+    async def close(self) -> None:
+        await self.routing.aclose()
+        await self.mongo.close()
+        await self.redis.aclose()
+
+
+def bootstrap(config: WorkerProcessConfig) -> EventWorker:
+    """Wire one worker process from its configuration."""
+    redis = Redis.from_url(config.redis_url, socket_connect_timeout=2.0)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongo_url, tz_aware=True)
+    routing = Upstream("routing", config.routing_url, config.routing)
+    processor = EventProcessor(mongo.get_default_database(), routing)
+    worker = Worker(Queue(redis, config.queue), processor, config.worker)
+    return EventWorker(redis, mongo, routing, worker)
+
+
+async def main() -> None:
+    config = WorkerProcessConfig.from_env()
+    await run_worker("event-worker", config.server, lambda: bootstrap(config))
+
+
+if __name__ == "__main__":
+    uvloop.run(main())

@@ -1,0 +1,194 @@
+"""One delivery: run the handler in its trace and request context, then settle it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+from collections.abc import Mapping
+
+from opentelemetry import propagate, trace
+from redis.exceptions import RedisError
+
+from services.kit import context
+from services.kit.streams import outcomes
+from services.kit.streams.message import (
+    Fields,
+    MalformedMessage,
+    Message,
+    decode,
+    decode_lenient,
+    describe_error,
+    now_ms,
+)
+from services.kit.streams.policy import Handler, Permanent, WorkerConfig
+from services.kit.streams.queue import Queue
+
+log = logging.getLogger("shop.queue")
+tracer = trace.get_tracer("shop.queue")
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """Why an attempt failed, and whether retrying could help."""
+
+    error: str
+    permanent: bool = False
+
+
+class Processor:
+    """Runs the handler on one delivery and settles it: ack, retry later, or dead letter."""
+
+    def __init__(
+        self, queue: Queue, handler: Handler, config: WorkerConfig, rng: random.Random
+    ) -> None:
+        self._queue = queue
+        self._handler = handler
+        self._config = config
+        self._rng = rng
+
+    async def process(self, entry_id: str, fields: Fields | None) -> None:
+        """Handle and settle one delivery; raises nothing but cancellation.
+
+        When the outcome cannot be written (Redis is down), the message stays
+        pending under this consumer and another worker reclaims it after the
+        visibility timeout: at-least-once, never lost.
+        """
+        try:
+            try:
+                message = decode(entry_id, fields)
+            except MalformedMessage as exc:
+                await self._dead_letter_malformed(entry_id, fields or {}, str(exc))
+                return
+            failure = await self._attempt(message)
+            if failure is None:
+                await outcomes.ack(self._queue, entry_id)
+            else:
+                await self._failed(message, failure)
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "could not settle a message; it stays pending until reclaimed",
+                extra={"queue": self._queue.name, "entry_id": entry_id, "error": str(exc)},
+            )
+        except Exception:
+            log.exception(
+                "settling a message failed",
+                extra={"queue": self._queue.name, "entry_id": entry_id},
+            )
+
+    async def poison(self, entry_id: str, fields: Fields, deliveries: int) -> None:
+        """Dead-letter a reclaimed message whose every consumer stopped while handling it."""
+        error = f"reclaimed after {deliveries} deliveries: its consumers stopped"
+        try:
+            try:
+                message = decode(entry_id, fields)
+            except MalformedMessage as exc:
+                await self._dead_letter_malformed(entry_id, fields, str(exc))
+                return
+            # Every delivery but this one was an attempt that never reported back.
+            attempts = message.attempt + deliveries - 1
+            await outcomes.dead_letter(
+                self._queue,
+                entry_id,
+                outcomes.dead_fields(message, error, attempts),
+                error,
+                attempts,
+            )
+            self._log_dead(message, attempts, error, "poison")
+        except (RedisError, OSError) as exc:
+            log.warning(
+                "could not dead-letter a poison message",
+                extra={"queue": self._queue.name, "entry_id": entry_id, "error": str(exc)},
+            )
+
+    async def _attempt(self, message: Message) -> Failure | None:
+        """Run the handler once; None when it succeeded."""
+        parent = propagate.extract({"traceparent": message.traceparent})
+        token = context.request_id.set(message.id)
+        try:
+            with tracer.start_as_current_span(
+                f"process {self._queue.name}",
+                context=parent,
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "redis",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": self._queue.name,
+                    "messaging.consumer.group.name": self._queue.keys.group,
+                    "messaging.message.id": message.id,
+                    "shop.queue.attempt": message.attempt,
+                },
+            ) as span:
+                failure = await self._call(message)
+                if failure is not None:
+                    span.set_status(trace.StatusCode.ERROR, failure.error)
+                return failure
+        finally:
+            context.request_id.reset(token)
+
+    async def _call(self, message: Message) -> Failure | None:
+        timeout = self._config.handler_timeout_s
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                await self._handler(message)
+        except Permanent as exc:
+            return Failure(describe_error(exc), permanent=True)
+        except TimeoutError as exc:
+            if deadline.expired():
+                return Failure(f"TimeoutError: the handler ran longer than {timeout:g}s")
+            return Failure(describe_error(exc))
+        except Exception as exc:
+            return Failure(describe_error(exc))
+        return None
+
+    async def _failed(self, message: Message, failure: Failure) -> None:
+        attempt = message.attempt + 1
+        retry = self._config.retry
+        if failure.permanent or attempt >= retry.max_attempts:
+            await outcomes.dead_letter(
+                self._queue,
+                message.entry_id,
+                outcomes.dead_fields(message, failure.error, attempt),
+                failure.error,
+                attempt,
+            )
+            reason = "permanent" if failure.permanent else "attempts exhausted"
+            self._log_dead(message, attempt, failure.error, reason)
+            return
+        delay_s = retry.delay(attempt, self._rng)
+        failed = dataclasses.replace(message, attempt=attempt, last_error=failure.error)
+        await outcomes.retry_later(self._queue, failed, now_ms() + round(delay_s * 1000))
+        log.info(
+            "message retry scheduled",
+            extra={
+                "queue": self._queue.name,
+                "message_id": message.id,
+                "tenant": message.tenant,
+                "attempt": attempt,
+                "error": failure.error,
+                "delay_ms": round(delay_s * 1000, 1),
+            },
+        )
+
+    async def _dead_letter_malformed(
+        self, entry_id: str, fields: Mapping[bytes, bytes], error: str
+    ) -> None:
+        stored = {key.decode(errors="replace"): value for key, value in fields.items()}
+        await outcomes.dead_letter(self._queue, entry_id, stored, f"malformed: {error}", 0)
+        shown = decode_lenient(entry_id, fields)
+        self._log_dead(shown, 0, f"malformed: {error}", "malformed")
+
+    def _log_dead(self, message: Message, attempts: int, error: str, reason: str) -> None:
+        log.error(
+            "message dead-lettered",
+            extra={
+                "queue": self._queue.name,
+                "message_id": message.id,
+                "tenant": message.tenant,
+                "entry_id": message.entry_id,
+                "attempt": attempts,
+                "error": error,
+                "reason": reason,
+            },
+        )
