@@ -40,7 +40,13 @@ class EventWorker:
 
 def bootstrap(config: WorkerProcessConfig) -> EventWorker:
     """Wire one worker process from its configuration."""
-    redis = Redis.from_url(config.redis_url, socket_connect_timeout=2.0)
+    # Each handler settles its message on a connection of its own; the reader and
+    # the scheduler need theirs.
+    redis = Redis.from_url(
+        config.redis_url,
+        socket_connect_timeout=2.0,
+        max_connections=config.worker.concurrency + 8,
+    )
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongo_url, tz_aware=True)
     routing = Upstream("routing", config.routing_url, config.routing)
     processor = EventProcessor(mongo.get_default_database(), routing)

@@ -12,7 +12,13 @@ import sys
 import time
 
 from services.launcher import codegen, procs
-from services.launcher.platform import DEMO_ADMIN_EMAIL, DEMO_TENANT, LauncherConfig, Platform
+from services.launcher.platform import (
+    DEMO_ADMIN_EMAIL,
+    DEMO_COURIER,
+    DEMO_TENANT,
+    LauncherConfig,
+    Platform,
+)
 
 
 def _print_ready(platform: Platform) -> None:
@@ -26,9 +32,13 @@ shop platform is up (run dir {platform.run_dir})
   product gateway    {s.product_grpc_target} (v1 and v2)
   user service       {s.user_grpc_target} (tokens; JWKS at {s.rest_url}/.well-known/jwks.json)
   rate-limit service {s.ratelimit_grpc_target}
+  event gateway      {s.event_grpc_target} (webhooks: POST {s.rest_url}/v1/events, source {DEMO_COURIER!r};
+                     its secret `webhook_secret` is in {platform.run_dir / "secrets.json"})
+  event workers      {", ".join(s.event_worker_targets)} (health)
   demo admin         {DEMO_ADMIN_EMAIL} (tenant {DEMO_TENANT}); password in {platform.run_dir / "secrets.json"}
   ERP stub           {s.erp_url} (faults: PUT {s.erp_url}/_admin/faults)
   Warehouse stub     {s.warehouse_url}
+  Routing stub       {s.routing_url} (2 s per call; faults: PUT {s.routing_url}/_admin/faults)
   PostgreSQL         {s.database_url.split("@")[-1]}
   Redis              {s.redis_url}
   MongoDB (wire)     {s.mongo_url}

@@ -33,6 +33,7 @@ from tests.webhooks import COURIER, eventually, new_event_id, status_event
 
 Document = dict[str, Any]
 TENANT = COURIER.tenant
+# Shipments 391-396 of the seeded 400 are this module's; the e2e tests count up from 1.
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_a_message_of_a_killed_worker_is_reclaimed_and_processed_once(
     routing.faults(latency_ms=1500, tenant=TENANT)
     url = stack.enter_context(gateway(platform, queue, tmp_path))
     doomed = stack.enter_context(worker(platform, queue, tmp_path, "doomed"))
-    shipment, event_id = shipment_id(901), new_event_id()
+    shipment, event_id = shipment_id(391), new_event_id()
     with httpx.Client(base_url=url) as http:
         assert COURIER.deliver(http, status_event(shipment), event_id=event_id).status_code == 202
     eventually(lambda: pending(client, queue).get("doomed") == 1, timeout=5)
@@ -160,7 +161,7 @@ def test_a_stopped_worker_finishes_what_it_holds(
     busy = stack.enter_context(worker(platform, queue, tmp_path, "busy"))
     ids = [new_event_id() for _ in range(3)]
     with httpx.Client(base_url=url) as http:
-        for n, event_id in zip((902, 903, 904), ids, strict=True):
+        for n, event_id in zip((392, 393, 394), ids, strict=True):
             response = COURIER.deliver(http, status_event(shipment_id(n)), event_id=event_id)
             assert response.status_code == 202
     eventually(lambda: pending(client, queue).get("busy") == 3, timeout=5)
@@ -183,7 +184,7 @@ def test_a_message_delivered_twice_to_racing_workers_has_one_effect(
     client = stack.enter_context(redis.Redis.from_url(platform.redis_url))
     routing.faults(latency_ms=300, tenant=TENANT)
     url = stack.enter_context(gateway(platform, queue, tmp_path))
-    shipment, event_id = shipment_id(905), new_event_id()
+    shipment, event_id = shipment_id(395), new_event_id()
     with httpx.Client(base_url=url) as http:
         assert COURIER.deliver(http, status_event(shipment), event_id=event_id).status_code == 202
     # Redeliver the very entry the gateway appended, twice more, as a broken relay would.
@@ -209,6 +210,6 @@ def test_ingestion_answers_503_when_redis_is_down(platform: State, tmp_path: Pat
         running_edge(platform, tmp_path / "edge", event=target) as edge,
         httpx.Client(base_url=edge.rest_url) as http,
     ):
-        response = COURIER.deliver(http, status_event(shipment_id(906)))
+        response = COURIER.deliver(http, status_event(shipment_id(396)))
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "unavailable"

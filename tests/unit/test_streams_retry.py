@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -149,7 +150,7 @@ def _stored(message: Message) -> dict[bytes, bytes]:
 
 def test_message_round_trips_through_its_stream_fields() -> None:
     decoded = decode("1700000000123-0", _stored(MESSAGE))
-    assert decoded == Message(**{**MESSAGE.__dict__, "entry_id": "1700000000123-0"})
+    assert decoded == dataclasses.replace(MESSAGE, entry_id="1700000000123-0")
 
 
 def test_entry_id_is_not_stored() -> None:

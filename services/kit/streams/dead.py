@@ -94,13 +94,7 @@ class DeadLetters:
         if not newest:
             return 0
         replayed = 0
-        ids: builtins.list[str] = []
-        async for dead_id, _ in self._scan(tenant, start="-", end=newest[0][0]):
-            ids.append(dead_id)
-            if len(ids) == SCAN_BATCH:
-                replayed += sum(new is not None for new in await self._replay(tenant, ids))
-                ids = []
-        if ids:
+        async for ids in self._id_batches(tenant, end=newest[0][0]):
             replayed += sum(new is not None for new in await self._replay(tenant, ids))
         return replayed
 
@@ -113,13 +107,7 @@ class DeadLetters:
     async def purge(self, tenant: str) -> int:
         """Delete every dead letter of the tenant; returns how many."""
         deleted = 0
-        ids: builtins.list[str] = []
-        async for dead_id, _ in self._scan(tenant, start="-"):
-            ids.append(dead_id)
-            if len(ids) == SCAN_BATCH:
-                deleted += int(await self._queue.redis.xdel(self._keys.dead, *ids))
-                ids = []
-        if ids:
+        async for ids in self._id_batches(tenant):
             deleted += int(await self._queue.redis.xdel(self._keys.dead, *ids))
         return deleted
 
@@ -137,6 +125,19 @@ class DeadLetters:
         args: builtins.list[Any] = [tenant, self._queue.maxlen, *dead_ids]
         replies = await self._queue.scripts.replay(keys=keys, args=args)
         return [None if reply is None else as_text(reply) for reply in replies]
+
+    async def _id_batches(
+        self, tenant: str, *, end: str = "+"
+    ) -> AsyncGenerator[builtins.list[str], None]:
+        """The tenant's dead ids up to `end`, a batch at a time (acting on one between batches)."""
+        ids: builtins.list[str] = []
+        async for dead_id, _ in self._scan(tenant, start="-", end=end):
+            ids.append(dead_id)
+            if len(ids) == SCAN_BATCH:
+                yield ids
+                ids = []
+        if ids:
+            yield ids
 
     async def _scan(
         self, tenant: str, *, start: str, end: str = "+"

@@ -14,19 +14,9 @@ from dataclasses import dataclass
 
 from opentelemetry import propagate
 
+# A stream entry's fields as redis-py returns them (the client must not decode responses).
 Fields = Mapping[bytes, bytes]
 MAX_ERROR_CHARS = 500
-# The order in which fields are written; also what a retry or replay carries.
-FIELD_NAMES = (
-    "id",
-    "tenant",
-    "type",
-    "payload",
-    "attempt",
-    "last_error",
-    "traceparent",
-    "enqueued_at_ms",
-)
 _REQUIRED = (b"id", b"tenant", b"type", b"payload")
 
 
