@@ -25,8 +25,9 @@ import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
@@ -54,6 +55,7 @@ class RunResult:
     accepted: int
     duplicates: int
     failures: int
+    failures_by_status: dict[str, int]
     ingest_s: float
     accepted_per_s: float
     ack_p50_ms: float
@@ -87,37 +89,50 @@ def deliveries(secret: str, count: int) -> list[tuple[bytes, dict[str, str]]]:
     return out
 
 
+@dataclass
+class Sent:
+    """What the clients saw: ack latencies of accepted events, and every other answer."""
+
+    latencies: list[float]
+    accepted: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+    failures: Counter[str] = field(default_factory=Counter)
+
+
 async def send_all(
     url: str, requests: list[tuple[bytes, dict[str, str]]], connections: int
-) -> tuple[list[float], int, int, float]:
-    """Send every request with `connections` concurrent clients; (ack ms, accepted,
-    duplicates, seconds)."""
-    latencies: list[float] = []
-    accepted = duplicates = 0
+) -> Sent:
+    """Send every request with `connections` concurrent clients."""
+    sent = Sent(latencies=[])
     pending = iter(requests)
     connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def client() -> None:
-            nonlocal accepted, duplicates
             for body, headers in pending:
                 started = time.perf_counter()
                 try:
                     async with session.post(url, data=body, headers=headers) as response:
-                        await response.read()
-                        status = response.status
-                except (aiohttp.ClientError, TimeoutError):
-                    status = 0
-                if status == 202:
-                    latencies.append((time.perf_counter() - started) * 1000)
-                    accepted += 1
-                elif status == 200:
-                    duplicates += 1
+                        text = await response.text()
+                        status = str(response.status)
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status, text = type(exc).__name__, str(exc)
+                if status == "202":
+                    sent.latencies.append((time.perf_counter() - started) * 1000)
+                    sent.accepted += 1
+                elif status == "200":
+                    sent.duplicates += 1
+                else:
+                    if not sent.failures:
+                        progress(f"first failure: {status} {text[:300]}")
+                    sent.failures[status] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(client() for _ in range(connections)))
-        return latencies, accepted, duplicates, time.perf_counter() - started
+        sent.seconds = time.perf_counter() - started
+        return sent
 
 
 async def settled(queue: Queue, before: QueueStats, expected: int, limit_s: float) -> QueueStats:
@@ -139,26 +154,25 @@ async def run_once(platform: State, secret: str, events: int, connections: int) 
         before = await queue.stats()
         progress(f"sending {events} events over {connections} connections")
         first_send = time.perf_counter()
-        latencies, accepted, duplicates, ingest_s = await send_all(
-            f"{platform.rest_url}/v1/events/{SOURCE}", requests, connections
-        )
-        progress(f"{accepted} accepted in {ingest_s:.1f} s; waiting for the workers")
-        after = await settled(queue, before, accepted, limit_s=900)
+        sent = await send_all(f"{platform.rest_url}/v1/events/{SOURCE}", requests, connections)
+        progress(f"{sent.accepted} accepted in {sent.seconds:.1f} s; waiting for the workers")
+        after = await settled(queue, before, sent.accepted, limit_s=900)
         completion_s = time.perf_counter() - first_send
     finally:
         await redis.aclose()
     return RunResult(
         events=events,
         connections=connections,
-        accepted=accepted,
-        duplicates=duplicates,
-        failures=events - accepted - duplicates,
-        ingest_s=round(ingest_s, 2),
-        accepted_per_s=round(accepted / ingest_s, 1),
-        ack_p50_ms=round(statistics.median(latencies), 1) if latencies else 0.0,
-        ack_p95_ms=round(_percentile(latencies, 0.95), 1),
-        ack_p99_ms=round(_percentile(latencies, 0.99), 1),
-        ack_max_ms=round(max(latencies, default=0.0), 1),
+        accepted=sent.accepted,
+        duplicates=sent.duplicates,
+        failures=sum(sent.failures.values()),
+        failures_by_status=dict(sent.failures),
+        ingest_s=round(sent.seconds, 2),
+        accepted_per_s=round(sent.accepted / sent.seconds, 1),
+        ack_p50_ms=round(statistics.median(sent.latencies), 1) if sent.latencies else 0.0,
+        ack_p95_ms=round(_percentile(sent.latencies, 0.95), 1),
+        ack_p99_ms=round(_percentile(sent.latencies, 0.99), 1),
+        ack_max_ms=round(max(sent.latencies, default=0.0), 1),
         retries=after.retried - before.retried,
         dead_lettered=after.dead_lettered - before.dead_lettered,
         processed=after.processed - before.processed,

@@ -21,7 +21,7 @@ from pymongo.errors import DuplicateKeyError
 
 from services.event.domain import CourierEvent
 from services.kit import errors
-from services.kit.streams import Message, Permanent
+from services.kit.streams import Defer, Message, Permanent
 from services.kit.upstream import Upstream
 
 log = logging.getLogger("shop.event.processor")
@@ -103,20 +103,25 @@ class EventProcessor:
         shipment: Document,
         order: Document | None,
     ) -> Document:
-        response = await self._routing.request(
-            "POST",
-            "/routes",
-            json={
-                "shipment_id": event.shipment_id,
-                "order_id": order["order_id"] if order else None,
-                "event_type": event.type,
-                "status": event.status,
-                "destination": shipment["destination"],
-                "priority": order["priority"] if order else "standard",
-            },
-            headers={"Idempotency-Key": key, "X-Tenant-Id": tenant},
-            idempotent=True,
-        )
+        try:
+            response = await self._routing.request(
+                "POST",
+                "/routes",
+                json={
+                    "shipment_id": event.shipment_id,
+                    "order_id": order["order_id"] if order else None,
+                    "event_type": event.type,
+                    "status": event.status,
+                    "destination": shipment["destination"],
+                    "priority": order["priority"] if order else "standard",
+                },
+                headers={"Idempotency-Key": key, "X-Tenant-Id": tenant},
+                idempotent=True,
+            )
+        except errors.CircuitOpen as exc:
+            # Routing is down for every event, not failing for this one: wait for the
+            # breaker's next probe without spending an attempt.
+            raise Defer(float(exc.metadata.get("retry_after_s", "1")), str(exc)) from exc
         if response.status_code >= 400:
             # A refusal of this request (not an outage, which raised): retrying repeats it.
             raise Permanent(

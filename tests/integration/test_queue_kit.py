@@ -4,6 +4,7 @@ reclaiming, shutdown and trace context. Every test has a queue of its own."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 import sys
@@ -22,6 +23,7 @@ from redis.exceptions import RedisError
 from services.kit import context
 from services.kit.streams import (
     DeadLetters,
+    Defer,
     Handler,
     Message,
     Permanent,
@@ -242,6 +244,31 @@ async def test_a_failed_attempt_is_retried_with_its_attempt_and_error(queue: Que
     stats = await queue.stats()
     assert (stats.retried, stats.processed, stats.dead_lettered, stats.delayed) == (2, 1, 0, 0)
     assert settled(stats)
+
+
+async def test_a_deferred_message_waits_without_spending_an_attempt(queue: Queue) -> None:
+    """An outage of a dependency (its breaker open) delays messages, never dead-letters them."""
+    seen: list[tuple[int, str, float]] = []
+
+    async def handle(received: Message) -> None:
+        seen.append((received.attempt, received.last_error, time.monotonic()))
+        if len(seen) <= 3:
+            raise Defer(0.1, "routing is unavailable (circuit open)")
+
+    await queue.publish(message("order-8"))
+    # One attempt only: a single failure would dead-letter it, three deferrals do not.
+    retry = RetryPolicy(max_attempts=1, base_s=0.05, cap_s=0.1)
+    async with running(queue, handle, retry=retry):
+        await eventually(stats_reach(queue, processed=1))
+
+    assert [(attempt, error) for attempt, error, _ in seen] == [
+        (0, ""),
+        *[(0, "Defer: routing is unavailable (circuit open)")] * 3,
+    ]
+    gaps = [later - earlier for (_, _, earlier), (_, _, later) in itertools.pairwise(seen)]
+    assert all(gap >= 0.1 for gap in gaps), gaps
+    stats = await queue.stats()
+    assert (stats.retried, stats.processed, stats.dead_lettered) == (3, 1, 0)
 
 
 async def test_a_waiting_retry_holds_no_handler_slot(queue: Queue) -> None:

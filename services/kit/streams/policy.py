@@ -19,6 +19,21 @@ class Permanent(Exception):
     """Raised by a handler: do not retry, dead-letter now."""
 
 
+class Defer(Exception):
+    """Raised by a handler: not now, and not this message's fault.
+
+    The message waits `delay_s` (plus a jitter of up to the retry base, so
+    deferred messages do not return in step) without spending an attempt. For
+    a dependency known to be down for everyone, e.g. an upstream whose circuit
+    breaker is open: an outage then delays messages instead of draining their
+    attempts into the dead letters. The queue's delayed count shows the backlog.
+    """
+
+    def __init__(self, delay_s: float, reason: str) -> None:
+        super().__init__(reason)
+        self.delay_s = max(delay_s, 0.0)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How often and how late a failed message is tried again.

@@ -22,7 +22,7 @@ from services.kit.streams.message import (
     describe_error,
     now_ms,
 )
-from services.kit.streams.policy import Handler, Permanent, WorkerConfig
+from services.kit.streams.policy import Defer, Handler, Permanent, WorkerConfig
 from services.kit.streams.queue import Queue
 
 log = logging.getLogger("shop.queue")
@@ -35,6 +35,8 @@ class Failure:
 
     error: str
     permanent: bool = False
+    # Set when the handler deferred the message: wait this long, spend no attempt.
+    defer_s: float | None = None
 
 
 class Processor:
@@ -134,6 +136,8 @@ class Processor:
                 await self._handler(message)
         except Permanent as exc:
             return Failure(describe_error(exc), permanent=True)
+        except Defer as exc:
+            return Failure(describe_error(exc), defer_s=exc.delay_s)
         except TimeoutError as exc:
             if deadline.expired():
                 return Failure(f"TimeoutError: the handler ran longer than {timeout:g}s")
@@ -143,8 +147,12 @@ class Processor:
         return None
 
     async def _failed(self, message: Message, failure: Failure) -> None:
-        attempt = message.attempt + 1
         retry = self._config.retry
+        if failure.defer_s is not None:
+            delay_s = failure.defer_s + self._rng.uniform(0, retry.base_s)
+            await self._retry_later(message, message.attempt, failure.error, delay_s)
+            return
+        attempt = message.attempt + 1
         if failure.permanent or attempt >= retry.max_attempts:
             await outcomes.dead_letter(
                 self._queue,
@@ -156,8 +164,12 @@ class Processor:
             reason = "permanent" if failure.permanent else "attempts exhausted"
             self._log_dead(message, attempt, failure.error, reason)
             return
-        delay_s = retry.delay(attempt, self._rng)
-        failed = dataclasses.replace(message, attempt=attempt, last_error=failure.error)
+        await self._retry_later(message, attempt, failure.error, retry.delay(attempt, self._rng))
+
+    async def _retry_later(
+        self, message: Message, attempt: int, error: str, delay_s: float
+    ) -> None:
+        failed = dataclasses.replace(message, attempt=attempt, last_error=error)
         await outcomes.retry_later(self._queue, failed, now_ms() + round(delay_s * 1000))
         log.info(
             "message retry scheduled",
@@ -166,7 +178,7 @@ class Processor:
                 "message_id": message.id,
                 "tenant": message.tenant,
                 "attempt": attempt,
-                "error": failure.error,
+                "error": error,
                 "delay_ms": round(delay_s * 1000, 1),
             },
         )
