@@ -63,8 +63,11 @@ class RunResult:
     ack_p99_ms: float
     ack_max_ms: float
     retries: int
+    deferred: int
     dead_lettered: int
     processed: int
+    routing_calls: int
+    routing_503s: int
     completion_s: float
 
 
@@ -146,8 +149,15 @@ async def settled(queue: Queue, before: QueueStats, expected: int, limit_s: floa
         await asyncio.sleep(0.2)
 
 
+def routing_stats(platform: State) -> tuple[int, int]:
+    """Requests that reached the Routing stub so far, and how many it answered 503 on purpose."""
+    stats = httpx.get(f"{platform.routing_url}/_admin/stats").raise_for_status().json()
+    return int(stats["requests"]), int(stats["faults"]["error"])
+
+
 async def run_once(platform: State, secret: str, events: int, connections: int) -> RunResult:
     requests = deliveries(secret, events)
+    calls_before, errors_before = routing_stats(platform)
     redis = Redis.from_url(platform.redis_url)
     queue = Queue(redis, EVENTS_QUEUE)
     try:
@@ -158,6 +168,7 @@ async def run_once(platform: State, secret: str, events: int, connections: int) 
         progress(f"{sent.accepted} accepted in {sent.seconds:.1f} s; waiting for the workers")
         after = await settled(queue, before, sent.accepted, limit_s=900)
         completion_s = time.perf_counter() - first_send
+        calls_after, errors_after = routing_stats(platform)
     finally:
         await redis.aclose()
     return RunResult(
@@ -174,8 +185,11 @@ async def run_once(platform: State, secret: str, events: int, connections: int) 
         ack_p99_ms=round(_percentile(sent.latencies, 0.99), 1),
         ack_max_ms=round(max(sent.latencies, default=0.0), 1),
         retries=after.retried - before.retried,
+        deferred=after.deferred - before.deferred,
         dead_lettered=after.dead_lettered - before.dead_lettered,
         processed=after.processed - before.processed,
+        routing_calls=calls_after - calls_before,
+        routing_503s=errors_after - errors_before,
         completion_s=round(completion_s, 1),
     )
 
@@ -194,6 +208,15 @@ def table(results: Sequence[RunResult], args: argparse.Namespace) -> str:
             f"{r.connections:>6} {r.accepted:>8} {r.failures:>6} {r.accepted_per_s:>7.0f} "
             f"{r.ack_p50_ms:>7.1f} {r.ack_p95_ms:>7.1f} {r.ack_p99_ms:>7.1f} {r.ack_max_ms:>7.1f} "
             f"{r.retries:>7} {r.dead_lettered:>4} {r.completion_s:>6.1f}"
+        )
+    lines.append("")
+    for r in results:
+        failed = ", ".join(f"{k}: {v}" for k, v in r.failures_by_status.items()) or "none"
+        lines.append(
+            f"{r.connections:>6} conns: processed {r.processed}, dead-lettered {r.dead_lettered}; "
+            f"routing calls {r.routing_calls}, of them answered 503 by the fault injector "
+            f"{r.routing_503s}; deferred while the breaker was open {r.deferred}; "
+            f"failed acks: {failed}"
         )
     return "\n".join(lines)
 

@@ -26,6 +26,8 @@ from services.kit.upstream import Upstream
 
 log = logging.getLogger("shop.event.processor")
 Document = dict[str, Any]
+# About how long a routing call takes: the least a deferred event waits.
+ROUTING_CALL_S = 2.0
 
 
 class ShipmentUnknown(Exception):
@@ -121,7 +123,9 @@ class EventProcessor:
         except errors.CircuitOpen as exc:
             # Routing is down for every event, not failing for this one: wait for the
             # breaker's next probe without spending an attempt.
-            raise Defer(float(exc.metadata.get("retry_after_s", "1")), str(exc)) from exc
+            # While the breaker's one probe is out, "retry in 0 s": wait a routing call.
+            wait_s = max(float(exc.metadata.get("retry_after_s", "0")), ROUTING_CALL_S)
+            raise Defer(wait_s, str(exc)) from exc
         if response.status_code >= 400:
             # A refusal of this request (not an outage, which raised): retrying repeats it.
             raise Permanent(

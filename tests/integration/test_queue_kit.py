@@ -268,7 +268,7 @@ async def test_a_deferred_message_waits_without_spending_an_attempt(queue: Queue
     gaps = [later - earlier for (_, _, earlier), (_, _, later) in itertools.pairwise(seen)]
     assert all(gap >= 0.1 for gap in gaps), gaps
     stats = await queue.stats()
-    assert (stats.retried, stats.processed, stats.dead_lettered) == (3, 1, 0)
+    assert (stats.deferred, stats.retried, stats.processed, stats.dead_lettered) == (3, 0, 1, 0)
 
 
 async def test_a_waiting_retry_holds_no_handler_slot(queue: Queue) -> None:

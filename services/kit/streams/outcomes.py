@@ -29,14 +29,17 @@ async def ack(queue: Queue, entry_id: str) -> None:
     await pipe.execute()
 
 
-async def retry_later(queue: Queue, failed: Message, due_ms: int) -> None:
-    """`failed` (attempt and last_error already updated) waits in the delayed set until `due_ms`."""
+async def retry_later(
+    queue: Queue, failed: Message, due_ms: int, *, counter: str = "retried"
+) -> None:
+    """`failed` (attempt and last_error already updated) waits in the delayed set until
+    `due_ms`; `counter` says why ("retried", or "deferred" when no attempt was spent)."""
     keys = queue.keys
     pipe = queue.redis.pipeline(transaction=True)
     pipe.zadd(keys.delayed, {delayed_member(failed): due_ms})
     pipe.xack(keys.stream, keys.group, failed.entry_id)
     pipe.xdel(keys.stream, failed.entry_id)
-    pipe.hincrby(keys.stats, "retried", 1)
+    pipe.hincrby(keys.stats, counter, 1)
     await pipe.execute()
 
 

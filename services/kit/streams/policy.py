@@ -22,8 +22,9 @@ class Permanent(Exception):
 class Defer(Exception):
     """Raised by a handler: not now, and not this message's fault.
 
-    The message waits `delay_s` (plus a jitter of up to the retry base, so
-    deferred messages do not return in step) without spending an attempt. For
+    The message waits `delay_s` plus a jitter of as long again (at least the
+    retry base), so deferred messages do not return in step, and spends no
+    attempt. For
     a dependency known to be down for everyone, e.g. an upstream whose circuit
     breaker is open: an outage then delays messages instead of draining their
     attempts into the dead letters. The queue's delayed count shows the backlog.

@@ -149,8 +149,10 @@ class Processor:
     async def _failed(self, message: Message, failure: Failure) -> None:
         retry = self._config.retry
         if failure.defer_s is not None:
-            delay_s = failure.defer_s + self._rng.uniform(0, retry.base_s)
-            await self._retry_later(message, message.attempt, failure.error, delay_s)
+            # Spread over a window as long as the wait itself: messages deferred together
+            # (a whole backlog when a breaker opens) must not come back in step.
+            delay_s = failure.defer_s + self._rng.uniform(0, max(retry.base_s, failure.defer_s))
+            await self._retry_later(message, message.attempt, failure.error, delay_s, "deferred")
             return
         attempt = message.attempt + 1
         if failure.permanent or attempt >= retry.max_attempts:
@@ -167,12 +169,13 @@ class Processor:
         await self._retry_later(message, attempt, failure.error, retry.delay(attempt, self._rng))
 
     async def _retry_later(
-        self, message: Message, attempt: int, error: str, delay_s: float
+        self, message: Message, attempt: int, error: str, delay_s: float, why: str = "retried"
     ) -> None:
         failed = dataclasses.replace(message, attempt=attempt, last_error=error)
-        await outcomes.retry_later(self._queue, failed, now_ms() + round(delay_s * 1000))
+        due_ms = now_ms() + round(delay_s * 1000)
+        await outcomes.retry_later(self._queue, failed, due_ms, counter=why)
         log.info(
-            "message retry scheduled",
+            "message deferred" if why == "deferred" else "message retry scheduled",
             extra={
                 "queue": self._queue.name,
                 "message_id": message.id,

@@ -5,7 +5,7 @@ Keys of the queue `{name}`:
 - queue:{name}          stream of ready messages; consumer group `{name}`
 - queue:{name}:delayed  ZSET of failed messages waiting for their retry (score: due ms)
 - queue:{name}:dead     stream of dead letters (message fields + error, attempts, dead_at_ms)
-- queue:{name}:stats    HASH of counters: processed, retried, dead_lettered, reclaimed
+- queue:{name}:stats    HASH of counters: processed, retried, deferred, dead_lettered, reclaimed
 
 `publish_once` also sets the caller's dedupe key (its value: the entry id).
 """
@@ -24,7 +24,7 @@ from redis.typing import EncodableT, FieldT
 from services.kit.streams import lua
 from services.kit.streams.message import Message, as_text, current_traceparent, encode, now_ms
 
-COUNTERS = ("processed", "retried", "dead_lettered", "reclaimed")
+COUNTERS = ("processed", "retried", "deferred", "dead_lettered", "reclaimed")
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,9 @@ class QueueStats:
     length: entries in the stream (ready or being handled); pending: read by a
     worker and not yet settled; delayed: waiting for a retry; dead: dead
     letters. The counters count since the queue was created: messages
-    processed, failed attempts scheduled for retry, messages dead-lettered,
-    and messages taken over from a stopped consumer.
+    processed, failed attempts scheduled for retry, deferrals (waits that spent
+    no attempt), messages dead-lettered, and messages taken over from a stopped
+    consumer.
     """
 
     length: int
@@ -60,6 +61,7 @@ class QueueStats:
     dead: int
     processed: int
     retried: int
+    deferred: int
     dead_lettered: int
     reclaimed: int
 
