@@ -35,20 +35,10 @@ from services.kit.streams import (
 )
 from services.launcher import ROOT
 from services.launcher.platform import State
+from tests.draws import Fixed
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_s=0.01, cap_s=0.02)
 BINARY = bytes(range(256))
-
-
-class Fixed(random.Random):
-    """An rng whose every draw is `value`: backoffs of exactly value x their ceiling."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
 
 
 @pytest.fixture

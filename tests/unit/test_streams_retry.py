@@ -18,18 +18,7 @@ from services.kit.streams.message import (
     encode,
 )
 from services.kit.streams.outcomes import delayed_member
-
-
-class Fixed(random.Random):
-    """An rng whose every draw is `value` (uniform(a, b) = a + (b - a) * value)."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def random(self) -> float:
-        return self.value
-
+from tests.draws import Fixed
 
 # --- backoff ---------------------------------------------------------------------------
 
