@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import resource
-import statistics
 import sys
 import time
 import uuid
@@ -35,7 +34,7 @@ import httpx
 from redis.asyncio import Redis
 
 from bench import load
-from bench.load import progress
+from bench.load import nearest_rank, progress
 from services.event.config import EVENTS_QUEUE
 from services.event.signatures import decode_secret, generate_secret, sign
 from services.kit.streams import Queue, QueueStats
@@ -69,11 +68,6 @@ class RunResult:
     routing_calls: int
     routing_503s: int
     completion_s: float
-
-
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
 def deliveries(secret: str, count: int) -> list[tuple[bytes, dict[str, str]]]:
@@ -171,6 +165,7 @@ async def run_once(platform: State, secret: str, events: int, connections: int) 
         calls_after, errors_after = routing_stats(platform)
     finally:
         await redis.aclose()
+    acks = sorted(sent.latencies)
     return RunResult(
         events=events,
         connections=connections,
@@ -180,10 +175,10 @@ async def run_once(platform: State, secret: str, events: int, connections: int) 
         failures_by_status=dict(sent.failures),
         ingest_s=round(sent.seconds, 2),
         accepted_per_s=round(sent.accepted / sent.seconds, 1),
-        ack_p50_ms=round(statistics.median(sent.latencies), 1) if sent.latencies else 0.0,
-        ack_p95_ms=round(_percentile(sent.latencies, 0.95), 1),
-        ack_p99_ms=round(_percentile(sent.latencies, 0.99), 1),
-        ack_max_ms=round(max(sent.latencies, default=0.0), 1),
+        ack_p50_ms=round(nearest_rank(acks, 50), 1),
+        ack_p95_ms=round(nearest_rank(acks, 95), 1),
+        ack_p99_ms=round(nearest_rank(acks, 99), 1),
+        ack_max_ms=round(nearest_rank(acks, 100), 1),
         retries=after.retried - before.retried,
         deferred=after.deferred - before.deferred,
         dead_lettered=after.dead_lettered - before.dead_lettered,

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import httpx
 
-from bench.load import cpu_meter
+from bench.load import cpu_meter, nearest_rank
 
 PATH = "/v1/products"
 
@@ -58,11 +58,7 @@ class Distribution:
         ms = sorted(a.ms for a in answers)
         if not ms:
             return cls(0, math.nan, math.nan, math.nan)
-
-        def rank(p: float) -> float:
-            return ms[max(math.ceil(p / 100 * len(ms)) - 1, 0)]
-
-        return cls(len(ms), rank(50), rank(99), ms[-1])
+        return cls(len(ms), nearest_rank(ms, 50), nearest_rank(ms, 99), ms[-1])
 
 
 class Client:

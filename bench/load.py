@@ -8,6 +8,7 @@ Status errors are what wrk counts as such: HTTP statuses of 400 and above.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import shutil
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,13 @@ end
 # runs (local buckets, the rate-limit service call), but none refuses a request.
 HIGH_LIMITS_ENV = {"RATELIMIT_RULES": "user=1000000/second; remote_address=1000000/second"}
 HIGH_LIMITS = EdgeLimits(route_rps=1000000, credentials_rps=1000)
+
+
+def nearest_rank(ordered: Sequence[float], percent: float) -> float:
+    """The nearest-rank percentile of values sorted ascending (NaN when there are none)."""
+    if not ordered:
+        return math.nan
+    return ordered[max(math.ceil(percent / 100 * len(ordered)) - 1, 0)]
 
 
 def progress(message: str) -> None:

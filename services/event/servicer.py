@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 
 from google.protobuf import json_format, struct_pb2
@@ -77,7 +76,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
     ) -> event_pb2.PublishEventResponse:
         document = {
             "type": request.type,
-            "data": json.loads(json_format.MessageToJson(request.data)),
+            "data": json_format.MessageToDict(request.data),
         }
         if request.HasField("timestamp"):
             document["timestamp"] = request.timestamp.ToJsonString()
