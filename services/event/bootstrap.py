@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from shop.event.v1 import event_pb2, event_pb2_grpc
 
 from services.event.config import EventConfig
@@ -31,12 +31,17 @@ class EventApp:
 def bootstrap(config: EventConfig, *, redis: Redis | None = None) -> EventApp:
     """Wire the service; pass a Redis client to share one (tests), else it is created."""
     if redis is None:
-        # A short timeout: a hung Redis must turn into a quick 503, not a hung sender.
-        redis = Redis.from_url(
+        # A burst of deliveries waits for one of a bounded set of connections
+        # (instead of failing when all are busy), and a short timeout turns a hung
+        # Redis into a quick 503, never a hung sender.
+        pool = BlockingConnectionPool.from_url(
             config.redis_url,
+            max_connections=config.redis_connections,
+            timeout=config.redis_timeout_s,
             socket_timeout=config.redis_timeout_s,
             socket_connect_timeout=config.redis_timeout_s,
         )
+        redis = Redis(connection_pool=pool)
     events = Queue(redis, config.queue)
     gateway = EventGateway(events, config.sources, config.default_source, config.max_body_bytes)
     # Every queue whose dead letters admins manage from here.

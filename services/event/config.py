@@ -69,6 +69,7 @@ class EventConfig:
     default_source: str
     max_body_bytes: int
     redis_timeout_s: float
+    redis_connections: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EventConfig:
@@ -84,6 +85,7 @@ class EventConfig:
             default_source=default,
             max_body_bytes=env_int(env, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024),
             redis_timeout_s=env_float(env, "EVENT_REDIS_TIMEOUT_S", 1.0),
+            redis_connections=env_int(env, "EVENT_REDIS_CONNECTIONS", 64),
         )
 
 
