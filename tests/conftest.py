@@ -15,13 +15,17 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from pymongo import MongoClient
+from pymongo.database import Database
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
 from services.launcher import ROOT, infra
 from services.launcher.edge_routes import EdgeLimits
 from services.launcher.platform import LauncherConfig, Platform, State
+from services.launcher.provision import seed_shipments
 from tests import identity, webhooks
+from tests.upstream_admin import StubAdmin
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +91,22 @@ def tenant() -> str:
 
 def repo_path(*parts: str) -> Path:
     return ROOT.joinpath(*parts)
+
+
+@pytest.fixture(scope="session")
+def mongo(platform: State) -> Iterator[Database[webhooks.Document]]:
+    """The platform's MongoDB, with shipments seeded for the test couriers' tenants."""
+    for courier in (webhooks.COURIER, webhooks.RIVAL):
+        seed_shipments({"MONGO_URL": platform.mongo_url}, courier.tenant, webhooks.SHIPMENTS)
+    client: MongoClient[webhooks.Document] = MongoClient(platform.mongo_url, tz_aware=True)
+    yield client.get_default_database()
+    client.close()
+
+
+@pytest.fixture
+def routing(platform: State) -> Iterator[StubAdmin]:
+    """The platform's Routing stub, quick (50 ms) unless a test sets other faults."""
+    admin = StubAdmin(platform.routing_url)
+    admin.faults(latency_ms=50)
+    yield admin
+    admin.faults(latency_ms=50)

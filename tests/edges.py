@@ -13,9 +13,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from services.launcher import edge, infra, procs
+from services.launcher import PYTHONPATH, edge, infra, procs
 from services.launcher.edge_routes import GRPC_CLUSTERS, EdgeLimits, Endpoint
-from services.launcher.platform import PYTHONPATH, State, start_service
+from services.launcher.platform import State, start_service
 
 
 def _endpoint(target: str) -> Endpoint:

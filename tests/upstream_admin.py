@@ -53,3 +53,9 @@ class StubAdmin:
     def as_tenant(self, tenant: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
         """A business request straight to the stub, e.g. to set stock."""
         return httpx.request(method, f"{self.url}{path}", headers={"X-Tenant-Id": tenant}, **kwargs)
+
+    def routes(self, tenant: str, shipment: str) -> list[dict[str, Any]]:
+        """The Routing stub's routes for one shipment of `tenant`, oldest first."""
+        response = self.as_tenant(tenant, "GET", "/routes", params={"shipment_id": shipment})
+        items: list[dict[str, Any]] = response.raise_for_status().json()["items"]
+        return items

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+from pymongo.database import Database
 
 from services.event.signatures import decode_secret, generate_secret, sign
 
 T = TypeVar("T")
+Document = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -82,9 +84,18 @@ def status_event(
 # in progress); the rival belongs to another tenant.
 COURIER = Courier("courier", "events-a", (generate_secret(), generate_secret()))
 RIVAL = Courier("rival", "events-b", (generate_secret(),))
+# Shipments seeded in MongoDB for each test courier's tenant (tests/conftest.py `mongo`).
+SHIPMENTS = 400
 SOURCES = json.dumps(
     {c.source: {"tenant": c.tenant, "secrets": list(c.secrets)} for c in (COURIER, RIVAL)}
 )
+
+
+def outcome(mongo: Database[Document], courier: Courier, event_id: str) -> Document | None:
+    """The recorded outcome of one of `courier`'s events, None until it is processed."""
+    return mongo.event_outcomes.find_one({"_id": f"{courier.tenant}/{courier.source}:{event_id}"})
+
+
 # Quick retries for tests; the defaults (1 s base, 5 attempts, 30 s visibility) are for production.
 WORKER_SETTINGS = {
     "WEBHOOK_SOURCES": SOURCES,

@@ -21,7 +21,6 @@ SERVICE_NAME = event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 @dataclass(frozen=True)
 class EventApp:
     redis: Redis
-    gateway: EventGateway
     registrations: list[Registration]
 
     async def close(self) -> None:
@@ -51,4 +50,4 @@ def bootstrap(config: EventConfig, *, redis: Redis | None = None) -> EventApp:
     def add_to(server: grpc.aio.Server) -> None:
         event_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
-    return EventApp(redis, gateway, [Registration(SERVICE_NAME, add_to)])
+    return EventApp(redis, [Registration(SERVICE_NAME, add_to)])

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from services.kit import errors
 from services.kit.cursor import page_size
-from services.kit.streams import DeadLetter, DeadLetters
-
-_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+from services.kit.streams import DEAD_ID, DeadLetter, DeadLetters
 
 
-def _entry_id(value: str, field: str) -> str:
-    if not _ENTRY_ID.fullmatch(value):
-        raise errors.InvalidArgument.field(
-            field, "must be a dead-letter id such as 1700000000000-0"
-        )
+def _dead_id(value: str) -> str:
+    if not DEAD_ID.fullmatch(value):
+        raise errors.InvalidArgument.field("id", "must be a dead-letter id such as 1700000000000-0")
     return value
 
 
@@ -37,25 +32,26 @@ class DeadLetterAdmin:
     async def list(
         self, tenant: str, queue: str, limit: int, cursor: str
     ) -> tuple[list[DeadLetter], str | None]:
-        dead = self._of(queue)
-        after = _entry_id(cursor, "cursor") if cursor else None
-        return await dead.list(tenant, after=after, limit=page_size(limit, 50, 100))
+        # The kit refuses a malformed cursor itself.
+        return await self._of(queue).list(
+            tenant, after=cursor or None, limit=page_size(limit, 50, 100)
+        )
 
     async def get(self, tenant: str, queue: str, dead_id: str) -> DeadLetter:
-        found = await self._of(queue).get(tenant, _entry_id(dead_id, "id"))
+        found = await self._of(queue).get(tenant, _dead_id(dead_id))
         if found is None:
             raise errors.NotFound(f"dead letter {dead_id} not found")
         return found
 
     async def replay(self, tenant: str, queue: str, dead_id: str) -> None:
-        if await self._of(queue).replay(tenant, _entry_id(dead_id, "id")) is None:
+        if await self._of(queue).replay(tenant, _dead_id(dead_id)) is None:
             raise errors.NotFound(f"dead letter {dead_id} not found")
 
     async def replay_all(self, tenant: str, queue: str) -> int:
         return await self._of(queue).replay_all(tenant)
 
     async def delete(self, tenant: str, queue: str, dead_id: str) -> None:
-        if not await self._of(queue).delete(tenant, _entry_id(dead_id, "id")):
+        if not await self._of(queue).delete(tenant, _dead_id(dead_id)):
             raise errors.NotFound(f"dead letter {dead_id} not found")
 
     async def purge(self, tenant: str, queue: str) -> int:

@@ -11,24 +11,27 @@ import itertools
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 import redis
-from pymongo import MongoClient
 from pymongo.database import Database
 
 from services.launcher.platform import State
-from services.launcher.provision import seed_shipments
 from stubs.shipments import shipment_id
 from tests import identity
 from tests.e2e.conftest import assert_error
 from tests.upstream_admin import StubAdmin
-from tests.webhooks import COURIER, RIVAL, eventually, new_event_id, status_event
+from tests.webhooks import (
+    COURIER,
+    RIVAL,
+    Document,
+    eventually,
+    new_event_id,
+    outcome,
+    status_event,
+)
 
-Document = dict[str, Any]
-SHIPMENTS = 400
 _numbers = itertools.count(1)
 
 
@@ -41,42 +44,15 @@ def next_shipment() -> str:
 
 
 @pytest.fixture(scope="session")
-def mongo(platform: State) -> Iterator[Database[Document]]:
-    for tenant in (COURIER.tenant, RIVAL.tenant):
-        seed_shipments({"MONGO_URL": platform.mongo_url}, tenant, SHIPMENTS)
-    client: MongoClient[Document] = MongoClient(platform.mongo_url, tz_aware=True)
-    yield client.get_default_database()
-    client.close()
-
-
-@pytest.fixture(scope="session")
 def redis_client(platform: State) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(platform.redis_url)
     yield client
     client.close()
 
 
-@pytest.fixture
-def routing(platform: State) -> Iterator[StubAdmin]:
-    admin = StubAdmin(platform.routing_url)
-    admin.faults(latency_ms=50)
-    yield admin
-    admin.faults(latency_ms=50)
-
-
 @pytest.fixture(scope="module")
 def admins(http: httpx.Client, platform: State) -> dict[str, identity.Account]:
     return {c.source: identity.admin(http, platform, c.tenant) for c in (COURIER, RIVAL)}
-
-
-def outcome(mongo: Database[Document], tenant: str, source: str, event_id: str) -> Document | None:
-    return mongo.event_outcomes.find_one({"_id": f"{tenant}/{source}:{event_id}"})
-
-
-def routes(routing: StubAdmin, tenant: str, shipment: str) -> list[Document]:
-    response = routing.as_tenant(tenant, "GET", "/routes", params={"shipment_id": shipment})
-    items: list[Document] = response.raise_for_status().json()["items"]
-    return items
 
 
 def dead_letters(http: httpx.Client, admin: identity.Account) -> list[Document]:
@@ -105,7 +81,7 @@ def test_a_signed_webhook_is_acknowledged_then_processed_once(
     assert response.json() == {"id": event_id, "duplicate": False, "source": "courier"}
     assert acked_ms < 150  # the seed's handshake target; processing happens later
 
-    done = eventually(lambda: outcome(mongo, COURIER.tenant, "courier", event_id))
+    done = eventually(lambda: outcome(mongo, COURIER, event_id))
     assert done["shipment_id"] == shipment
     assert done["route"]["route_id"].startswith("RT-")
     assert done["order_id"] is not None  # the active order was loaded from MongoDB
@@ -117,7 +93,7 @@ def test_a_signed_webhook_is_acknowledged_then_processed_once(
     )
     assert record["status"] == "out_for_delivery"
     assert record["route"]["route_id"] == done["route"]["route_id"]
-    assert len(routes(routing, COURIER.tenant, shipment)) == 1
+    assert len(routing.routes(COURIER.tenant, shipment)) == 1
 
 
 def test_the_default_address_and_a_rotated_secret_are_accepted(http: httpx.Client) -> None:
@@ -141,11 +117,11 @@ def test_a_duplicate_is_acknowledged_and_processed_once(
     again = COURIER.deliver(http, status_event(shipment), event_id=event_id)
     assert again.status_code == 200, again.text
     assert again.json() == {"id": event_id, "duplicate": True, "source": "courier"}
-    eventually(lambda: outcome(mongo, COURIER.tenant, "courier", event_id))
+    eventually(lambda: outcome(mongo, COURIER, event_id))
     time.sleep(0.5)  # room for a second processing, were there one
     key = f"{COURIER.tenant}/courier:{event_id}"
     assert mongo.event_outcomes.count_documents({"_id": key}) == 1
-    assert len(routes(routing, COURIER.tenant, shipment)) == 1
+    assert len(routing.routes(COURIER.tenant, shipment)) == 1
 
 
 def _refused(
@@ -246,7 +222,7 @@ def test_internal_callers_publish_with_an_admin_token(
     again = http.post("/v1/admin/events", json=event, headers=admin.headers())
     assert again.status_code == 200
     assert again.json()["duplicate"] is True
-    done = eventually(lambda: outcome(mongo, COURIER.tenant, "courier", event_id))
+    done = eventually(lambda: outcome(mongo, COURIER, event_id))
     assert done["status"] == "delivered"
     assert_error(http.post("/v1/admin/events", json=event), 401, "unauthenticated")
     customer = identity.customer(http, COURIER.tenant)
@@ -271,11 +247,11 @@ def test_a_failing_routing_call_is_retried_then_succeeds(
     assert COURIER.deliver(http, status_event(shipment), event_id=event_id).status_code == 202
     eventually(lambda: routing.requests("POST /routes") >= 2, timeout=10)
     routing.faults(latency_ms=50)
-    assert outcome(mongo, COURIER.tenant, "courier", event_id) is None
-    done = eventually(lambda: outcome(mongo, COURIER.tenant, "courier", event_id))
+    assert outcome(mongo, COURIER, event_id) is None
+    done = eventually(lambda: outcome(mongo, COURIER, event_id))
     assert done["attempts"] == 3  # two failed attempts, each retried after a backoff
     assert routing.requests("POST /routes") == 3
-    assert len(routes(routing, COURIER.tenant, shipment)) == 1
+    assert len(routing.routes(COURIER.tenant, shipment)) == 1
 
 
 def test_an_older_event_never_overwrites_a_newer_one(
@@ -296,7 +272,7 @@ def test_an_older_event_never_overwrites_a_newer_one(
     )
     assert COURIER.deliver(http, older, event_id=second).status_code == 202
     # The older event is processed (its outcome recorded) but does not move the shipment back.
-    eventually(lambda: outcome(mongo, COURIER.tenant, "courier", second))
+    eventually(lambda: outcome(mongo, COURIER, second))
     time.sleep(0.3)
     record = mongo.shipments.find_one({"_id": f"{COURIER.tenant}/{shipment}"})
     assert record is not None
@@ -317,7 +293,7 @@ def test_exhausted_retries_dead_letter_and_replay_processes_once(
     assert dead["attempts"] == 3
     assert "routing" in dead["error"]
     assert dead["payload"]["id"] == event_id
-    assert outcome(mongo, COURIER.tenant, "courier", event_id) is None
+    assert outcome(mongo, COURIER, event_id) is None
 
     one = http.get(f"/v1/admin/dlq/{dead['id']}", headers=admin.headers())
     assert one.status_code == 200
@@ -336,10 +312,10 @@ def test_exhausted_retries_dead_letter_and_replay_processes_once(
     replay = http.post(f"/v1/admin/dlq/{dead['id']}/replay", json={}, headers=admin.headers())
     assert replay.status_code == 200
     assert replay.json() == {"replayed": 1}
-    done = eventually(lambda: outcome(mongo, COURIER.tenant, "courier", event_id))
+    done = eventually(lambda: outcome(mongo, COURIER, event_id))
     assert done["event_id"] == event_id  # the replay kept the event's id
     assert dead_letter_of(http, admin, event_id) is None
-    assert len(routes(routing, COURIER.tenant, shipment)) == 1
+    assert len(routing.routes(COURIER.tenant, shipment)) == 1
     # A second replay of the same dead letter finds nothing.
     again = http.post(f"/v1/admin/dlq/{dead['id']}/replay", json={}, headers=admin.headers())
     assert_error(again, 404, "not_found")

@@ -14,8 +14,8 @@ import pytest
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.launcher import ROOT
-from services.launcher.platform import PYTHONPATH, State
+from services.launcher import PYTHONPATH, ROOT
+from services.launcher.platform import State
 from stubs.shipments import ACTIVE_ORDERS, SHIPMENTS, seed_shipments, shipment_id
 
 Db = AsyncDatabase[dict[str, Any]]

@@ -24,7 +24,8 @@ from services.kit import errors
 from services.kit.streams.message import Fields, Message, as_text, decode_lenient, int_field
 from services.kit.streams.queue import Queue
 
-_ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
+# What a dead id (a stream entry id) looks like; callers validate input with it.
+DEAD_ID = re.compile(r"\d{1,20}-\d{1,20}")
 # Dead entries read per round trip while scanning for one tenant's.
 SCAN_BATCH = 200
 
@@ -58,7 +59,7 @@ class DeadLetters:
 
         The cursor is the last returned dead id, None when there are no more.
         """
-        if after is not None and not _ENTRY_ID.fullmatch(after):
+        if after is not None and not DEAD_ID.fullmatch(after):
             raise errors.InvalidArgument.field("cursor", "is not a dead-letter cursor")
         if limit < 1:
             raise errors.InvalidArgument.field("limit", "must be at least 1")
@@ -81,7 +82,7 @@ class DeadLetters:
 
         Returns its new entry id; None when absent or another tenant's.
         """
-        if not _ENTRY_ID.fullmatch(dead_id):
+        if not DEAD_ID.fullmatch(dead_id):
             return None
         (entry_id,) = await self._replay(tenant, [dead_id])
         return entry_id
@@ -112,7 +113,7 @@ class DeadLetters:
         return deleted
 
     async def _fields(self, tenant: str, dead_id: str) -> Fields | None:
-        if not _ENTRY_ID.fullmatch(dead_id):
+        if not DEAD_ID.fullmatch(dead_id):
             return None
         found = _rows(await self._queue.redis.xrange(self._keys.dead, dead_id, dead_id))
         if not found:
