@@ -14,7 +14,9 @@ import grpc
 
 from services.kit import errors
 
-_ETAG = re.compile(r'^(?:W/)?"?(\d{1,9})"?$')
+# ASCII digits only: `\d` would also read other scripts' digits (U+0661) as versions.
+# The quotes come in pairs: "3", W/"3", or a bare 3.
+_ETAG = re.compile(r'(?:W/)?"([0-9]{1,9})"|([0-9]{1,9})')
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -40,10 +42,10 @@ def if_match(ctx: Context) -> int | None:
     raw = (header(ctx, "if-match") or "").strip()
     if not raw:
         return None
-    match = _ETAG.match(raw)
+    match = _ETAG.fullmatch(raw)
     if match is None:
         raise errors.InvalidArgument.field("If-Match", 'must be a version such as "3"')
-    return int(match.group(1))
+    return int(match.group(1) or match.group(2))
 
 
 def require_if_match(ctx: Context) -> int:

@@ -1,15 +1,19 @@
 """Idempotency keys in PostgreSQL, claimed inside the caller's transaction.
 
-`begin` inserts the (tenant, key) row in the same transaction as the effect,
-so two concurrent requests with one key serialise on the unique index: the
-second waits for the first to commit, then replays its stored response. An
-expired key (older than the TTL) is taken over as new. A key reused with a
-different operation or body is IdempotencyKeyReused.
+A key belongs to its caller: the row is (tenant, user, key), so two users of
+one tenant who happen to pick the same key get two effects, and neither can
+replay (and so read) the other's stored response. `begin` inserts the row in
+the same transaction as the effect, so two concurrent requests with one key
+serialise on the unique index: the second waits for the first to commit, then
+replays its stored response. An expired key (older than the TTL) is taken over
+as new. A key reused with a different operation or body is
+IdempotencyKeyReused.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -26,15 +30,35 @@ idempotency_keys = sa.Table(
     "idempotency_keys",
     metadata,
     sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
     sa.Column("key", sa.Text, nullable=False),
     sa.Column("operation", sa.Text, nullable=False),
     sa.Column("request_hash", sa.Text, nullable=False),
     sa.Column("response_json", JSONB, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint("tenant_id", "key"),
+    sa.PrimaryKeyConstraint("tenant_id", "user_id", "key"),
     sa.Index(None, "expires_at"),
 )
+
+
+@dataclass(frozen=True)
+class KeyScope:
+    """Whose keys these are: one user (the verified caller) of one tenant."""
+
+    tenant: str
+    user: str
+
+    def __post_init__(self) -> None:
+        # Fail closed: without a user every anonymous caller would share one scope.
+        if not self.tenant or not self.user:
+            raise errors.Unauthenticated("an idempotent write needs a verified user and tenant")
+
+    def where(self) -> sa.ColumnElement[bool]:
+        """The rows of this scope."""
+        return sa.and_(
+            idempotency_keys.c.tenant_id == self.tenant, idempotency_keys.c.user_id == self.user
+        )
 
 
 def fingerprint(operation: str, body: bytes) -> str:
@@ -58,12 +82,13 @@ class IdempotencyStore:
         self.ttl = ttl
 
     async def begin(
-        self, conn: AsyncConnection, tenant: str, key: str, operation: str, request_hash: str
+        self, conn: AsyncConnection, scope: KeyScope, key: str, operation: str, request_hash: str
     ) -> dict[str, Any] | None:
         """Claim the key (None: go ahead) or return the stored response to replay."""
         now = sa.func.now()
         values = insert(idempotency_keys).values(
-            tenant_id=tenant,
+            tenant_id=scope.tenant,
+            user_id=scope.user,
             key=validate_key(key),
             operation=operation,
             request_hash=request_hash,
@@ -71,7 +96,7 @@ class IdempotencyStore:
             expires_at=now + self.ttl,
         )
         claim = values.on_conflict_do_update(
-            index_elements=["tenant_id", "key"],
+            index_elements=["tenant_id", "user_id", "key"],
             set_={
                 "operation": values.excluded.operation,
                 "request_hash": values.excluded.request_hash,
@@ -89,7 +114,7 @@ class IdempotencyStore:
                     idempotency_keys.c.operation,
                     idempotency_keys.c.request_hash,
                     idempotency_keys.c.response_json,
-                ).where(idempotency_keys.c.tenant_id == tenant, idempotency_keys.c.key == key)
+                ).where(scope.where(), idempotency_keys.c.key == key)
             )
         ).one()
         if row.operation != operation or row.request_hash != request_hash:
@@ -100,12 +125,12 @@ class IdempotencyStore:
         return response
 
     async def finish(
-        self, conn: AsyncConnection, tenant: str, key: str, response: dict[str, Any]
+        self, conn: AsyncConnection, scope: KeyScope, key: str, response: dict[str, Any]
     ) -> None:
         """Store the response of a claimed key, in the same transaction as the effect."""
         await conn.execute(
             sa.update(idempotency_keys)
-            .where(idempotency_keys.c.tenant_id == tenant, idempotency_keys.c.key == key)
+            .where(scope.where(), idempotency_keys.c.key == key)
             .values(response_json=response)
         )
 

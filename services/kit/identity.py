@@ -87,6 +87,14 @@ def tenant(ctx: grpc.aio.ServicerContext[Any, Any]) -> str:
     return valid_tenant(value, "X-Tenant-Id")
 
 
+def user(ctx: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller's user id; Unauthenticated when the request names none."""
+    value = of(ctx).user_id
+    if value is None:
+        raise errors.Unauthenticated("a valid access token is required")
+    return value
+
+
 def valid_tenant(value: str, field: str) -> str:
     """`value` if it is a tenant name; InvalidArgument naming `field` otherwise."""
     if not value:

@@ -1,4 +1,10 @@
-"""Alembic environment: async engine on DATABASE_URL, the platform's MetaData as target."""
+"""Alembic environment: async engine on DATABASE_URL, the platform's MetaData as target.
+
+Every module that defines a table is imported, so that `alembic revision
+--autogenerate` compares the database with all of them and never proposes
+dropping a table it did not see (tests/integration/test_migrations.py holds
+the migrations and the tables to each other).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,8 @@ import os
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from services.kit import db, idempotency, outbox  # noqa: F401  (tables register on db.metadata)
-from services.order import repository  # noqa: F401
-
-target_metadata = db.metadata
+from services.kit import db
+from services.migrations.tables import target_metadata
 
 
 def _run(connection: Connection) -> None:

@@ -1,4 +1,5 @@
-"""Orders in PostgreSQL (SQLAlchemy Core on asyncpg). Every query names the tenant."""
+"""Orders in PostgreSQL (SQLAlchemy Core on asyncpg). Every query names the tenant,
+and a customer's also the owner."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from services.kit import errors
 from services.kit.cursor import TimeIdPosition
 from services.kit.db import metadata
 from services.order.domain import (
+    Caller,
     LineItem,
     NewOrder,
     Order,
@@ -26,6 +28,9 @@ orders = sa.Table(
     metadata,
     sa.Column("id", UUID(as_uuid=True), primary_key=True),
     sa.Column("tenant_id", sa.Text, nullable=False),
+    # The token's `sub` of whoever placed it; NULL on rows older than owners
+    # (migration 0003), which match no customer and stay admin-only.
+    sa.Column("user_id", sa.Text, nullable=True),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("total_cents", sa.Integer, nullable=True),
@@ -37,7 +42,15 @@ orders = sa.Table(
     sa.CheckConstraint("version >= 1", name="version"),
     sa.CheckConstraint("total_cents IS NULL OR total_cents >= 0", name="total_cents"),
     sa.CheckConstraint("status = 'draft' OR total_cents IS NOT NULL", name="confirmed_has_total"),
+    # Keyset pages: the tenant's (admins) and one owner's (customers).
     sa.Index("ix_orders_tenant_page", "tenant_id", sa.text("created_at DESC"), sa.text("id DESC")),
+    sa.Index(
+        "ix_orders_owner_page",
+        "tenant_id",
+        "user_id",
+        sa.text("created_at DESC"),
+        sa.text("id DESC"),
+    ),
 )
 
 order_items = sa.Table(
@@ -64,6 +77,7 @@ def _order(row: sa.Row[tuple[object, ...]], items: Sequence[LineItem]) -> Order:
     return Order(
         id=m["id"],
         tenant_id=m["tenant_id"],
+        user_id=m["user_id"],
         status=OrderStatus(m["status"]),
         version=m["version"],
         total_cents=m["total_cents"],
@@ -90,15 +104,23 @@ async def _items(
     return found
 
 
-async def insert(conn: AsyncConnection, tenant: str, new: NewOrder) -> Order:
-    """Insert a draft at version 1 with database time; returns it as stored."""
+def _visible(caller: Caller) -> sa.ColumnElement[bool]:
+    """The orders the caller may see: the tenant's, and only their own unless tenant-wide."""
+    if caller.owner is None:
+        return orders.c.tenant_id == caller.tenant
+    return sa.and_(orders.c.tenant_id == caller.tenant, orders.c.user_id == caller.owner)
+
+
+async def insert(conn: AsyncConnection, caller: Caller, new: NewOrder) -> Order:
+    """Insert the caller's draft at version 1 with database time; returns it as stored."""
     now = sa.func.now()
     row = (
         await conn.execute(
             sa.insert(orders)
             .values(
                 id=uuid.uuid4(),
-                tenant_id=tenant,
+                tenant_id=caller.tenant,
+                user_id=caller.user,
                 status=OrderStatus.DRAFT.value,
                 version=1,
                 customer_ref=new.customer_ref,
@@ -125,12 +147,11 @@ async def insert(conn: AsyncConnection, tenant: str, new: NewOrder) -> Order:
     return _order(row, new.items)
 
 
-async def get(conn: AsyncConnection, tenant: str, order_id: uuid.UUID) -> Order:
-    """The tenant's order, or OrderNotFound (also for another tenant's order)."""
+async def get(conn: AsyncConnection, caller: Caller, order_id: uuid.UUID) -> Order:
+    """The order if the caller may see it; OrderNotFound also for another tenant's
+    or (to a customer) another customer's order."""
     row = (
-        await conn.execute(
-            sa.select(orders).where(orders.c.tenant_id == tenant, orders.c.id == order_id)
-        )
+        await conn.execute(sa.select(orders).where(_visible(caller), orders.c.id == order_id))
     ).first()
     if row is None:
         raise OrderNotFound()
@@ -166,10 +187,10 @@ async def save_transition(conn: AsyncConnection, before: Order, after: Order) ->
 
 
 async def page(
-    conn: AsyncConnection, tenant: str, limit: int, after: TimeIdPosition | None
+    conn: AsyncConnection, caller: Caller, limit: int, after: TimeIdPosition | None
 ) -> list[Order]:
-    """Up to `limit` orders newest first, strictly after the `after` position."""
-    query = sa.select(orders).where(orders.c.tenant_id == tenant)
+    """Up to `limit` of the caller's visible orders newest first, strictly after `after`."""
+    query = sa.select(orders).where(_visible(caller))
     if after is not None:
         query = query.where(sa.tuple_(orders.c.created_at, orders.c.id) < (after.ts, after.id))
     query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)

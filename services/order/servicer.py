@@ -6,11 +6,18 @@ from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from services.kit import calls, identity
 from services.kit.idempotency import fingerprint
+from services.kit.ids import parse_uuid
 from services.kit.wire import timestamp
-from services.order.domain import LineItem, NewOrder, Order, parse_id
+from services.order.domain import Caller, LineItem, NewOrder, Order
 from services.order.service import Orders
 
 Context = calls.Context
+
+
+def caller(context: Context) -> Caller:
+    """The verified user and tenant; tenant-wide only for the admin role (fail closed:
+    no role, or any other role, is a customer limited to their own orders)."""
+    return Caller(identity.tenant(context), identity.user(context), identity.of(context).is_admin)
 
 
 def to_proto(order: Order) -> order_pb2.Order:
@@ -33,6 +40,8 @@ def to_proto(order: Order) -> order_pb2.Order:
         msg.closed_at.CopyFrom(timestamp(order.closed_at))
     if order.customer_ref is not None:
         msg.customer_ref = order.customer_ref
+    if order.user_id is not None:
+        msg.user_id = order.user_id
     return msg
 
 
@@ -45,14 +54,14 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def CreateOrder(
         self, request: order_pb2.CreateOrderRequest, context: Context
     ) -> order_pb2.Order:
-        tenant = identity.tenant(context)
+        who = caller(context)
         key = calls.require_header(context, "idempotency-key", "Idempotency-Key")
         new = NewOrder(
             customer_ref=request.customer_ref if request.HasField("customer_ref") else None,
             items=tuple(LineItem(i.sku, i.quantity, i.unit_price_cents) for i in request.items),
         )
         body_hash = fingerprint("CreateOrder", request.SerializeToString(deterministic=True))
-        created = await self._orders.create(tenant, key, body_hash, new)
+        created = await self._orders.create(who, key, body_hash, new)
         await calls.send_headers(
             context,
             http_status=200 if created.replayed else 201,
@@ -64,34 +73,34 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def GetOrder(
         self, request: order_pb2.GetOrderRequest, context: Context
     ) -> order_pb2.Order:
-        order = await self._orders.get(identity.tenant(context), parse_id(request.id))
+        order = await self._orders.get(caller(context), parse_uuid(request.id))
         await calls.send_headers(context, version=order.version)
         return to_proto(order)
 
     async def ConfirmOrder(
         self, request: order_pb2.ConfirmOrderRequest, context: Context
     ) -> order_pb2.Order:
-        tenant = identity.tenant(context)
-        order_id = parse_id(request.id)
+        who = caller(context)
+        order_id = parse_uuid(request.id)
         expected = calls.require_if_match(context)
         total = request.total_cents if request.HasField("total_cents") else None
-        order = await self._orders.confirm(tenant, order_id, expected, total)
+        order = await self._orders.confirm(who, order_id, expected, total)
         await calls.send_headers(context, version=order.version)
         return to_proto(order)
 
     async def CloseOrder(
         self, request: order_pb2.CloseOrderRequest, context: Context
     ) -> order_pb2.Order:
-        tenant = identity.tenant(context)
-        order_id = parse_id(request.id)
-        order = await self._orders.close(tenant, order_id, calls.if_match(context))
+        who = caller(context)
+        order_id = parse_uuid(request.id)
+        order = await self._orders.close(who, order_id, calls.if_match(context))
         await calls.send_headers(context, version=order.version)
         return to_proto(order)
 
     async def ListOrders(
         self, request: order_pb2.ListOrdersRequest, context: Context
     ) -> order_pb2.ListOrdersResponse:
-        page = await self._orders.list(identity.tenant(context), request.limit, request.cursor)
+        page = await self._orders.list(caller(context), request.limit, request.cursor)
         response = order_pb2.ListOrdersResponse(items=[to_proto(o) for o in page.items])
         if page.next_cursor is not None:
             response.next_cursor = page.next_cursor

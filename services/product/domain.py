@@ -4,13 +4,12 @@ Warehouse counts it, and the merged view clients read. Plain Python."""
 from __future__ import annotations
 
 import re
-import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from services.kit import errors
+from services.kit import errors, ids
 
 SKU_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,63}$")
 MAX_NAME = 200
@@ -32,10 +31,7 @@ class StaleProductVersion(errors.Conflict):
 
 def parse_id(raw: str) -> str:
     """The canonical form of a product id (a UUID)."""
-    try:
-        return str(uuid.UUID(raw))
-    except ValueError:
-        raise errors.InvalidArgument.field("id", "must be a UUID") from None
+    return str(ids.parse_uuid(raw))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.kit import context, errors
 from services.kit.cache import TtlCache
 from services.kit.cursor import CursorCodec, page_size
-from services.kit.idempotency import IdempotencyStore
+from services.kit.idempotency import IdempotencyStore, KeyScope
 from services.product.domain import Product, ProductDraft, ProductNotFound, ProductView, Stock
 from services.product.upstreams import Erp, ErpPage, Warehouse
 
@@ -181,23 +181,25 @@ class Catalog:
     # Writes ---------------------------------------------------------------
 
     async def create(
-        self, tenant: str, key: str, request_hash: str, draft: ProductDraft
+        self, tenant: str, user: str, key: str, request_hash: str, draft: ProductDraft
     ) -> Written:
         """Create or update by SKU, or replay the answer first given for this key."""
+        scope = KeyScope(tenant, user)
         async with self._engine.begin() as conn:
-            stored = await self._keys.begin(conn, tenant, key, "products.create", request_hash)
+            stored = await self._keys.begin(conn, scope, key, "products.create", request_hash)
             if stored is not None:
                 return Written(Product.from_json(stored["product"]), stored["created"], True)
             with context.budget(self._budgets.write_s):
                 saved = await self._erp.upsert(tenant, draft, key)
             answer = {"product": saved.product.to_json(), "created": saved.created}
-            await self._keys.finish(conn, tenant, key, answer)
+            await self._keys.finish(conn, scope, key, answer)
         self._forget(tenant)
         return Written(saved.product, saved.created, replayed=False)
 
     async def update(
         self,
         tenant: str,
+        user: str,
         key: str,
         request_hash: str,
         product_id: str,
@@ -205,19 +207,21 @@ class Catalog:
         draft: ProductDraft,
     ) -> Written:
         """Replace name, description and price at the expected version."""
+        scope = KeyScope(tenant, user)
         async with self._engine.begin() as conn:
-            stored = await self._keys.begin(conn, tenant, key, "products.update", request_hash)
+            stored = await self._keys.begin(conn, scope, key, "products.update", request_hash)
             if stored is not None:
                 return Written(Product.from_json(stored["product"]), False, True)
             with context.budget(self._budgets.write_s):
                 product = await self._erp.replace(tenant, product_id, draft, expected_version, key)
-            await self._keys.finish(conn, tenant, key, {"product": product.to_json()})
+            await self._keys.finish(conn, scope, key, {"product": product.to_json()})
         self._forget(tenant)
         return Written(product, created=False, replayed=False)
 
     async def delete(
         self,
         tenant: str,
+        user: str,
         key: str | None,
         request_hash: str,
         product_id: str,
@@ -229,13 +233,14 @@ class Catalog:
                 product = await self._erp.delete(tenant, product_id, expected_version, None)
             self._forget(tenant)
             return Written(product, created=False, replayed=False)
+        scope = KeyScope(tenant, user)
         async with self._engine.begin() as conn:
-            stored = await self._keys.begin(conn, tenant, key, "products.delete", request_hash)
+            stored = await self._keys.begin(conn, scope, key, "products.delete", request_hash)
             if stored is not None:
                 return Written(Product.from_json(stored["product"]), False, True)
             with context.budget(self._budgets.write_s):
                 product = await self._erp.delete(tenant, product_id, expected_version, key)
-            await self._keys.finish(conn, tenant, key, {"product": product.to_json()})
+            await self._keys.finish(conn, scope, key, {"product": product.to_json()})
         self._forget(tenant)
         return Written(product, created=False, replayed=False)
 

@@ -81,7 +81,7 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
         key = calls.require_header(context, "idempotency-key", "Idempotency-Key")
         draft = _draft(request.sku, request)
         body_hash = fingerprint("CreateProduct", request.SerializeToString(deterministic=True))
-        written = await self._catalog.create(tenant, key, body_hash, draft)
+        written = await self._catalog.create(tenant, identity.user(context), key, body_hash, draft)
         await calls.send_headers(
             context,
             http_status=201 if written.created and not written.replayed else 200,
@@ -99,7 +99,10 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
         expected = calls.require_if_match(context)
         draft = _draft(None, request)
         body_hash = fingerprint("UpdateProduct", request.SerializeToString(deterministic=True))
-        written = await self._catalog.update(tenant, key, body_hash, product_id, expected, draft)
+        user = identity.user(context)
+        written = await self._catalog.update(
+            tenant, user, key, body_hash, product_id, expected, draft
+        )
         await calls.send_headers(
             context,
             version=written.product.version,
@@ -115,7 +118,8 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
         key = calls.header(context, "idempotency-key") or None
         expected = calls.require_if_match(context)
         body_hash = fingerprint("DeleteProduct", request.SerializeToString(deterministic=True))
-        written = await self._catalog.delete(tenant, key, body_hash, product_id, expected)
+        user = identity.user(context)
+        written = await self._catalog.delete(tenant, user, key, body_hash, product_id, expected)
         await calls.send_headers(
             context,
             version=written.product.version,

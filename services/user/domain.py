@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from services.kit import errors
+from services.kit import errors, ids
 from services.kit.identity import ROLES, Identity
 
 MAX_EMAIL = 254
@@ -75,11 +75,8 @@ def check_role(role: str) -> str:
 
 
 def parse_id(raw: str) -> uuid.UUID:
-    """A user id from a request; InvalidArgument unless it is a UUID."""
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise errors.InvalidArgument.field("id", "must be a UUID") from None
+    """A user id from a request; InvalidArgument unless it is a canonical UUID."""
+    return ids.parse_uuid(raw)
 
 
 def caller_id(caller: Identity) -> uuid.UUID:

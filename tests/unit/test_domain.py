@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 21, tzinfo=UTC)
 def _order(
     status: OrderStatus = OrderStatus.DRAFT, version: int = 1, items: tuple[LineItem, ...] = ()
 ) -> Order:
-    return Order(uuid.uuid4(), "t", status, version, None, NOW, NOW, None, None, items)
+    return Order(uuid.uuid4(), "t", "u", status, version, None, NOW, NOW, None, None, items)
 
 
 def test_only_a_draft_can_be_confirmed_and_only_with_its_version() -> None:

@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Order(_message.Message):
-    __slots__ = ("id", "tenant_id", "status", "version", "total_cents", "created_at", "updated_at", "closed_at", "customer_ref", "items")
+    __slots__ = ("id", "tenant_id", "status", "version", "total_cents", "created_at", "updated_at", "closed_at", "customer_ref", "items", "user_id")
     ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class Order(_message.Message):
     CLOSED_AT_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_REF_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant_id: str
     status: str
@@ -34,7 +35,8 @@ class Order(_message.Message):
     closed_at: _timestamp_pb2.Timestamp
     customer_ref: str
     items: _containers.RepeatedCompositeFieldContainer[LineItem]
-    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., status: _Optional[str] = ..., version: _Optional[int] = ..., total_cents: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., customer_ref: _Optional[str] = ..., items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ...) -> None: ...
+    user_id: str
+    def __init__(self, id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., status: _Optional[str] = ..., version: _Optional[int] = ..., total_cents: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., customer_ref: _Optional[str] = ..., items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ..., user_id: _Optional[str] = ...) -> None: ...
 
 class LineItem(_message.Message):
     __slots__ = ("sku", "quantity", "unit_price_cents")

@@ -29,16 +29,43 @@ class OrderServiceStub:
     """OrderService owns orders: idempotent creation, optimistic locking on every
     state change, keyset pagination and the transactional outbox.
 
+    Ownership: an order belongs to the user who created it (its `user_id`, the
+    access token's `sub`). A customer reads, confirms, closes and lists only
+    their own orders; another customer's order is NOT_FOUND, exactly like
+    another tenant's. A caller with the role `admin` sees and acts on every
+    order of its tenant. Orders created before orders had owners have no
+    `user_id` and are visible to the tenant's admins only.
+
     Request metadata (HTTP headers through the edge, gRPC metadata direct):
     authorization    `Bearer <token>` on every call, checked by the edge; every
-    read and write is scoped to the token's tenant.
+    read and write is scoped to the token's tenant, and for a
+    customer to the token's user.
     x-tenant-id      optional; when sent it must equal the token's tenant
     (else PERMISSION_DENIED, HTTP 403).
-    idempotency-key  required on CreateOrder.
-    if-match         the order version, quoted ("3") or bare (3); required on
-    ConfirmOrder, optional on CloseOrder.
+    idempotency-key  required on CreateOrder; scoped to the caller (tenant and
+    user), so two users' equal keys are two orders.
+    if-match         the order version in ASCII digits, quoted ("3", W/"3")
+    or bare (3); required on ConfirmOrder, optional on
+    CloseOrder.
     Response metadata: `etag` carries the order version, quoted, on every call
     that returns one order.
+
+    Internal callers on the service port (no edge, no token) set the metadata
+    the edge would derive from a token, and act exactly as that identity:
+    x-tenant-id      the tenant; required.
+    x-user-id        the acting user; required (without it every method is
+    UNAUTHENTICATED). Acting for a customer, send their user
+    id: the call sees and creates only that user's orders.
+    x-user-role      `admin` for tenant-wide scope. A service that needs every
+    order of a tenant acts as a service identity: x-user-id
+    naming the service (e.g. `service:order-pipeline`, which
+    then owns the orders it creates) and x-user-role `admin`,
+    one tenant per call. Any other role, or none, is a
+    customer limited to its own orders: there is no scope
+    wider than one tenant, and none without a user.
+
+    Order ids are UUIDs in canonical form (lowercase hex with dashes); any other
+    spelling is INVALID_ARGUMENT.
 
     Errors carry a google.rpc.ErrorInfo whose `reason` is the platform's string
     error code (`invalid_argument`, `not_found`, `conflict`, ...); the edge turns
@@ -82,16 +109,43 @@ class OrderServiceServicer:
     """OrderService owns orders: idempotent creation, optimistic locking on every
     state change, keyset pagination and the transactional outbox.
 
+    Ownership: an order belongs to the user who created it (its `user_id`, the
+    access token's `sub`). A customer reads, confirms, closes and lists only
+    their own orders; another customer's order is NOT_FOUND, exactly like
+    another tenant's. A caller with the role `admin` sees and acts on every
+    order of its tenant. Orders created before orders had owners have no
+    `user_id` and are visible to the tenant's admins only.
+
     Request metadata (HTTP headers through the edge, gRPC metadata direct):
     authorization    `Bearer <token>` on every call, checked by the edge; every
-    read and write is scoped to the token's tenant.
+    read and write is scoped to the token's tenant, and for a
+    customer to the token's user.
     x-tenant-id      optional; when sent it must equal the token's tenant
     (else PERMISSION_DENIED, HTTP 403).
-    idempotency-key  required on CreateOrder.
-    if-match         the order version, quoted ("3") or bare (3); required on
-    ConfirmOrder, optional on CloseOrder.
+    idempotency-key  required on CreateOrder; scoped to the caller (tenant and
+    user), so two users' equal keys are two orders.
+    if-match         the order version in ASCII digits, quoted ("3", W/"3")
+    or bare (3); required on ConfirmOrder, optional on
+    CloseOrder.
     Response metadata: `etag` carries the order version, quoted, on every call
     that returns one order.
+
+    Internal callers on the service port (no edge, no token) set the metadata
+    the edge would derive from a token, and act exactly as that identity:
+    x-tenant-id      the tenant; required.
+    x-user-id        the acting user; required (without it every method is
+    UNAUTHENTICATED). Acting for a customer, send their user
+    id: the call sees and creates only that user's orders.
+    x-user-role      `admin` for tenant-wide scope. A service that needs every
+    order of a tenant acts as a service identity: x-user-id
+    naming the service (e.g. `service:order-pipeline`, which
+    then owns the orders it creates) and x-user-role `admin`,
+    one tenant per call. Any other role, or none, is a
+    customer limited to its own orders: there is no scope
+    wider than one tenant, and none without a user.
+
+    Order ids are UUIDs in canonical form (lowercase hex with dashes); any other
+    spelling is INVALID_ARGUMENT.
 
     Errors carry a google.rpc.ErrorInfo whose `reason` is the platform's string
     error code (`invalid_argument`, `not_found`, `conflict`, ...); the edge turns
@@ -99,21 +153,25 @@ class OrderServiceServicer:
     """
 
     def CreateOrder(self, request, context):
-        """Creates a draft order with version 1.
+        """Creates a draft order with version 1, owned by the caller.
 
-        The same idempotency key with the same request within 1 hour replays the
-        first response (same order id). Errors:
+        The same caller's idempotency key with the same request within 1 hour
+        replays the first response (same order id); another user's equal key is
+        independent. Errors:
         INVALID_ARGUMENT (invalid_argument): missing idempotency key, bad item.
-        ALREADY_EXISTS (conflict): the key was used with a different request.
+        ALREADY_EXISTS (conflict): the caller used the key with a different request.
+        UNAUTHENTICATED (unauthenticated): no verified user.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetOrder(self, request, context):
-        """Returns one order of the caller's tenant. Errors:
-        INVALID_ARGUMENT (invalid_argument): id is not a UUID.
-        NOT_FOUND (not_found): no such order in this tenant.
+        """Returns one order the caller may see: their own, or any of the tenant's
+        for an admin. Errors:
+        INVALID_ARGUMENT (invalid_argument): id is not a canonical UUID.
+        NOT_FOUND (not_found): no such order in this tenant, or (to a customer)
+        another customer's order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,7 +185,8 @@ class OrderServiceServicer:
         FAILED_PRECONDITION (precondition_required): no if-match.
         ABORTED (conflict): if-match is not the current version ("stale version").
         FAILED_PRECONDITION (conflict): the order is not a draft.
-        NOT_FOUND (not_found): no such order in this tenant.
+        NOT_FOUND (not_found): no such order in this tenant, or (to a customer)
+        another customer's order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,17 +199,19 @@ class OrderServiceServicer:
         INVALID_ARGUMENT (invalid_argument): bad id, malformed if-match.
         ABORTED (conflict): if-match given and not the current version.
         FAILED_PRECONDITION (conflict): the order is not confirmed.
-        NOT_FOUND (not_found): no such order in this tenant.
+        NOT_FOUND (not_found): no such order in this tenant, or (to a customer)
+        another customer's order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListOrders(self, request, context):
-        """Lists the tenant's orders newest first (created_at DESC, id DESC) with an
-        opaque keyset cursor, stable under concurrent inserts. Errors:
+        """Lists the caller's own orders (an admin: all of the tenant's) newest first
+        (created_at DESC, id DESC) with an opaque keyset cursor, stable under
+        concurrent inserts. Errors:
         INVALID_ARGUMENT (invalid_argument): limit outside 0..100, a cursor that
-        was tampered with or issued for another tenant.
+        was tampered with or issued for another tenant or another caller's list.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -196,16 +257,43 @@ class OrderService:
     """OrderService owns orders: idempotent creation, optimistic locking on every
     state change, keyset pagination and the transactional outbox.
 
+    Ownership: an order belongs to the user who created it (its `user_id`, the
+    access token's `sub`). A customer reads, confirms, closes and lists only
+    their own orders; another customer's order is NOT_FOUND, exactly like
+    another tenant's. A caller with the role `admin` sees and acts on every
+    order of its tenant. Orders created before orders had owners have no
+    `user_id` and are visible to the tenant's admins only.
+
     Request metadata (HTTP headers through the edge, gRPC metadata direct):
     authorization    `Bearer <token>` on every call, checked by the edge; every
-    read and write is scoped to the token's tenant.
+    read and write is scoped to the token's tenant, and for a
+    customer to the token's user.
     x-tenant-id      optional; when sent it must equal the token's tenant
     (else PERMISSION_DENIED, HTTP 403).
-    idempotency-key  required on CreateOrder.
-    if-match         the order version, quoted ("3") or bare (3); required on
-    ConfirmOrder, optional on CloseOrder.
+    idempotency-key  required on CreateOrder; scoped to the caller (tenant and
+    user), so two users' equal keys are two orders.
+    if-match         the order version in ASCII digits, quoted ("3", W/"3")
+    or bare (3); required on ConfirmOrder, optional on
+    CloseOrder.
     Response metadata: `etag` carries the order version, quoted, on every call
     that returns one order.
+
+    Internal callers on the service port (no edge, no token) set the metadata
+    the edge would derive from a token, and act exactly as that identity:
+    x-tenant-id      the tenant; required.
+    x-user-id        the acting user; required (without it every method is
+    UNAUTHENTICATED). Acting for a customer, send their user
+    id: the call sees and creates only that user's orders.
+    x-user-role      `admin` for tenant-wide scope. A service that needs every
+    order of a tenant acts as a service identity: x-user-id
+    naming the service (e.g. `service:order-pipeline`, which
+    then owns the orders it creates) and x-user-role `admin`,
+    one tenant per call. Any other role, or none, is a
+    customer limited to its own orders: there is no scope
+    wider than one tenant, and none without a user.
+
+    Order ids are UUIDs in canonical form (lowercase hex with dashes); any other
+    spelling is INVALID_ARGUMENT.
 
     Errors carry a google.rpc.ErrorInfo whose `reason` is the platform's string
     error code (`invalid_argument`, `not_found`, `conflict`, ...); the edge turns

@@ -1,0 +1,26 @@
+"""Resource ids in requests: UUIDs in their one canonical spelling.
+
+Python's `uuid.UUID` also reads `{...}`, `urn:uuid:...`, uppercase and
+undashed forms. Accepting those would give one resource many ids: cache keys,
+cursors, idempotent replays and logs would disagree about which order or
+product a request names. So a request id is the lowercase, dashed 36-character
+form the platform itself writes, and anything else is invalid_argument.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from services.kit import errors
+
+_CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def parse_uuid(raw: str, field: str = "id") -> uuid.UUID:
+    """The UUID `raw` spells canonically; InvalidArgument naming `field` otherwise."""
+    if not _CANONICAL.fullmatch(raw):
+        raise errors.InvalidArgument.field(
+            field, "must be a UUID in canonical form (lowercase hex with dashes)"
+        )
+    return uuid.UUID(raw)
