@@ -191,6 +191,17 @@ def test_a_malformed_if_match_is_400(api: Api) -> None:
     assert_error(api.confirm(order["id"], "v1", 100), 400, "invalid_argument")
 
 
+def test_if_match_takes_ascii_digits_only(api: Api) -> None:
+    order = api.draft()
+    for value in ('"\u0661"', "\u0661", '"1'):  # ARABIC-INDIC DIGIT ONE; an unclosed quote
+        headers = {**api.headers(), "If-Match": value.encode()}
+        response = api.http.patch(
+            f"/v1/orders/{order['id']}/confirm", json={"totalCents": 5}, headers=headers
+        )
+        assert_error(response, 400, "invalid_argument")
+    assert api.get(order["id"]).json()["version"] == 1
+
+
 def test_confirming_twice_is_an_illegal_transition(api: Api) -> None:
     order = api.draft()
     assert api.confirm(order["id"], 1, 100).status_code == 200
@@ -230,6 +241,21 @@ def test_another_tenants_order_is_not_found(http: httpx.Client, api: Api) -> Non
 def test_an_unknown_or_malformed_id(api: Api) -> None:
     assert_error(api.get(str(uuid.uuid4())), 404, "not_found")
     assert_error(api.get("not-a-uuid"), 400, "invalid_argument")
+
+
+def test_an_id_is_accepted_only_in_its_canonical_spelling(api: Api) -> None:
+    order = api.draft()
+    hexed = uuid.UUID(order["id"]).hex
+    for spelling in (
+        order["id"].upper(),
+        hexed,
+        "{" + order["id"] + "}",
+        f"urn:uuid:{order['id']}",
+    ):
+        assert_error(api.get(spelling), 400, "invalid_argument")
+        assert_error(api.confirm(spelling, 1, 5), 400, "invalid_argument")
+        assert_error(api.close(spelling), 400, "invalid_argument")
+    assert api.get(order["id"]).json()["version"] == 1
 
 
 # --- 3. Close + outbox ---------------------------------------------------------------------

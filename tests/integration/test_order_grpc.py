@@ -6,10 +6,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.config import ServerConfig
 from services.kit.server import create_server
@@ -118,3 +120,130 @@ async def test_a_call_without_a_verified_user_is_refused_by_the_service_itself(
             metadata=(*_md(tenant), ("x-requested-tenant-id", f"{tenant}-other")),
         )
     assert mismatch.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+# --- Internal callers: who they act as -----------------------------------------------------
+
+ANN = "5f0c1a8e-0000-4000-8000-0000000000a1"
+BOB = "5f0c1a8e-0000-4000-8000-0000000000b2"
+PIPELINE = "service:order-pipeline"
+
+
+def _as(
+    tenant: str, user: str | None, role: str | None = None, **extra: str
+) -> tuple[tuple[str, str], ...]:
+    md = [("x-tenant-id", tenant)]
+    if user is not None:
+        md.append(("x-user-id", user))
+    if role is not None:
+        md.append(("x-user-role", role))
+    return (*md, *((k.replace("_", "-"), v) for k, v in extra.items()))
+
+
+async def _create(
+    stub: order_pb2_grpc.OrderServiceStub, md: tuple[tuple[str, str], ...]
+) -> order_pb2.Order:
+    key = ("idempotency-key", f"k-{id(md)}-{len(md)}")
+    order: order_pb2.Order = await stub.CreateOrder(
+        order_pb2.CreateOrderRequest(), metadata=(*md, key)
+    )
+    return order
+
+
+async def _listed(
+    stub: order_pb2_grpc.OrderServiceStub, md: tuple[tuple[str, str], ...]
+) -> set[str]:
+    page = await stub.ListOrders(order_pb2.ListOrdersRequest(limit=100), metadata=md)
+    return {o.id for o in page.items}
+
+
+async def _code(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call  # type: ignore[misc]
+    return raised.value.code()
+
+
+async def test_a_direct_caller_acting_as_a_customer_sees_only_that_customers_orders(
+    channel: grpc.aio.Channel, tenant: str
+) -> None:
+    stub = order_pb2_grpc.OrderServiceStub(channel)
+    anns = await _create(stub, _as(tenant, ANN))
+    bobs = await _create(stub, _as(tenant, BOB, "customer"))
+    assert (anns.user_id, bobs.user_id) == (ANN, BOB)
+    # No role, the customer role and any role the platform does not know all
+    # act as a customer: fail closed, never tenant-wide.
+    for role in (None, "customer", "service", "Admin", ""):
+        assert await _listed(stub, _as(tenant, ANN, role)) == {anns.id}
+        get = stub.GetOrder(order_pb2.GetOrderRequest(id=bobs.id), metadata=_as(tenant, ANN, role))
+        assert await _code(get) is grpc.StatusCode.NOT_FOUND
+    confirm = stub.ConfirmOrder(
+        order_pb2.ConfirmOrderRequest(id=bobs.id, total_cents=1),
+        metadata=_as(tenant, ANN, if_match="1"),
+    )
+    assert await _code(confirm) is grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_service_identity_with_the_admin_role_acts_on_the_whole_tenant_only(
+    channel: grpc.aio.Channel, tenant: str
+) -> None:
+    stub = order_pb2_grpc.OrderServiceStub(channel)
+    anns = await _create(stub, _as(tenant, ANN))
+    elsewhere = await _create(stub, _as(f"{tenant}-other", ANN))
+    service = _as(tenant, PIPELINE, "admin")
+    own = await _create(stub, service)
+    assert own.user_id == PIPELINE  # the service owns what it creates
+    assert await _listed(stub, service) == {anns.id, own.id}
+    confirmed = await stub.ConfirmOrder(
+        order_pb2.ConfirmOrderRequest(id=anns.id, total_cents=3),
+        metadata=(*service, ("if-match", "1")),
+    )
+    assert (confirmed.status, confirmed.user_id) == ("confirmed", ANN)
+    # Its scope is the one tenant it names.
+    get = stub.GetOrder(order_pb2.GetOrderRequest(id=elsewhere.id), metadata=service)
+    assert await _code(get) is grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize("user", [None, "", "x" * 129])
+async def test_without_a_valid_user_even_the_admin_role_sees_nothing(
+    channel: grpc.aio.Channel, tenant: str, user: str | None
+) -> None:
+    stub = order_pb2_grpc.OrderServiceStub(channel)
+    await _create(stub, _as(tenant, ANN))
+    md = _as(tenant, user, "admin")
+    assert await _code(stub.ListOrders(order_pb2.ListOrdersRequest(), metadata=md)) is (
+        grpc.StatusCode.UNAUTHENTICATED
+    )
+    create = stub.CreateOrder(
+        order_pb2.CreateOrderRequest(), metadata=(*md, ("idempotency-key", "k"))
+    )
+    assert await _code(create) is grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_direct_callers_own_their_idempotency_keys(
+    channel: grpc.aio.Channel, tenant: str
+) -> None:
+    stub = order_pb2_grpc.OrderServiceStub(channel)
+    request = order_pb2.CreateOrderRequest(customer_ref="cart")
+    key = ("idempotency-key", "shared")
+    first = await stub.CreateOrder(request, metadata=(*_as(tenant, ANN), key))
+    other = await stub.CreateOrder(request, metadata=(*_as(tenant, BOB), key))
+    again = await stub.CreateOrder(request, metadata=(*_as(tenant, ANN), key))
+    assert first.id != other.id
+    assert again == first
+
+
+async def test_the_owner_list_reads_its_index_in_order(engine: AsyncEngine) -> None:
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        plan = "\n".join(
+            row[0]
+            for row in await conn.execute(
+                sa.text(
+                    "EXPLAIN SELECT * FROM orders WHERE tenant_id = 'acme' AND user_id = 'u'"
+                    " AND (created_at, id) < (now(), gen_random_uuid())"
+                    " ORDER BY created_at DESC, id DESC LIMIT 11"
+                )
+            )
+        )
+    assert "ix_orders_owner_page" in plan, plan
+    assert "Sort" not in plan, plan
