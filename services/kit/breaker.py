@@ -17,6 +17,7 @@ breaker may be shared by tasks and threads.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -87,7 +88,12 @@ class CircuitBreaker:
             retry_after = max(self.reset_timeout - waited, 0.0)
         raise errors.CircuitOpen(
             f"{self.name} is unavailable (circuit open); retry in {retry_after:.1f}s",
-            metadata={"upstream": self.name, "retry_after_s": f"{retry_after:.1f}"},
+            metadata={
+                "upstream": self.name,
+                "retry_after_s": f"{retry_after:.1f}",
+                # Whole seconds, never 0 (RFC 9110): the edge sends it as Retry-After.
+                errors.RETRY_AFTER: str(max(1, math.ceil(retry_after))),
+            },
         )
 
     def success(self, permit: Permit) -> None:

@@ -22,11 +22,17 @@ from services.kit import errors
 
 
 def page_size(limit: int, default: int, maximum: int) -> int:
-    """A list request's page size: 0 means `default`; otherwise 1 to `maximum`."""
+    """A list request's page size: 0 means `default`; otherwise 1 to `maximum`.
+
+    0 cannot be refused: proto3 cannot tell `limit=0` from no limit at all, and
+    every client that leaves the parameter out would be refused with it.
+    """
     if limit == 0:
         return default
     if not 0 < limit <= maximum:
-        raise errors.InvalidArgument.field("limit", f"must be 1-{maximum}")
+        raise errors.InvalidArgument.field(
+            "limit", f"must be 1-{maximum}, or 0 or absent for {default}"
+        )
     return limit
 
 

@@ -25,7 +25,16 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine with a bounded pool that checks connections before use."""
+    """An async engine with a bounded pool that checks connections before use.
+
+    The platform's only engine factory. `hide_parameters` keeps bound values
+    out of every SQLAlchemy error text, so a traceback in a log never carries
+    a password hash, an email or an order's data.
+    """
     return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        hide_parameters=True,
     )

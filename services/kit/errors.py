@@ -26,6 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The error-metadata key that says, in whole seconds, when a retry may succeed;
+# the interceptor also sends it as the response's Retry-After header.
+RETRY_AFTER = "retry-after"
+
 
 @dataclass(frozen=True)
 class FieldViolation:
@@ -81,9 +85,9 @@ class Conflict(PlatformError):
 class StaleVersion(Conflict):
     """The optimistic lock: the version the client named is no longer current."""
 
-    def __init__(self, current: int | None = None) -> None:
+    def __init__(self, current: int | None = None, message: str = "stale version") -> None:
         known = {"currentVersion": str(current)} if current is not None else None
-        super().__init__("stale version", metadata=known)
+        super().__init__(message, metadata=known)
 
 
 class AlreadyExists(Conflict):

@@ -2,7 +2,8 @@
 
 For each RPC it enforces the method's access level (services.kit.identity),
 takes the request id (Envoy's `x-request-id`, or a new one), the caller's
-tenant and deadline into contextvars, turns a PlatformError into a
+tenant and deadline into contextvars, checks the request's strings against
+the platform's rules (services.kit.strings) before the handler runs, turns a PlatformError into a
 rich gRPC status (via services.kit.status, the only mapping), hides any other
 exception behind INTERNAL, and writes one access-log line with service,
 method, tenant, status and duration.
@@ -10,6 +11,7 @@ method, tenant, status and duration.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -19,7 +21,7 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from services.kit import context, errors, identity, status
+from services.kit import context, errors, identity, status, strings
 
 log = logging.getLogger("shop.rpc")
 
@@ -53,6 +55,7 @@ async def _observed(
     except errors.PlatformError as exc:
         rich = status.to_grpc_status(exc)
         outcome = rich.code.name
+        await _send_retry_after(ctx, exc)
         await ctx.abort(rich.code, rich.details, rich.trailing_metadata)
     except grpc.aio.AbortError:
         code = ctx.code()
@@ -78,6 +81,19 @@ async def _observed(
         context.tenant_id.reset(tokens[1])
         context.method.reset(tokens[2])
         context.deadline.reset(tokens[3])
+
+
+async def _send_retry_after(
+    ctx: grpc.aio.ServicerContext[Any, Any], exc: errors.PlatformError
+) -> None:
+    """Retry-After as a response header (rate limits, open breakers): Envoy passes
+    initial metadata on as headers and drops trailers on REST responses."""
+    retry_after = exc.metadata.get(errors.RETRY_AFTER)
+    if retry_after is None:
+        return
+    # UsageError: the handler sent its headers already (and Retry-After with them).
+    with contextlib.suppress(grpc.aio.UsageError):
+        await ctx.send_initial_metadata(((errors.RETRY_AFTER, retry_after),))
 
 
 class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -114,6 +130,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 def _wrap_unary(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def unary(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async with _observed(rpc_method, access, ctx):
+            strings.check(request)
             return await behavior(request, ctx)
 
     return unary
@@ -122,6 +139,7 @@ def _wrap_unary(rpc_method: str, access: int | None, behavior: Any) -> Any:
 def _wrap_stream(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def stream(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         async with _observed(rpc_method, access, ctx):
+            strings.check(request)
             async for item in behavior(request, ctx):
                 yield item
 

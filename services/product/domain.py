@@ -22,10 +22,14 @@ class ProductNotFound(errors.NotFound):
         super().__init__(f"product {product_id} not found")
 
 
-class StaleProductVersion(errors.Conflict):
-    def __init__(self, expected: int) -> None:
+class StaleProductVersion(errors.StaleVersion):
+    """If-Match named an old version; `current` (when known) goes to the client
+    as `currentVersion`, as for orders and users."""
+
+    def __init__(self, expected: int, current: int | None = None) -> None:
         super().__init__(
-            f"stale version: the product is no longer at version {expected}; read it again"
+            current,
+            f"stale version: the product is no longer at version {expected}; read it again",
         )
 
 

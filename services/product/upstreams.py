@@ -149,7 +149,7 @@ class Erp:
             },
             headers={**self._write_headers(tenant, key), "if-match": f'"{version}"'},
         )
-        return self._product(response, product_id, version)
+        return await self._versioned(response, tenant, product_id, version)
 
     async def delete(self, tenant: str, product_id: str, version: int, key: str | None) -> Product:
         response = await self._up.request(
@@ -157,7 +157,21 @@ class Erp:
             f"/products/{product_id}",
             headers={**self._write_headers(tenant, key), "if-match": f'"{version}"'},
         )
-        return self._product(response, product_id, version)
+        return await self._versioned(response, tenant, product_id, version)
+
+    async def _versioned(
+        self, response: httpx.Response, tenant: str, product_id: str, version: int
+    ) -> Product:
+        """The product a conditional write returned; on a stale version, the conflict
+        names the version the ERP holds now (its 412 does not say: one read asks)."""
+        try:
+            return self._product(response, product_id, version)
+        except StaleProductVersion:
+            try:
+                current: int | None = (await self.get(tenant, product_id)).version
+            except errors.PlatformError:
+                current = None  # the conflict stands; only the hint is missing
+            raise StaleProductVersion(version, current) from None
 
     @staticmethod
     def _write_headers(tenant: str, key: str | None) -> dict[str, str]:

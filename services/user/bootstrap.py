@@ -61,7 +61,12 @@ def bootstrap(
         engine,
         passwords,
         TokenIssuer(keyring, config.jwt_issuer, config.jwt_audience, config.jwt_ttl_s),
-        LoginThrottle(redis, config.login_max_failures, config.login_failure_window_s),
+        LoginThrottle(
+            redis,
+            config.login_max_failures,
+            config.login_failure_window_s,
+            config.login_max_delay_ms / 1000,
+        ),
         CursorCodec(config.cursor_secret),
     )
     servicer = UserServicer(users)

@@ -58,6 +58,8 @@ class UserConfig:
     argon2: Argon2Params
     login_max_failures: int
     login_failure_window_s: int
+    # The longest an attempt on a much-failed account waits (services.user.throttle).
+    login_max_delay_ms: int = 2000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> UserConfig:
@@ -74,4 +76,5 @@ class UserConfig:
             argon2=Argon2Params.from_env(env),
             login_max_failures=env_int(env, "LOGIN_MAX_FAILURES", 5),
             login_failure_window_s=env_int(env, "LOGIN_FAILURE_WINDOW_S", 900),
+            login_max_delay_ms=env_int(env, "LOGIN_MAX_DELAY_MS", 2000),
         )

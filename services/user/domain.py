@@ -7,20 +7,15 @@ themself; anyone else is told the user does not exist. Every change bumps
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from services.kit import errors, ids
 from services.kit.identity import ROLES, Identity
+from services.user.identifiers import normalize_email, normalize_username
 
-MAX_EMAIL = 254
 MIN_PASSWORD, MAX_PASSWORD = 12, 128
-# Deliberately loose: one '@', no spaces, a dot in the domain. Whether the
-# address exists is for a confirmation mail to find out, not a regex.
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-_USERNAME = re.compile(r"^[a-z0-9._-]{3,32}$")
 
 
 class UserNotFound(errors.NotFound):
@@ -35,27 +30,19 @@ class AlreadyRegistered(errors.AlreadyExists):
         super().__init__(f"{field_name} is already registered", metadata={"field": field_name})
 
 
-class WrongPassword(errors.Unauthenticated):
+class WrongPassword(errors.InvalidArgument):
+    """A user changing their own password did not prove the current one.
+
+    A 400 naming the field, not a 401: the access token is fine, and a 401
+    would send a client off to log in again.
+    """
+
     def __init__(self) -> None:
-        super().__init__("current_password is missing or wrong")
-
-
-def normalize_email(raw: str) -> str:
-    """The stored form of an email (trimmed, lowercased); InvalidArgument if malformed."""
-    email = raw.strip().lower()
-    if len(email) > MAX_EMAIL or not _EMAIL.match(email):
-        raise errors.InvalidArgument.field("email", "must be an email address")
-    return email
-
-
-def normalize_username(raw: str) -> str:
-    """The stored form of a username (lowercased); InvalidArgument if malformed."""
-    username = raw.strip().lower()
-    if not _USERNAME.match(username):
-        raise errors.InvalidArgument.field(
-            "username", "must be 3-32 letters, digits, '.', '_' or '-'"
+        description = "is missing or wrong"
+        super().__init__(
+            f"currentPassword: {description}",
+            violations=(errors.FieldViolation("currentPassword", description),),
         )
-    return username
 
 
 def check_password(password: str) -> str:

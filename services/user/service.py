@@ -19,6 +19,7 @@ from services.user.domain import (
     caller_id,
     ensure_visible,
 )
+from services.user.identifiers import canonical
 from services.user.passwords import PasswordHasher
 from services.user.throttle import LoginThrottle
 from services.user.tokens import IssuedToken, TokenIssuer
@@ -56,29 +57,37 @@ class Users:
         async with self._engine.begin() as conn:
             return await repository.insert(conn, tenant, new, password_hash, CUSTOMER)
 
-    async def login(self, tenant: str, *, email: str, username: str, password: str) -> LoggedIn:
-        """A token for matching credentials; one answer for unknown user and wrong password."""
+    async def login(
+        self, tenant: str, *, email: str, username: str, password: str, address: str
+    ) -> LoggedIn:
+        """A token for matching credentials; one answer for unknown user and wrong password.
+
+        `address` is the client's, as the edge saw it: failures are throttled per
+        account and per (account, address) pair (services.user.throttle)."""
         by_email = bool(email.strip())
-        identifier = (email if by_email else username).strip().lower()
+        identifier = canonical(email if by_email else username)
         if not identifier:
             raise errors.InvalidArgument.field("email", "email or username is required")
         if not password:
             raise errors.InvalidArgument.field("password", "is required")
-        await self._throttle.check(tenant, identifier)
         async with self._engine.connect() as conn:
             if by_email:
                 user = await repository.find(conn, tenant, email=identifier)
             else:
                 user = await repository.find(conn, tenant, username=identifier)
+        # Email and username of one account share its counters; an unknown
+        # identifier is counted under its own name, exactly like an account.
+        account = str(user.id) if user is not None else f"unknown\0{identifier}"
+        await self._throttle.admit(tenant, account, address)
         if user is None:
             await self._passwords.verify_dummy(password)
             matched = False
         else:
             matched = await self._passwords.verify(user.password_hash, password)
         if user is None or not matched:
-            await self._throttle.record_failure(tenant, identifier)
+            await self._throttle.record_failure(tenant, account, address)
             raise errors.Unauthenticated("invalid credentials")
-        await self._throttle.clear(tenant, identifier)
+        await self._throttle.clear(tenant, account, address)
         if self._passwords.needs_rehash(user.password_hash):
             new_hash = await self._passwords.hash(password)
             async with self._engine.begin() as conn:

@@ -6,6 +6,7 @@ from google.api import httpbody_pb2
 from shop.user.v1 import user_pb2, user_pb2_grpc
 
 from services.kit import calls, errors, identity
+from services.kit.peer import client_address
 from services.kit.wire import timestamp
 from services.user.domain import NewUser, User, UserChanges, parse_id
 from services.user.service import Users
@@ -53,7 +54,11 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         no_store = {"cache-control": "no-store"}
         try:
             done = await self._users.login(
-                tenant, email=request.email, username=request.username, password=request.password
+                tenant,
+                email=request.email,
+                username=request.username,
+                password=request.password,
+                address=client_address(context),
             )
         except errors.RateLimited as limited:
             # Error metadata travels inside the status details, which the edge

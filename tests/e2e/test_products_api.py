@@ -100,6 +100,13 @@ def warehouse(platform: State, prober: Products) -> Iterator[StubAdmin]:
     _wait_until_served(prober)
 
 
+def error_info(body: dict[str, Any]) -> dict[str, str]:
+    """The metadata of the error's google.rpc.ErrorInfo detail."""
+    (info,) = [d for d in body["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+    metadata: dict[str, str] = info["metadata"]
+    return metadata
+
+
 def _wait_until_served(prober: Products) -> None:
     """Until both breakers let an uncached write through (reset timeout is 1 s in tests):
     a new SKU has no cached stock, so its answer needs the Warehouse too."""
@@ -177,7 +184,10 @@ def test_unknown_deleted_and_other_tenants_products_are_not_found(
 
 
 def test_bad_page_requests_are_refused(products: Products, http: httpx.Client) -> None:
-    assert_error(products.list(limit=101), 400, "invalid_argument")
+    too_many = assert_error(products.list(limit=101), 400, "invalid_argument")
+    # 0 is the default page, as proto3 cannot tell it from a missing limit; the message says so.
+    assert too_many["message"] == "limit: must be 1-100, or 0 or absent for 20"
+    assert products.list(limit=0).status_code == 200
     cursor = Products(http, "demo").list(limit=1).json()["nextCursor"]
     assert_error(products.list(cursor=cursor), 400, "invalid_argument")  # another tenant's
     assert_error(Products(http, "demo").list(cursor=cursor + "x"), 400, "invalid_argument")
@@ -264,7 +274,8 @@ def test_update_with_if_match_and_the_stale_and_missing_cases(products: Products
     assert updated.status_code == 200, updated.text
     assert (updated.json()["version"], updated.json()["priceCents"]) == (2, 2000)
     assert updated.headers["etag"] == '"2"'
-    assert_error(products.put(made["id"], body, version=1), 409, "conflict")
+    stale = assert_error(products.put(made["id"], body, version=1), 409, "conflict")
+    assert error_info(stale)["currentVersion"] == "2"  # what to send next, as for orders
     assert_error(products.put(made["id"], body, version=None), 428, "precondition_required")
     assert products.get(made["id"]).json()["version"] == 2
 
@@ -282,7 +293,8 @@ def test_a_retried_update_replays_instead_of_failing_as_stale(products: Products
 def test_delete_is_soft_and_needs_the_current_version(products: Products) -> None:
     made = products.made("DEL-1")
     assert_error(products.delete(made["id"], version=None), 428, "precondition_required")
-    assert_error(products.delete(made["id"], version=7), 409, "conflict")
+    stale = assert_error(products.delete(made["id"], version=7), 409, "conflict")
+    assert error_info(stale)["currentVersion"] == "1"
     deleted = products.delete(made["id"], version=1)
     assert deleted.status_code == 200, deleted.text
     assert deleted.json() == {"id": made["id"], "version": 2}
@@ -404,6 +416,8 @@ def test_the_breaker_opens_fails_fast_and_recovers(
     answers = [products.list(limit=n) for n in range(1, 6)]  # distinct, uncached pages
     assert all(a.status_code == 503 for a in answers)
     assert "circuit open" in answers[-1].json()["message"]
+    # When the breaker will let a probe through, in whole seconds (the tests' reset is 1 s).
+    assert answers[-1].headers["retry-after"] == "1"
     reached = erp.requests("GET /products")
     started = time.monotonic()
     assert_error(products.list(limit=50), 503, "unavailable")

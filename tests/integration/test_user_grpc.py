@@ -27,6 +27,7 @@ from services.launcher.platform import State
 from services.user import admin, repository
 from services.user.bootstrap import UserApp, bootstrap
 from services.user.config import Argon2Params, UserConfig
+from services.user.throttle import SLOW_BASE_S
 from services.user.tokens import generate_key
 
 PASSWORD = "correct horse battery"
@@ -113,10 +114,23 @@ async def register(stub: Stub, tenant: str, name: str, password: str = PASSWORD)
 
 
 async def login(
-    stub: Stub, tenant: str, name: str, password: str = PASSWORD
+    stub: Stub,
+    tenant: str,
+    name: str,
+    password: str = PASSWORD,
+    *,
+    by_username: bool = False,
+    forwarded_for: str | None = None,
 ) -> user_pb2.LoginResponse:
-    request = user_pb2.LoginRequest(email=f"{name}@example.com", password=password)
-    response: user_pb2.LoginResponse = await stub.Login(request, metadata=anonymous(tenant))
+    """Log in by email (or username), from the address an edge would name in x-forwarded-for."""
+    if by_username:
+        request = user_pb2.LoginRequest(username=name, password=password)
+    else:
+        request = user_pb2.LoginRequest(email=f"{name}@example.com", password=password)
+    metadata = anonymous(tenant)
+    if forwarded_for is not None:
+        metadata = (*metadata, ("x-forwarded-for", forwarded_for))
+    response: user_pb2.LoginResponse = await stub.Login(request, metadata=metadata)
     return response
 
 
@@ -215,6 +229,42 @@ async def test_a_success_clears_the_failures(stub: Stub, tenant: str) -> None:
         await login(stub, tenant, "ann")
 
 
+async def test_failures_count_against_the_account_whichever_identifier_names_it(
+    stub: Stub, tenant: str
+) -> None:
+    await register(stub, tenant, "ann")
+    for _ in range(MAX_FAILURES):
+        await fails(login(stub, tenant, "ann", password="wrong password!"))
+    # The username (in fullwidth letters, even) names the same, throttled account.
+    error = await fails(login(stub, tenant, "\uff21nn", by_username=True))
+    assert reason(error)[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
+
+
+async def test_an_unknown_identifier_is_throttled_like_an_account(stub: Stub, tenant: str) -> None:
+    for _ in range(MAX_FAILURES):
+        await fails(login(stub, tenant, "nobody"))
+    error = await fails(login(stub, tenant, "nobody"))
+    assert reason(error)[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
+
+
+async def test_a_guesser_cannot_lock_the_owner_out_from_another_address(
+    stub: Stub, tenant: str
+) -> None:
+    await register(stub, tenant, "ann")
+    guesser, owner = "203.0.113.7", "198.51.100.2"
+    for n in range(MAX_FAILURES):
+        # What a client writes into X-Forwarded-For is not its address: the
+        # edge appends the one it saw, and only that one counts.
+        spoofed = f"10.0.0.{n}, {guesser}"
+        await fails(login(stub, tenant, "ann", "wrong password!", forwarded_for=spoofed))
+    error = await fails(login(stub, tenant, "ann", forwarded_for=f"10.9.9.9, {guesser}"))
+    assert reason(error)[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limited")
+    started = asyncio.get_running_loop().time()
+    assert (await login(stub, tenant, "ann", forwarded_for=owner)).user.username == "ann"
+    # Slowed, not blocked: the account's failures make every attempt on it wait.
+    assert asyncio.get_running_loop().time() - started >= SLOW_BASE_S
+
+
 async def test_get_me_needs_an_identity_and_returns_the_callers_profile(
     stub: Stub, tenant: str
 ) -> None:
@@ -281,7 +331,9 @@ async def test_changing_ones_own_password_needs_the_current_one(stub: Stub, tena
     for current in ({}, {"current_password": "wrong password!"}):
         request = user_pb2.UpdateUserRequest(id=ann.id, password=new, **current)
         error = await fails(stub.UpdateUser(request, metadata=caller(ann, if_match="1")))
-        assert reason(error)[:2] == (grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")
+        # 400 naming the field: the token is fine, a 401 would send the client to log in.
+        assert reason(error)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")
+        assert error.details() == "currentPassword: is missing or wrong"
     request = user_pb2.UpdateUserRequest(id=ann.id, password=new, current_password=PASSWORD)
     await stub.UpdateUser(request, metadata=caller(ann, if_match="1"))
     await fails(login(stub, tenant, "ann"))
@@ -333,7 +385,9 @@ async def test_a_login_rehashes_a_password_stored_with_old_parameters(
     ann = await register(stub, tenant, "ann")
     stronger = bootstrap(dataclasses.replace(config, argon2=dataclasses.replace(FAST, time_cost=2)))
     try:
-        await stronger.users.login(tenant, email="ann@example.com", username="", password=PASSWORD)
+        await stronger.users.login(
+            tenant, email="ann@example.com", username="", password=PASSWORD, address="10.0.0.1"
+        )
     finally:
         await stronger.close()
     async with app.engine.connect() as conn:

@@ -96,7 +96,7 @@ def test_an_open_breaker_fails_fast_with_circuit_open_and_when_to_retry(
     error = rejected(breaker)
 
     assert isinstance(error, errors.Unavailable)  # mapped to UNAVAILABLE like any outage
-    assert error.metadata == {"upstream": "erp", "retry_after_s": "3.0"}
+    assert error.metadata == {"upstream": "erp", "retry_after_s": "3.0", "retry-after": "3"}
     assert "erp" in error.message
     assert breaker.rejected == 1
 

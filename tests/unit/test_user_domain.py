@@ -134,7 +134,7 @@ def test_the_password_hash_never_shows_in_repr() -> None:
         (UserNotFound(), grpc.StatusCode.NOT_FOUND, "not_found"),
         (AlreadyRegistered("email"), grpc.StatusCode.ALREADY_EXISTS, "conflict"),
         (errors.StaleVersion(2), grpc.StatusCode.ABORTED, "conflict"),
-        (WrongPassword(), grpc.StatusCode.UNAUTHENTICATED, "unauthenticated"),
+        (WrongPassword(), grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument"),
     ],
 )
 def test_user_errors_map_to_the_contracts_codes(

@@ -1,5 +1,6 @@
 from google.api import annotations_pb2 as _annotations_pb2
 from shop.api.v1 import access_pb2 as _access_pb2
+from shop.api.v1 import field_pb2 as _field_pb2
 from shop.api.v1 import http_pb2 as _http_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor

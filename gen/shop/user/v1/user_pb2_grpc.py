@@ -124,12 +124,17 @@ class UserServiceServicer:
 
     def Login(self, request, context):
         """Checks an email (or username) and password and issues an access token.
+        Any spelling of the identifier finds the one account (NFKC, case-folded).
         An unknown user and a wrong password get the same answer in about the
-        same time. Errors:
+        same time. Failures count per account, whichever identifier named it:
+        past 5 from one client address that pair is refused for the window; past
+        5 from all addresses every attempt on the account is slowed (0.25 s,
+        doubling, at most 2 s), never refused. Errors:
         INVALID_ARGUMENT (invalid_argument): missing tenant, email or password.
         UNAUTHENTICATED (unauthenticated): the credentials do not match.
         RESOURCE_EXHAUSTED (rate_limited): too many failed attempts for this
-        user; the `retry-after` header says when to try again.
+        account from this address; the `retry-after` header says when to try
+        again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -157,10 +162,10 @@ class UserServiceServicer:
         """Changes a user's email, username, password or role; for an admin or the
         user themself. Only an admin changes a role. A user changing their own
         password proves the current one. Errors:
-        INVALID_ARGUMENT (invalid_argument): a bad field, malformed if-match.
+        INVALID_ARGUMENT (invalid_argument): a bad field, malformed if-match,
+        `currentPassword` missing or wrong when a user changes their own.
         NOT_FOUND (not_found): as for GetUser.
         PERMISSION_DENIED (permission_denied): a customer changing a role.
-        UNAUTHENTICATED (unauthenticated): the current password is wrong.
         ALREADY_EXISTS (conflict): the new email or username is taken.
         ABORTED (conflict): if-match names an old version, or a concurrent
         write won; read the user again.
