@@ -7,9 +7,11 @@ that `down` (from any process) stops exactly that. Tests use the same class.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -71,6 +73,55 @@ class LauncherConfig:
     # Settings passed to every service on top of the environment (e.g. tests'
     # shorter breaker timings).
     service_env: Mapping[str, str] = field(default_factory=dict)
+
+    def claimed_ports(self) -> list[tuple[str, str, int]]:
+        """(component, setting, port) for every fixed port `up` will listen on; servers
+        given by URL and ports of 0 (any free one) claim none."""
+        claims = [
+            ("edge (Envoy)", "EDGE_PORT", self.edge_port),
+            ("Envoy admin", "ENVOY_ADMIN_PORT", self.admin_port),
+            ("order service", "ORDER_GRPC_PORT", self.order_port),
+            ("product gateway", "PRODUCT_GRPC_PORT", self.product_port),
+            ("user service", "USER_GRPC_PORT", self.user_port),
+            ("rate-limit service", "RATELIMIT_GRPC_PORT", self.ratelimit_port),
+            ("event gateway", "EVENT_GRPC_PORT", self.event_port),
+        ]
+        if self.event_worker_port:
+            claims += [
+                (f"event worker {i + 1}", "EVENT_WORKER_PORT", self.event_worker_port + i)
+                for i in range(self.event_workers)
+            ]
+        for component, setting, port, url in (
+            ("ERP stub", "ERP_PORT", self.erp_port, self.erp_url),
+            ("Warehouse stub", "WAREHOUSE_PORT", self.warehouse_port, self.warehouse_url),
+            ("Routing stub", "ROUTING_PORT", self.routing_port, self.routing_url),
+            ("PostgreSQL", "POSTGRES_PORT", self.postgres_port, self.database_url),
+            ("Redis", "REDIS_PORT", self.redis_port, self.redis_url),
+            ("MongoDB-wire server", "MONGO_PORT", self.mongo_port, self.mongo_url),
+        ):
+            if not url:
+                claims.append((component, setting, port))
+        return [claim for claim in claims if claim[2]]
+
+    def check_ports(self) -> None:
+        """LaunchError naming every claimed port that is taken (by another program or by
+        two components), so `up` starts nothing rather than share a port."""
+        problems: list[str] = []
+        seen: dict[int, str] = {}
+        for component, setting, port in self.claimed_ports():
+            if port in seen:
+                problems.append(
+                    f"port {port} is set for both {seen[port]} and {component} ({setting})"
+                )
+            elif procs.port_in_use(infra.HOST, port):
+                problems.append(f"port {port} ({component}, {setting}) is in use")
+            seen.setdefault(port, component)
+        if problems:
+            raise procs.LaunchError(
+                "; ".join(problems)
+                + ". Stop what holds it (another `./shop up`? `./shop status`, `./shop down`),"
+                " or choose free ports in .env (see .env.example); nothing was started."
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> LauncherConfig:
@@ -142,7 +193,12 @@ def _secrets(run_dir: Path) -> dict[str, str]:
     platform needs on the next one), never in code."""
     path = run_dir / "secrets.json"
     values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    wanted = {"postgres_password": 18, "cursor_secret": 32, "demo_admin_password": 18}
+    wanted = {
+        "postgres_password": 18,
+        "redis_password": 18,
+        "cursor_secret": 32,
+        "demo_admin_password": 18,
+    }
     missing = {
         name: secrets.token_urlsafe(size) for name, size in wanted.items() if name not in values
     }
@@ -150,8 +206,7 @@ def _secrets(run_dir: Path) -> dict[str, str]:
         missing["webhook_secret"] = generate_secret()
     if missing:
         values.update(missing)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(values, indent=2))
+    procs.write_private(path, json.dumps(values, indent=2))
     return values
 
 
@@ -180,7 +235,7 @@ class Platform:
         self._save()
 
     def _save(self) -> None:
-        self.state_path.write_text(json.dumps(asdict(self.state), indent=2))
+        procs.write_private(self.state_path, json.dumps(asdict(self.state), indent=2))
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -197,13 +252,31 @@ class Platform:
             procs.alive(pid) for pid in json.loads(self.state_path.read_text())["pids"].values()
         ):
             raise procs.LaunchError(f"already running from {self.run_dir}: run `down` first")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.config.check_ports()
+        created = not self.run_dir.exists()
+        procs.private_dir(self.run_dir)
         try:
             self._up()
         except BaseException:
             self.down()
+            if created:
+                self._discard_run_dir()
             raise
         return self.state
+
+    def _discard_run_dir(self) -> None:
+        """After a failed first start: remove what it made (the cluster, secrets, data),
+        keeping only logs/, which the error message points at."""
+        shutil.rmtree(infra.pg_data_dir(self.run_dir), ignore_errors=True)
+        for child in self.run_dir.iterdir():
+            if child.name == "logs" and any(child.iterdir()):
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.run_dir.rmdir()
 
     def _up(self) -> None:
         cfg, env, state = self.config, self._env(), self.state
@@ -220,7 +293,9 @@ class Platform:
         if cfg.redis_url:
             state.redis_url = cfg.redis_url
         else:
-            proc, state.redis_url = infra.start_redis(self.run_dir, _port(cfg.redis_port), env)
+            proc, state.redis_url = infra.start_redis(
+                self.run_dir, _port(cfg.redis_port), keys["redis_password"], env
+            )
             self._track(proc)
         if cfg.mongo_url:
             state.mongo_url = cfg.mongo_url
@@ -320,22 +395,30 @@ class Platform:
         self._track(proc)
         return url
 
-    def down(self) -> None:
-        """Stop what `up` started (in this process or another), newest first."""
+    def down(self) -> bool:
+        """Stop what `up` started (in this process or another), newest first; False when
+        nothing was recorded as started."""
         if not self.state_path.exists():
-            return
+            return False
         recorded = State(**json.loads(self.state_path.read_text()))
         for name, pid in reversed(list(recorded.pids.items())):
             procs.stop_pid(pid, recorded.stop_signals.get(name, 15))
         for proc in self._procs:
             procs.reap(proc)
         self.state_path.unlink()
+        return True
+
+    def recorded(self) -> State | None:
+        """What the last `up` of this run directory recorded (state.json), if any."""
+        if not self.state_path.exists():
+            return None
+        return State(**json.loads(self.state_path.read_text()))
 
     def status(self) -> dict[str, str]:
         """Each recorded component and whether it still runs."""
-        if not self.state_path.exists():
+        recorded = self.recorded()
+        if recorded is None:
             return {}
-        recorded = State(**json.loads(self.state_path.read_text()))
         return {
             name: f"pid {pid} " + ("running" if procs.alive(pid) else "STOPPED")
             for name, pid in recorded.pids.items()
