@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.event.signatures import generate_secret
 from services.kit.config import env_int, env_str
-from services.launcher import PYTHONPATH, ROOT, edge, edge_routes, infra, procs, stubs
+from services.launcher import PYTHONPATH, ROOT, edge, edge_routes, infra, ports, procs, stubs
 from services.launcher.provision import migrate, seed_admin, seed_shipments, signing_key
 
 ORDER_SERVICE = edge_routes.GRPC_CLUSTERS["order"]
@@ -73,55 +73,6 @@ class LauncherConfig:
     # Settings passed to every service on top of the environment (e.g. tests'
     # shorter breaker timings).
     service_env: Mapping[str, str] = field(default_factory=dict)
-
-    def claimed_ports(self) -> list[tuple[str, str, int]]:
-        """(component, setting, port) for every fixed port `up` will listen on; servers
-        given by URL and ports of 0 (any free one) claim none."""
-        claims = [
-            ("edge (Envoy)", "EDGE_PORT", self.edge_port),
-            ("Envoy admin", "ENVOY_ADMIN_PORT", self.admin_port),
-            ("order service", "ORDER_GRPC_PORT", self.order_port),
-            ("product gateway", "PRODUCT_GRPC_PORT", self.product_port),
-            ("user service", "USER_GRPC_PORT", self.user_port),
-            ("rate-limit service", "RATELIMIT_GRPC_PORT", self.ratelimit_port),
-            ("event gateway", "EVENT_GRPC_PORT", self.event_port),
-        ]
-        if self.event_worker_port:
-            claims += [
-                (f"event worker {i + 1}", "EVENT_WORKER_PORT", self.event_worker_port + i)
-                for i in range(self.event_workers)
-            ]
-        for component, setting, port, url in (
-            ("ERP stub", "ERP_PORT", self.erp_port, self.erp_url),
-            ("Warehouse stub", "WAREHOUSE_PORT", self.warehouse_port, self.warehouse_url),
-            ("Routing stub", "ROUTING_PORT", self.routing_port, self.routing_url),
-            ("PostgreSQL", "POSTGRES_PORT", self.postgres_port, self.database_url),
-            ("Redis", "REDIS_PORT", self.redis_port, self.redis_url),
-            ("MongoDB-wire server", "MONGO_PORT", self.mongo_port, self.mongo_url),
-        ):
-            if not url:
-                claims.append((component, setting, port))
-        return [claim for claim in claims if claim[2]]
-
-    def check_ports(self) -> None:
-        """LaunchError naming every claimed port that is taken (by another program or by
-        two components), so `up` starts nothing rather than share a port."""
-        problems: list[str] = []
-        seen: dict[int, str] = {}
-        for component, setting, port in self.claimed_ports():
-            if port in seen:
-                problems.append(
-                    f"port {port} is set for both {seen[port]} and {component} ({setting})"
-                )
-            elif procs.port_in_use(infra.HOST, port):
-                problems.append(f"port {port} ({component}, {setting}) is in use")
-            seen.setdefault(port, component)
-        if problems:
-            raise procs.LaunchError(
-                "; ".join(problems)
-                + ". Stop what holds it (another `./shop up`? `./shop status`, `./shop down`),"
-                " or choose free ports in .env (see .env.example); nothing was started."
-            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> LauncherConfig:
@@ -252,7 +203,7 @@ class Platform:
             procs.alive(pid) for pid in json.loads(self.state_path.read_text())["pids"].values()
         ):
             raise procs.LaunchError(f"already running from {self.run_dir}: run `down` first")
-        self.config.check_ports()
+        ports.check_free(self.config)
         created = not self.run_dir.exists()
         procs.private_dir(self.run_dir)
         try:

@@ -12,10 +12,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.launcher import edge, edge_routes, infra, procs
+from services.launcher import edge, edge_routes, infra, ports, procs
 from services.launcher.platform import LauncherConfig, Platform
 
-PORT_SETTINGS = [setting for _, setting, _ in LauncherConfig(run_dir=Path()).claimed_ports()]
+PORT_SETTINGS = [setting for _, setting, _ in ports.claimed(LauncherConfig(run_dir=Path()))]
 
 
 def test_a_failed_start_leaves_no_process_behind(tmp_path: Path) -> None:
@@ -165,7 +165,7 @@ def test_two_components_on_one_port_are_refused(tmp_path: Path) -> None:
          "ERP_PORT": str(port), "WAREHOUSE_PORT": str(port)}
     )  # fmt: skip
     with pytest.raises(procs.LaunchError, match=f"port {port} is set for both ERP stub and"):
-        config.check_ports()
+        ports.check_free(config)
 
 
 def test_a_second_envoy_cannot_listen_on_the_edge_port_of_another(tmp_path: Path) -> None:
