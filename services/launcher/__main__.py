@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from services.kit.config import redact_url
-from services.launcher import codegen, ports, procs
+from services.launcher import codegen, procs
 from services.launcher.platform import (
     DEMO_ADMIN_EMAIL,
     DEMO_COURIER,
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         # Before the slow codegen: a taken port fails at once.
-        ports.check_free(platform.config)
+        platform.preflight()
         if not args.no_generate:
             codegen.regenerate()
         platform.up()

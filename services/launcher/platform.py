@@ -197,13 +197,20 @@ class Platform:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.config.otlp_endpoint
         return env
 
+    def preflight(self) -> None:
+        """LaunchError, before anything starts, if this run dir's platform runs or a port
+        that `up` needs is taken."""
+        recorded = self.recorded()
+        if recorded is not None and any(procs.alive(pid) for pid in recorded.pids.values()):
+            raise procs.LaunchError(
+                f"already running from {self.run_dir} (`./shop status` shows where): "
+                "run `./shop down` first"
+            )
+        ports.check_free(self.config)
+
     def up(self) -> State:
         """Start everything and wait until healthy; on any failure stop what started."""
-        if self.state_path.exists() and any(
-            procs.alive(pid) for pid in json.loads(self.state_path.read_text())["pids"].values()
-        ):
-            raise procs.LaunchError(f"already running from {self.run_dir}: run `down` first")
-        ports.check_free(self.config)
+        self.preflight()
         created = not self.run_dir.exists()
         procs.private_dir(self.run_dir)
         try:

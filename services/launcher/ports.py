@@ -55,6 +55,6 @@ def check_free(config: LauncherConfig) -> None:
     if problems:
         raise procs.LaunchError(
             "; ".join(problems)
-            + ". Stop what holds it (another `./shop up`? `./shop status`, `./shop down`),"
+            + ". Stop what holds them (another `./shop up`? `./shop status`, `./shop down`),"
             " or choose free ports in .env (see .env.example); nothing was started."
         )

@@ -208,3 +208,18 @@ def test_a_second_envoy_cannot_listen_on_the_edge_port_of_another(tmp_path: Path
     finally:
         for proc in started:
             procs.stop(proc)
+
+
+def test_a_failed_first_start_removes_the_run_dir_it_made(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    nowhere = f"127.0.0.1:{procs.free_port()}"
+    config = LauncherConfig.from_env(
+        {"RUN_DIR": str(run_dir), **dict.fromkeys(PORT_SETTINGS, "0"),
+         "DATABASE_URL": f"postgresql://shop:pw@{nowhere}/shop",
+         "REDIS_URL": f"redis://{nowhere}/0", "MONGO_URL": f"mongodb://{nowhere}/shop"}
+    )  # fmt: skip
+    before = _children()
+    with pytest.raises(procs.LaunchError, match="migrations failed"):
+        Platform(config).up()
+    assert not run_dir.exists()
+    assert _children() <= before

@@ -17,8 +17,8 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.launcher import PYTHONPATH, ROOT
-from services.launcher.platform import State
+from services.launcher import PYTHONPATH, ROOT, procs
+from services.launcher.platform import LauncherConfig, Platform, State
 
 
 def _mode(path: Path) -> int:
@@ -136,3 +136,12 @@ def test_an_unknown_command_is_refused(bare_clone: Path) -> None:
     assert refused.returncode == 2
     assert refused.stderr.startswith("shop: unknown command 'stat'\n")
     assert sorted(p.name for p in bare_clone.iterdir()) == ["shop"]
+
+
+def test_a_second_up_of_a_running_run_dir_says_it_runs(platform: State) -> None:
+    again = Platform(LauncherConfig.from_env({"RUN_DIR": platform.run_dir}))
+    with pytest.raises(procs.LaunchError, match=r"already running from .*run `\./shop down` first"):
+        again.up()
+    assert again.recorded() == State(
+        **json.loads((Path(platform.run_dir) / "state.json").read_text())
+    )
