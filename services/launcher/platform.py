@@ -7,9 +7,11 @@ that `down` (from any process) stops exactly that. Tests use the same class.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -20,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.event.signatures import generate_secret
 from services.kit.config import env_int, env_str
-from services.launcher import PYTHONPATH, ROOT, edge, edge_routes, infra, procs, stubs
+from services.launcher import PYTHONPATH, ROOT, edge, edge_routes, infra, ports, procs, stubs
 from services.launcher.provision import migrate, seed_admin, seed_shipments, signing_key
 
 ORDER_SERVICE = edge_routes.GRPC_CLUSTERS["order"]
@@ -142,7 +144,12 @@ def _secrets(run_dir: Path) -> dict[str, str]:
     platform needs on the next one), never in code."""
     path = run_dir / "secrets.json"
     values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    wanted = {"postgres_password": 18, "cursor_secret": 32, "demo_admin_password": 18}
+    wanted = {
+        "postgres_password": 18,
+        "redis_password": 18,
+        "cursor_secret": 32,
+        "demo_admin_password": 18,
+    }
     missing = {
         name: secrets.token_urlsafe(size) for name, size in wanted.items() if name not in values
     }
@@ -150,8 +157,7 @@ def _secrets(run_dir: Path) -> dict[str, str]:
         missing["webhook_secret"] = generate_secret()
     if missing:
         values.update(missing)
-        path.touch(mode=0o600)
-        path.write_text(json.dumps(values, indent=2))
+    procs.write_private(path, json.dumps(values, indent=2))
     return values
 
 
@@ -180,7 +186,7 @@ class Platform:
         self._save()
 
     def _save(self) -> None:
-        self.state_path.write_text(json.dumps(asdict(self.state), indent=2))
+        procs.write_private(self.state_path, json.dumps(asdict(self.state), indent=2))
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -191,19 +197,44 @@ class Platform:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.config.otlp_endpoint
         return env
 
+    def preflight(self) -> None:
+        """LaunchError, before anything starts, if this run dir's platform runs or a port
+        that `up` needs is taken."""
+        recorded = self.recorded()
+        if recorded is not None and any(procs.alive(pid) for pid in recorded.pids.values()):
+            raise procs.LaunchError(
+                f"already running from {self.run_dir} (`./shop status` shows where): "
+                "run `./shop down` first"
+            )
+        ports.check_free(self.config)
+
     def up(self) -> State:
         """Start everything and wait until healthy; on any failure stop what started."""
-        if self.state_path.exists() and any(
-            procs.alive(pid) for pid in json.loads(self.state_path.read_text())["pids"].values()
-        ):
-            raise procs.LaunchError(f"already running from {self.run_dir}: run `down` first")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.preflight()
+        created = not self.run_dir.exists()
+        procs.private_dir(self.run_dir)
         try:
             self._up()
         except BaseException:
             self.down()
+            if created:
+                self._discard_run_dir()
             raise
         return self.state
+
+    def _discard_run_dir(self) -> None:
+        """After a failed first start: remove what it made (the cluster, secrets, data),
+        keeping only logs/, which the error message points at."""
+        shutil.rmtree(infra.pg_data_dir(self.run_dir), ignore_errors=True)
+        for child in self.run_dir.iterdir():
+            if child.name == "logs" and any(child.iterdir()):
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.run_dir.rmdir()
 
     def _up(self) -> None:
         cfg, env, state = self.config, self._env(), self.state
@@ -220,7 +251,9 @@ class Platform:
         if cfg.redis_url:
             state.redis_url = cfg.redis_url
         else:
-            proc, state.redis_url = infra.start_redis(self.run_dir, _port(cfg.redis_port), env)
+            proc, state.redis_url = infra.start_redis(
+                self.run_dir, _port(cfg.redis_port), keys["redis_password"], env
+            )
             self._track(proc)
         if cfg.mongo_url:
             state.mongo_url = cfg.mongo_url
@@ -320,22 +353,30 @@ class Platform:
         self._track(proc)
         return url
 
-    def down(self) -> None:
-        """Stop what `up` started (in this process or another), newest first."""
+    def down(self) -> bool:
+        """Stop what `up` started (in this process or another), newest first; False when
+        nothing was recorded as started."""
         if not self.state_path.exists():
-            return
+            return False
         recorded = State(**json.loads(self.state_path.read_text()))
         for name, pid in reversed(list(recorded.pids.items())):
             procs.stop_pid(pid, recorded.stop_signals.get(name, 15))
         for proc in self._procs:
             procs.reap(proc)
         self.state_path.unlink()
+        return True
+
+    def recorded(self) -> State | None:
+        """What the last `up` of this run directory recorded (state.json), if any."""
+        if not self.state_path.exists():
+            return None
+        return State(**json.loads(self.state_path.read_text()))
 
     def status(self) -> dict[str, str]:
         """Each recorded component and whether it still runs."""
-        if not self.state_path.exists():
+        recorded = self.recorded()
+        if recorded is None:
             return {}
-        recorded = State(**json.loads(self.state_path.read_text()))
         return {
             name: f"pid {pid} " + ("running" if procs.alive(pid) else "STOPPED")
             for name, pid in recorded.pids.items()

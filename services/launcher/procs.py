@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 
 class LaunchError(RuntimeError):
@@ -41,10 +42,11 @@ def start(
     cwd: Path | None = None,
     stop_signal: int = signal.SIGTERM,
 ) -> Proc:
-    """Start argv in its own session (Ctrl-C reaches only the launcher) logging to a file."""
-    log_dir.mkdir(parents=True, exist_ok=True)
+    """Start argv in its own session (Ctrl-C reaches only the launcher) logging to a file
+    that only the owner can read, as is every file the component creates itself."""
+    private_dir(log_dir)
     log = log_dir / f"{name}.log"
-    with log.open("ab") as out:
+    with open_private(log, "ab") as out:
         popen = subprocess.Popen(
             list(argv),
             stdout=out,
@@ -53,8 +55,34 @@ def start(
             env=dict(env),
             cwd=cwd,
             start_new_session=True,
+            umask=PRIVATE_UMASK,
         )
     return Proc(name, popen, log, stop_signal)
+
+
+# Logs and state can hold request details and secrets: owner only.
+PRIVATE_UMASK = 0o077
+
+
+def private_dir(path: Path) -> Path:
+    """Create path (mode 0700), or make an existing one 0700."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
+def open_private(path: Path, mode: str) -> IO[Any]:
+    """Open a file for writing that only its owner can read (also when it exists)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, mode)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace path's contents, readable by its owner only."""
+    with open_private(path, "w") as out:
+        out.write(text)
 
 
 @contextmanager
@@ -112,6 +140,19 @@ def tcp_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether a server could not bind host:port now. Binds as servers do (SO_REUSEADDR,
+    so TIME_WAIT leftovers do not count) but without SO_REUSEPORT, so a listener that
+    set it (Envoy does by default) still counts as holding the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def free_port(host: str = "127.0.0.1") -> int:
