@@ -7,8 +7,9 @@ rules it writes `<proto dir>/<stem>.openapi.json` with:
 - schemas in the proto3 JSON mapping: json_name properties, 64-bit integers as strings, enums
   as value names, well-known types as their JSON forms, google.api.HttpBody as raw content;
 - leading comments (source_code_info) as descriptions and summaries;
-- the request/response headers and success status of the `shop.api.v1.http_contract` option;
-- the shared `Error` schema as every operation's `default` response.
+- the request/response headers, success statuses and raw reply content of the
+  `shop.api.v1.http_contract` option;
+- the shared `Error` schema (tools/openapi_errors.py) as every operation's `default` response.
 Method options are decoded through a descriptor pool built from the request's own files, so
 neither gen/ nor googleapis-common-protos has to be importable. Output is deterministic
 (sorted keys, indent 2, trailing newline) so a drift check can compare bytes.
@@ -27,6 +28,10 @@ from typing import Any, TypeAlias
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.compiler import plugin_pb2
 
+# buf runs this file as a script: its folder is on sys.path.
+from openapi_errors import ERROR_RESPONSE
+from openapi_errors import SCHEMAS as ERROR_SCHEMAS
+
 JSON = dict[str, Any]
 Field: TypeAlias = descriptor_pb2.FieldDescriptorProto
 Message: TypeAlias = descriptor_pb2.DescriptorProto
@@ -34,26 +39,8 @@ Enum: TypeAlias = descriptor_pb2.EnumDescriptorProto
 VERBS = ("get", "put", "post", "delete", "patch")
 HTTP_BODY = "google.api.HttpBody"
 RAW: JSON = {"type": "string"}
+PHRASES = {s.value: s.phrase for s in HTTPStatus}
 VARIABLE = re.compile(r"\{([^}=]+)(?:=[^}]*)?\}")  # {id}, {a.b}, {name=things/*}
-ERROR_CODES = [
-    "invalid_argument", "unauthenticated", "permission_denied", "not_found", "conflict",
-    "precondition_failed", "precondition_required", "payload_too_large", "rate_limited",
-    "unavailable", "internal", "deadline_exceeded", "unimplemented",
-]  # fmt: skip
-ERROR: JSON = {
-    "type": "object",
-    "description": "The platform's HTTP JSON error.",
-    "properties": {
-        "code": {"type": "string", "enum": ERROR_CODES},
-        "message": {"type": "string"},
-        "details": {"type": "array", "items": {"type": "object"}},
-    },
-    "required": ["code", "message"],
-}
-ERROR_RESPONSE: JSON = {
-    "description": "Error: {code, message, details}",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
 I32, U32 = {"type": "integer", "format": "int32"}, {"type": "integer", "format": "uint32"}
 I64, U64 = {"type": "string", "format": "int64"}, {"type": "string", "format": "uint64"}
 SCALARS: dict[int, JSON] = {
@@ -208,7 +195,7 @@ class Document:
 
     def __init__(self, index: Index, options: Options) -> None:
         self.index, self.options = index, options
-        self.schemas: dict[str, JSON] = {"Error": ERROR}
+        self.schemas: dict[str, JSON] = dict(ERROR_SCHEMAS)
         self.paths: dict[str, dict[str, JSON]] = {}
 
     def type_schema(self, name: str) -> JSON:
@@ -287,22 +274,41 @@ class Document:
             schema = self.field_schema(owner, field, described=False)
         return {"content": {"application/json": {"schema": schema}}}
 
-    def success(self, message: str, rule: JSON, contract: JSON) -> tuple[str, JSON]:
-        status, schema = int(contract.get("success_status") or 200), None
+    def content(self, message: str, rule: JSON, contract: JSON) -> JSON:
+        """The success body: the reply message, or what the contract says a raw body holds."""
+        schema: JSON | None = None
         if response_body := rule.get("response_body"):
             owner, field = self.index.resolve(message, response_body)
             if type_of(field) != HTTP_BODY:
                 schema = self.field_schema(owner, field, described=False)
         elif message != HTTP_BODY:
             schema = self.type_schema(message)
-        media = "*/*" if schema is None else "application/json"
-        phrase = {s.value: s.phrase for s in HTTPStatus}.get(status, "Success")
-        response: JSON = {"description": phrase, "content": {media: {"schema": schema or RAW}}}
-        if headers := contract.get("response_headers"):
-            response["headers"] = {
-                h["name"]: {"description": h.get("description", ""), "schema": RAW} for h in headers
-            }
-        return str(status), response
+        if schema is not None:
+            return {"application/json": {"schema": schema}}
+        raw = contract.get("response_content", {})
+        shape = self.type_schema(raw["message"]) if raw.get("message") else RAW
+        return {raw.get("media_type", "*/*"): {"schema": shape}}
+
+    def successes(self, message: str, rule: JSON, contract: JSON) -> dict[str, JSON]:
+        """Every success status with its body and headers: the first one, then the others
+        (e.g. 200 for a replay), which a client must not take for errors."""
+        content = self.content(message, rule, contract)
+        headers = {
+            h["name"]: {"description": h.get("description", ""), "schema": RAW}
+            for h in contract.get("response_headers", [])
+        }
+        first = int(contract.get("success_status") or 200)
+        statuses = [(first, PHRASES.get(first, "Success"))]
+        statuses += [
+            (int(o["status"]), o["description"]) for o in contract.get("other_successes", [])
+        ]
+        responses: dict[str, JSON] = {}
+        for status, description in statuses:
+            if str(status) in responses or not 200 <= status < 300:
+                raise ValueError(f"success status {status} is repeated or not a 2xx")
+            response: JSON = {"description": description, "content": content}
+            responses[str(status)] = {**response, "headers": headers} if headers else response
+        return responses
 
     def add(
         self, service: str, method: descriptor_pb2.MethodDescriptorProto, rule: JSON, n: int
@@ -320,13 +326,12 @@ class Document:
             params.append({**header, "description": h.get("description", ""), "schema": RAW})
         if rule.get("body") != "*":
             params += self.query(request, {*bound, rule.get("body", "")})
-        status, response = self.success(reply, rule, contract)
         name = service.rsplit(".", 1)[-1]
         operation: JSON = {
             "operationId": f"{name}_{method.name}" + (f"_{n + 1}" if n else ""),
             "tags": [name],
             "parameters": params,
-            "responses": {status: response, "default": ERROR_RESPONSE},
+            "responses": {**self.successes(reply, rule, contract), "default": ERROR_RESPONSE},
         }
         access = self.options.access(method.options)
         # A public method still verifies a token that is sent (its tenant then applies).
@@ -361,7 +366,10 @@ def build(f: descriptor_pb2.FileDescriptorProto, index: Index, options: Options)
     return {
         "openapi": "3.1.0",
         "info": info,
-        "servers": [{"url": "http://127.0.0.1:8080"}],
+        "servers": [
+            {"url": "/", "description": "The edge that serves this document (/openapi/...)."},
+            {"url": "http://127.0.0.1:8080", "description": "A local platform (./shop up)."},
+        ],
         "paths": doc.paths,
         "components": {"schemas": doc.schemas, "securitySchemes": SECURITY_SCHEMES},
     }

@@ -31,6 +31,8 @@ SETTINGS = EdgeSettings(
     },
     descriptor_path="/etc/shop/descriptor.binpb",
     lua_path="/etc/shop/edge.lua",
+    # The container mounts neither gen/openapi nor Swagger UI's assets.
+    docs=None,
 )
 
 HEADER = """\

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.launcher import ROOT, edge_policy, edge_routes, procs
+from services.launcher import ROOT, edge_docs, edge_policy, edge_routes, procs
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge_routes import CLUSTERS, EdgeLimits, Endpoint
 
@@ -55,7 +55,16 @@ def _mapper(op: str, status: int, code: str) -> dict[str, object]:
             "json_format": {
                 "code": code,
                 "message": "%LOCAL_REPLY_BODY%",
-                "details": {"reason": "%RESPONSE_CODE_DETAILS%", "domain": "edge"},
+                # The services' shape: an array of google.rpc details, one ErrorInfo here
+                # (Envoy 1.40's json_format substitutes inside lists).
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "%RESPONSE_CODE_DETAILS%",
+                        "domain": "edge",
+                        "metadata": {},
+                    }
+                ],
             },
             "content_type": "application/json",
         },
@@ -89,6 +98,8 @@ class EdgeSettings:
     descriptor_path: str = str(DESCRIPTOR_PATH)
     lua_path: str = str(LUA)
     otlp_endpoint: str | None = None
+    # The OpenAPI documents and Swagger UI at /openapi/... and /docs; None serves neither.
+    docs: edge_docs.DocsFiles | None = field(default_factory=edge_docs.DocsFiles.here)
 
     @property
     def jwks_host(self) -> str:
@@ -146,6 +157,7 @@ def render(settings: EdgeSettings, template: Path = TEMPLATE) -> str:
         DESCRIPTOR_PATH=settings.descriptor_path,
         LUA_PATH=settings.lua_path,
         LOCAL_REPLY_MAPPERS=local_reply_mappers(),
+        DOCS_ROUTES=_flow(edge_docs.routes(settings.docs), 24) if settings.docs else "",
         ROUTES=_flow(edge_routes.routes(settings.limits), 24),
         TRANSCODED_SERVICES=json.dumps([s.name for s in edge_policy.SERVICES]),
         IDENTITY_STRIP=json.dumps(edge_policy.identity_strip()),

@@ -23,6 +23,9 @@ PAYLOAD_KEY = "jwt_payload"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 # Paths the edge answers itself, outside every service.
 EDGE_PATHS = ("/healthz",)
+# And the API reference (services/launcher/edge_docs.py): /docs, /docs/assets/...,
+# /openapi/<package>.json. No gRPC method path starts so.
+EDGE_PREFIXES = ("/docs", "/openapi/")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ def jwt_authn(issuer: str, audience: str, jwks_uri: str) -> dict[str, Any]:
         "requires_any": {"requirements": [{"provider_name": PROVIDER}, {"allow_missing": {}}]}
     }
     rules: list[dict[str, Any]] = [{"match": _path(p)} for p in EDGE_PATHS]
+    rules += [{"match": {"prefix": p}} for p in EDGE_PREFIXES]
     rules += [
         {"match": _path(path), "requires": optional}
         for path, level in sorted(access.items())

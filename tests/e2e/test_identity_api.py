@@ -199,7 +199,7 @@ def test_an_admin_route_is_refused_for_a_customer_at_the_edge(
     customer = identity.customer(http, tenant)
     admin = identity.admin(http, platform, tenant)
     refused = http.get("/v1/admin/users", headers=customer.headers())
-    assert "rbac" in assert_error(refused, 403, "permission_denied")["details"]["reason"]
+    assert "rbac" in assert_error(refused, 403, "permission_denied")["details"][0]["reason"]
     listed = http.get("/v1/admin/users", params={"limit": 10}, headers=admin.headers())
     assert listed.status_code == 200, listed.text
     assert {u["id"] for u in listed.json()["items"]} == {customer.id, admin.id}
@@ -209,7 +209,7 @@ def test_an_admin_route_is_refused_for_a_customer_at_the_edge(
         json={"sku": "NOPE-1", "name": "nope", "priceCents": 1},
         headers=customer.headers(Idempotency_Key=uuid.uuid4().hex),
     )
-    assert "rbac" in assert_error(write, 403, "permission_denied")["details"]["reason"]
+    assert "rbac" in assert_error(write, 403, "permission_denied")["details"][0]["reason"]
 
 
 # --- Forged and broken tokens ----------------------------------------------------------------

@@ -122,7 +122,7 @@ def test_login_has_a_tight_local_bucket_in_each_envoy(
     assert [r.status_code for r in first[:2]] == [401, 401]  # the burst: twice the rate
     limited = first[-1]
     body = assert_error(limited, 429, "rate_limited")
-    assert body["details"]["reason"] == "local_rate_limited"
+    assert body["details"][0]["reason"] == "local_rate_limited"
     assert limited.headers["retry-after"] == "1"
     # The bucket is this Envoy's own: the other replica still has its tokens.
     assert attempt(edges[1]).status_code == 401

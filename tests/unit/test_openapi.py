@@ -137,9 +137,13 @@ def test_order_create_contract() -> None:
     assert headers["Idempotency-Key"]["required"] is True
     assert (create["security"], create["x-shop-access"]) == ([{"bearer": []}], "authenticated")
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
-    assert set(create["responses"]) == {"201", "default"}
+    assert set(create["responses"]) == {"201", "200", "default"}
     created = create["responses"]["201"]
     assert set(created["headers"]) == {"ETag", "Idempotent-Replayed"}
+    # A replay (same key and body) is a success too, with the same body and headers.
+    replayed = create["responses"]["200"]
+    assert "replay" in replayed["description"].lower()
+    assert (replayed["content"], replayed["headers"]) == (created["content"], created["headers"])
     order_ref = "#/components/schemas/shop.order.v1.Order"
     assert created["content"]["application/json"]["schema"] == {"$ref": order_ref}
     error = create["responses"]["default"]["content"]["application/json"]["schema"]
@@ -214,3 +218,63 @@ def test_plugin_maps_proto3_json_and_http_body() -> None:
     download = doc["paths"]["/v1/{name}:download"]["get"]["responses"]["200"]["content"]
     assert download == {"*/*": {"schema": {"type": "string"}}}
     assert "google.api.HttpBody" not in doc["components"]["schemas"]
+
+
+def test_every_replay_and_duplicate_is_a_documented_success() -> None:
+    docs = documents()
+    for name, path, verb, first in [
+        ("shop/order/v1/order.openapi.json", "/v1/orders", "post", "201"),
+        ("shop/product/v1/product.openapi.json", "/v1/products", "post", "201"),
+        ("shop/event/v1/event.openapi.json", "/v1/events", "post", "202"),
+        ("shop/event/v1/event.openapi.json", "/v1/events/{source}", "post", "202"),
+        ("shop/event/v1/event.openapi.json", "/v1/admin/events", "post", "202"),
+    ]:
+        responses = docs[name]["paths"][path][verb]["responses"]
+        assert set(responses) == {first, "200", "default"}, (path, set(responses))
+        assert responses["200"]["content"] == responses[first]["content"], path
+
+
+def test_the_error_component_is_the_one_error_shape() -> None:
+    for name, doc in documents().items():
+        schemas = doc["components"]["schemas"]
+        error = schemas["Error"]
+        assert error["required"] == ["code", "message", "details"], name
+        assert error["additionalProperties"] is False
+        details = error["properties"]["details"]
+        assert details["type"] == "array"
+        refs = [item["$ref"].rsplit("/", 1)[1] for item in details["items"]["oneOf"]]
+        assert refs == ["google.rpc.ErrorInfo", "google.rpc.BadRequest"]
+        info = schemas["google.rpc.ErrorInfo"]
+        assert info["properties"]["@type"] == {"const": "type.googleapis.com/google.rpc.ErrorInfo"}
+        assert info["properties"]["domain"]["enum"] == ["shop.platform", "edge"]
+        for path, verbs in doc["paths"].items():
+            for verb, operation in verbs.items():
+                default = operation["responses"]["default"]["content"]["application/json"]
+                assert default["schema"] == {"$ref": "#/components/schemas/Error"}, (verb, path)
+
+
+def test_every_error_code_is_in_the_error_component() -> None:
+    from services.kit import errors
+    from services.launcher.edge import LOCAL_REPLY_CODES
+
+    lua = (ROOT / "envoy" / "edge.lua").read_text()
+    codes = set(documents()["shop/order/v1/order.openapi.json"]["components"]["schemas"]
+                ["Error"]["properties"]["code"]["enum"])  # fmt: skip
+    tree = {cls.code for cls in vars(errors).values() if isinstance(cls, type)
+            and issubclass(cls, errors.PlatformError)}  # fmt: skip
+    assert tree <= codes
+    assert {code for _, code in LOCAL_REPLY_CODES} <= codes
+    assert set(re.findall(r'"([a-z_]+)"', lua.split("GRPC_TO_CODE = {")[1].split("}")[0])) <= codes
+
+
+def test_the_jwks_is_declared_as_json_keys() -> None:
+    doc = documents()["shop/user/v1/user.openapi.json"]
+    for path in ("/.well-known/jwks.json", "/v1/auth/jwks"):
+        content = doc["paths"][path]["get"]["responses"]["200"]["content"]
+        assert content == {
+            "application/json": {"schema": {"$ref": "#/components/schemas/shop.user.v1.Jwks"}}
+        }
+    jwks = doc["components"]["schemas"]["shop.user.v1.Jwks"]["properties"]["keys"]
+    assert jwks["items"] == {"$ref": "#/components/schemas/shop.user.v1.Jwk"}
+    jwk = doc["components"]["schemas"]["shop.user.v1.Jwk"]["properties"]
+    assert set(jwk) == {"kty", "crv", "x", "kid", "alg", "use"}

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shop/api/v1/http.proto\x12\x0bshop.api.v1\x1a google/protobuf/descriptor.proto\"\xbb\x01\n\x0cHttpContract\x12@\n\x0frequest_headers\x18\x01 \x03(\x0b\x32\x17.shop.api.v1.HttpHeaderR\x0erequestHeaders\x12\x42\n\x10response_headers\x18\x02 \x03(\x0b\x32\x17.shop.api.v1.HttpHeaderR\x0fresponseHeaders\x12%\n\x0esuccess_status\x18\x03 \x01(\x05R\rsuccessStatus\"^\n\nHttpHeader\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08required\x18\x02 \x01(\x08R\x08required\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription:`\n\rhttp_contract\x12\x1e.google.protobuf.MethodOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x19.shop.api.v1.HttpContractR\x0chttpContractb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16shop/api/v1/http.proto\x12\x0bshop.api.v1\x1a google/protobuf/descriptor.proto\"\xc3\x02\n\x0cHttpContract\x12@\n\x0frequest_headers\x18\x01 \x03(\x0b\x32\x17.shop.api.v1.HttpHeaderR\x0erequestHeaders\x12\x42\n\x10response_headers\x18\x02 \x03(\x0b\x32\x17.shop.api.v1.HttpHeaderR\x0fresponseHeaders\x12%\n\x0esuccess_status\x18\x03 \x01(\x05R\rsuccessStatus\x12\x41\n\x0fother_successes\x18\x04 \x03(\x0b\x32\x18.shop.api.v1.HttpSuccessR\x0eotherSuccesses\x12\x43\n\x10response_content\x18\x05 \x01(\x0b\x32\x18.shop.api.v1.HttpContentR\x0fresponseContent\"G\n\x0bHttpSuccess\x12\x16\n\x06status\x18\x01 \x01(\x05R\x06status\x12 \n\x0b\x64\x65scription\x18\x02 \x01(\tR\x0b\x64\x65scription\"F\n\x0bHttpContent\x12\x1d\n\nmedia_type\x18\x01 \x01(\tR\tmediaType\x12\x18\n\x07message\x18\x02 \x01(\tR\x07message\"^\n\nHttpHeader\x12\x12\n\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n\x08required\x18\x02 \x01(\x08R\x08required\x12 \n\x0b\x64\x65scription\x18\x03 \x01(\tR\x0b\x64\x65scription:`\n\rhttp_contract\x12\x1e.google.protobuf.MethodOptions\x18\xb4\x87\x03 \x01(\x0b\x32\x19.shop.api.v1.HttpContractR\x0chttpContractb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,7 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shop.api.v1.http_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HTTPCONTRACT']._serialized_start=74
-  _globals['_HTTPCONTRACT']._serialized_end=261
-  _globals['_HTTPHEADER']._serialized_start=263
-  _globals['_HTTPHEADER']._serialized_end=357
+  _globals['_HTTPCONTRACT']._serialized_end=397
+  _globals['_HTTPSUCCESS']._serialized_start=399
+  _globals['_HTTPSUCCESS']._serialized_end=470
+  _globals['_HTTPCONTENT']._serialized_start=472
+  _globals['_HTTPCONTENT']._serialized_end=542
+  _globals['_HTTPHEADER']._serialized_start=544
+  _globals['_HTTPHEADER']._serialized_end=638
 # @@protoc_insertion_point(module_scope)

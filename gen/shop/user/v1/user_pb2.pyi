@@ -110,3 +110,25 @@ class ListUsersResponse(_message.Message):
 class GetJwksRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Jwks(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[Jwk]
+    def __init__(self, keys: _Optional[_Iterable[_Union[Jwk, _Mapping]]] = ...) -> None: ...
+
+class Jwk(_message.Message):
+    __slots__ = ("kty", "crv", "x", "kid", "alg", "use")
+    KTY_FIELD_NUMBER: _ClassVar[int]
+    CRV_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    KID_FIELD_NUMBER: _ClassVar[int]
+    ALG_FIELD_NUMBER: _ClassVar[int]
+    USE_FIELD_NUMBER: _ClassVar[int]
+    kty: str
+    crv: str
+    x: str
+    kid: str
+    alg: str
+    use: str
+    def __init__(self, kty: _Optional[str] = ..., crv: _Optional[str] = ..., x: _Optional[str] = ..., kid: _Optional[str] = ..., alg: _Optional[str] = ..., use: _Optional[str] = ...) -> None: ...
