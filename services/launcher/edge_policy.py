@@ -20,6 +20,8 @@ from services.kit import identity
 
 PROVIDER = "shop"
 PAYLOAD_KEY = "jwt_payload"
+# Where jwt_authn records why it refused a token (dynamic metadata of JWT_FILTER).
+FAILURE_KEY = "jwt_failure"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 # Paths the edge answers itself, outside every service.
 EDGE_PATHS = ("/healthz",)
@@ -93,7 +95,12 @@ def jwt_authn(issuer: str, audience: str, jwks_uri: str) -> dict[str, Any]:
                     {"header_name": identity.TENANT_HEADER, "claim_name": "tenant"},
                     {"header_name": identity.ROLE_HEADER, "claim_name": "role"},
                 ],
+                # The Authorization header only: jwt_authn's default also takes
+                # `?access_token=`, which puts tokens in URLs and logs (RFC 6750 5.3).
+                # The Lua filter makes the scheme's case not matter (RFC 7235).
+                "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
                 "payload_in_metadata": PAYLOAD_KEY,
+                "failed_status_in_metadata": FAILURE_KEY,
                 "clock_skew_seconds": 30,
                 # A token seen before skips the signature check (bench/edge_auth.py:
                 # ~86 us of Envoy CPU per request without it); expiry is still checked.
