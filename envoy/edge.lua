@@ -130,10 +130,21 @@ local function printable_message(text)
   return head .. clean .. tail
 end
 
+-- jwt_authn answers an authentic token for another audience 403, with the challenge
+-- error="invalid_token" it puts on its 401s; RFC 6750 3.1 makes every invalid token a
+-- 401. RBAC's 403 (a valid token, the wrong role) carries no challenge and stays.
+local function refused_token(headers)
+  local challenge = headers:get("www-authenticate")
+  return challenge ~= nil and string.find(challenge, 'error="invalid_token"', 1, true) ~= nil
+end
+
 function envoy_on_response(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type") or ""
   if string.find(content_type, "application/grpc", 1, true) == 1 then
+    if headers:get("grpc-status") == "7" and refused_token(headers) then
+      headers:replace("grpc-status", "16") -- UNAUTHENTICATED
+    end
     return
   end
   -- gRPC framing headers mean nothing to REST clients.
@@ -159,6 +170,10 @@ function envoy_on_response(handle)
       headers:replace(":status", CODE_TO_HTTP[code])
     end
   end
+  local token = headers:get(":status") == "403" and refused_token(headers)
+  if token then
+    headers:replace(":status", "401")
+  end
   local body = handle:body()
   if body == nil then
     return
@@ -168,6 +183,9 @@ function envoy_on_response(handle)
   if number == nil then
     -- Already in the error model (a local reply) or not an error document.
     local clean = printable_message(text)
+    if token then
+      clean = string.gsub(clean, '^{"code":"permission_denied"', '{"code":"unauthenticated"', 1)
+    end
     if clean ~= text then
       body:setBytes(clean)
     end

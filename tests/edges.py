@@ -26,10 +26,11 @@ def _endpoint(target: str) -> Endpoint:
 
 @dataclasses.dataclass(frozen=True)
 class Edge:
-    """One running Envoy of a test: its REST base URL (also its gRPC target)."""
+    """One running Envoy of a test: its REST base URL (also its gRPC target) and admin."""
 
     rest_url: str
     grpc_target: str
+    admin_url: str = ""
 
 
 @contextmanager
@@ -76,7 +77,9 @@ def running_edge(
     proc = edge.start_envoy(infra.executable("envoy"), settings, run_dir, dict(os.environ))
     try:
         yield Edge(
-            f"http://{infra.HOST}:{settings.edge_port}", f"{infra.HOST}:{settings.edge_port}"
+            f"http://{infra.HOST}:{settings.edge_port}",
+            f"{infra.HOST}:{settings.edge_port}",
+            f"http://{infra.HOST}:{settings.admin_port}",
         )
     finally:
         procs.stop(proc)

@@ -66,36 +66,9 @@ def _mapper(op: str, status: int, code: str) -> dict[str, object]:
     return mapper
 
 
-def _token_refused_mapper() -> dict[str, object]:
-    """jwt_authn answers a valid token for another audience 403; RFC 6750 makes every
-    invalid token a 401 with `error="invalid_token"`. A 403 with a jwt_authn failure
-    recorded is that case (RBAC's 403s come after a token was accepted)."""
-    mapper = _mapper("EQ", 401, "unauthenticated")
-    failed = {
-        "metadata_filter": {
-            "matcher": {
-                "filter": edge_policy.JWT_FILTER,
-                "path": [{"key": edge_policy.FAILURE_KEY}],
-                "value": {"present_match": True},
-            }
-        }
-    }
-    forbidden = _mapper("EQ", 403, "permission_denied")["filter"]
-    mapper["filter"] = {"and_filter": {"filters": [forbidden, failed]}}
-    mapper["status_code"] = 401
-    mapper["headers_to_add"] = [
-        {
-            "header": {"key": "www-authenticate", "value": 'Bearer error="invalid_token"'},
-            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-        }
-    ]
-    return mapper
-
-
 def local_reply_mappers(indent: int = 20) -> str:
     """The local_reply_config mappers as YAML flow lines at the given indentation."""
-    mappers = [_token_refused_mapper()]
-    mappers += [_mapper("EQ", status, code) for status, code in LOCAL_REPLY_CODES]
+    mappers = [_mapper("EQ", status, code) for status, code in LOCAL_REPLY_CODES]
     mappers.append(_mapper("GE", 400, "internal"))
     return "\n".join(" " * indent + "- " + json.dumps(m) for m in mappers)
 
