@@ -68,7 +68,7 @@ def _post(path: str, body: bytes, *headers: bytes) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-def _error(status: int, body: bytes) -> dict[str, object]:
+def _error(body: bytes) -> dict[str, object]:
     document: dict[str, object] = json.loads(body)
     assert set(document) == {"code", "message", "details"}, document
     return document
@@ -105,13 +105,13 @@ def test_a_header_value_that_is_not_utf8_is_one_400_and_one_log_line(
 ) -> None:
     marker = uuid.uuid4().hex
     before = _log(platform, "product").count("Invalid encoding")
-    status, headers, body = _raw(
+    status, _, body = _raw(
         platform.grpc_target,
         _get("/v1/products", f"X-Tenant-Id: {tenant}".encode(), b"X-Note: a\xffb",
              f"X-Request-Id: {marker}".encode()),
     )  # fmt: skip
     assert status == 400
-    assert _error(status, body)["code"] == "invalid_argument"
+    assert _error(body)["code"] == "invalid_argument"
     assert "UTF-8" in str(json.loads(body)["message"])
     # Valid UTF-8 passes.
     ok = _raw(platform.grpc_target, _get("/v1/products", f"X-Tenant-Id: {tenant}".encode(),
@@ -154,7 +154,7 @@ def test_envoys_error_messages_never_echo_raw_request_bytes(
     status, _, answer = _raw(platform.grpc_target,
                              _post("/v1/auth/login", body, f"X-Tenant-Id: {tenant}".encode()))  # fmt: skip
     assert status == 400
-    message = str(_error(status, answer)["message"])
+    message = str(_error(answer)["message"])
     assert message
     assert all(32 <= ord(c) < 127 for c in message), message
     assert b"\\u" not in answer.split(b'"message"')[1], answer

@@ -264,8 +264,6 @@ def _forgeries(platform: State, account: Account) -> dict[str, str]:
     }
 
 
-
-
 def _hs256(claims: dict[str, Any], secret: bytes, kid: str) -> str:
     """HS256 over the public key bytes (pyjwt rightly refuses to do this itself)."""
     header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
