@@ -4,7 +4,9 @@
 --    {"code": "<string>", "message", "details"}: the string code is the service's
 --    `x-error-code` (its ErrorInfo reason), else derived from the gRPC code, and
 --    the HTTP status follows from the string code.
+--  * Envoy's own error replies never echo raw client bytes (printable_message).
 -- Headers are changed before body() is called, as Envoy requires.
+-- On the request side (request_headers) it drops or refuses what gRPC cannot carry.
 
 local GRPC_TO_CODE = {
   [1] = "cancelled", [2] = "internal", [3] = "invalid_argument", [4] = "deadline_exceeded",
@@ -22,10 +24,127 @@ local CODE_TO_HTTP = {
   deadline_exceeded = "504",
 }
 
+-- Request headers (envoy_on_request), REST and native gRPC alike -------------------
+
+-- Whether s is well-formed UTF-8 (only asked of values with a byte >= 0x80).
+local function is_utf8(s)
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local extra
+    if c < 0x80 then extra = 0
+    elseif c >= 0xC2 and c <= 0xDF then extra = 1
+    elseif c >= 0xE0 and c <= 0xEF then extra = 2
+    elseif c >= 0xF0 and c <= 0xF4 then extra = 3
+    else return false end
+    for k = i + 1, i + extra do
+      local b = string.byte(s, k)
+      if b == nil or b < 0x80 or b > 0xBF then return false end
+    end
+    i = i + extra + 1
+  end
+  return true
+end
+
+-- What gRPC cannot carry is settled before the transcoder:
+--  * gRPC metadata names are [0-9a-z_.-]; HTTP also allows ! # $ % & ' * + ^ ` | ~,
+--    which the services' gRPC core refuses (a 500). No service reads such a header:
+--    it is dropped.
+--  * A value that is not UTF-8 cannot become metadata either (the services would log
+--    a traceback per layer): one 400 here instead.
+--  * `bearer x` is `Bearer x`: RFC 7235 makes the scheme case-insensitive, and
+--    jwt_authn matches its prefix exactly.
+-- Returns false when it answered the request itself.
+local function request_headers(handle)
+  local headers = handle:headers()
+  local foreign = nil
+  for name, value in pairs(headers) do
+    if string.byte(name, 1) ~= 58 and string.find(name, "[^%w_%.%-]") then
+      foreign = foreign or {}
+      foreign[#foreign + 1] = name
+    elseif string.find(value, "[\128-\255]") and not is_utf8(value) then
+      handle:respond({[":status"] = "400"}, "a request header value is not valid UTF-8")
+      return false
+    end
+  end
+  if foreign ~= nil then
+    for _, name in ipairs(foreign) do
+      headers:remove(name)
+    end
+  end
+  local authorization = headers:get("authorization")
+  if authorization ~= nil then
+    local scheme, credentials = string.match(authorization, "^(%a+) +(.*)$")
+    if scheme ~= nil and string.lower(scheme) == "bearer" then
+      local canonical = "Bearer " .. credentials
+      if canonical ~= authorization then
+        headers:replace("authorization", canonical)
+      end
+    end
+  end
+  return true
+end
+
+function envoy_on_request(handle)
+  request_headers(handle)
+end
+
+-- Envoy's own error replies quote the request (the transcoder's parse errors print
+-- the body around the error). printable_message keeps the message's first line, at
+-- most MESSAGE_LIMIT bytes, with every JSON escape but \" and \\ and every byte
+-- outside printable ASCII as "?". The error model's keys are sorted (code, details,
+-- message), so the message is the last string.
+local MESSAGE_LIMIT = 200
+
+local function printable_message(text)
+  local head, message, tail = string.match(text, '^(.-"message":")(.*)("}%s*)$')
+  if head == nil then
+    return text
+  end
+  local out, length, i, n = {}, 0, 1, #message
+  while i <= n and length < MESSAGE_LIMIT do
+    local c = string.byte(message, i)
+    local piece, step = nil, 1
+    if c == 92 then -- a backslash: one JSON escape
+      local e = string.sub(message, i + 1, i + 1)
+      if e == "n" or e == "r" then
+        break
+      end
+      piece = (e == '"' or e == "\\") and ("\\" .. e) or "?"
+      step = (e == "u") and 6 or 2
+    elseif c >= 32 and c < 127 then
+      piece = string.char(c)
+    elseif c < 0x80 or c >= 0xC0 then
+      piece = "?" -- a control byte, or the first byte of a UTF-8 sequence
+    end -- continuation bytes go with their first byte's "?"
+    if piece ~= nil then
+      out[#out + 1] = piece
+      length = length + #piece
+    end
+    i = i + step
+  end
+  local clean = table.concat(out)
+  if clean == "" then
+    clean = "the request was refused"
+  end
+  return head .. clean .. tail
+end
+
+-- jwt_authn answers an authentic token for another audience 403, with the challenge
+-- error="invalid_token" it puts on its 401s; RFC 6750 3.1 makes every invalid token a
+-- 401. RBAC's 403 (a valid token, the wrong role) carries no challenge and stays.
+local function refused_token(headers)
+  local challenge = headers:get("www-authenticate")
+  return challenge ~= nil and string.find(challenge, 'error="invalid_token"', 1, true) ~= nil
+end
+
 function envoy_on_response(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type") or ""
   if string.find(content_type, "application/grpc", 1, true) == 1 then
+    if headers:get("grpc-status") == "7" and refused_token(headers) then
+      headers:replace("grpc-status", "16") -- UNAUTHENTICATED
+    end
     return
   end
   -- gRPC framing headers mean nothing to REST clients.
@@ -51,6 +170,10 @@ function envoy_on_response(handle)
       headers:replace(":status", CODE_TO_HTTP[code])
     end
   end
+  local token = headers:get(":status") == "403" and refused_token(headers)
+  if token then
+    headers:replace(":status", "401")
+  end
   local body = handle:body()
   if body == nil then
     return
@@ -58,7 +181,15 @@ function envoy_on_response(handle)
   local text = body:getBytes(0, body:length())
   local number = string.match(text, '^{"code":(%d+)')
   if number == nil then
-    return -- already in the error model (a local reply) or not an error document
+    -- Already in the error model (a local reply) or not an error document.
+    local clean = printable_message(text)
+    if token then
+      clean = string.gsub(clean, '^{"code":"permission_denied"', '{"code":"unauthenticated"', 1)
+    end
+    if clean ~= text then
+      body:setBytes(clean)
+    end
+    return
   end
   if code == nil then
     code = GRPC_TO_CODE[tonumber(number)] or "internal"

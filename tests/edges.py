@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services.launcher import PYTHONPATH, edge, infra, procs
+from services.launcher.edge_capacity import EdgeCapacity
 from services.launcher.edge_routes import GRPC_CLUSTERS, EdgeLimits, Endpoint
 from services.launcher.platform import State, start_service
 
@@ -25,10 +26,11 @@ def _endpoint(target: str) -> Endpoint:
 
 @dataclasses.dataclass(frozen=True)
 class Edge:
-    """One running Envoy of a test: its REST base URL (also its gRPC target)."""
+    """One running Envoy of a test: its REST base URL (also its gRPC target) and admin."""
 
     rest_url: str
     grpc_target: str
+    admin_url: str = ""
 
 
 @contextmanager
@@ -49,10 +51,11 @@ def running_edge(
     run_dir: Path,
     *,
     limits: EdgeLimits | None = None,
+    capacity: EdgeCapacity | None = None,
     **targets: str,
 ) -> Iterator[Edge]:
-    """An Envoy in front of the platform's services; `user=` or `ratelimit=` targets
-    replace the platform's own."""
+    """An Envoy in front of the platform's services, with limits and capacity of its own;
+    `user=` or `ratelimit=` targets replace the platform's own."""
     upstreams = {
         "order": platform.order_grpc_target,
         "product": platform.product_grpc_target,
@@ -68,12 +71,15 @@ def running_edge(
         admin_port=procs.free_port(),
         upstreams={name: _endpoint(target) for name, target in upstreams.items()},
         limits=limits or EdgeLimits(),
+        capacity=capacity or EdgeCapacity(),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     proc = edge.start_envoy(infra.executable("envoy"), settings, run_dir, dict(os.environ))
     try:
         yield Edge(
-            f"http://{infra.HOST}:{settings.edge_port}", f"{infra.HOST}:{settings.edge_port}"
+            f"http://{infra.HOST}:{settings.edge_port}",
+            f"{infra.HOST}:{settings.edge_port}",
+            f"http://{infra.HOST}:{settings.admin_port}",
         )
     finally:
         procs.stop(proc)

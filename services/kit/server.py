@@ -29,6 +29,12 @@ from services.kit.interceptors import PlatformInterceptor
 
 log = logging.getLogger("shop.server")
 
+# Request metadata a server accepts (soft and hard limit alike: between the two
+# gRPC refuses at random). Above the edge's request-header limit plus what Envoy
+# adds (services/launcher/edge_capacity.py), so an oversize request is always
+# refused by the edge with a 431, never here.
+MAX_METADATA_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -49,7 +55,11 @@ async def create_server(
     access = identity.method_access(s.name for s in services if s.enforce_access)
     server = grpc.aio.server(
         interceptors=[aio_server_interceptor(), PlatformInterceptor(access)],  # type: ignore[no-untyped-call]
-        options=[("grpc.so_reuseport", 0)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+        ],
     )
     for service in services:
         service.add_to(server)

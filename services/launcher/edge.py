@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.launcher import ROOT, edge_docs, edge_policy, edge_routes, procs
+from services.launcher import ROOT, edge_capacity, edge_docs, edge_policy, edge_routes, procs
 from services.launcher.codegen import DESCRIPTOR_PATH
+from services.launcher.edge_capacity import EdgeCapacity
 from services.launcher.edge_routes import CLUSTERS, EdgeLimits, Endpoint
 
 TEMPLATE = ROOT / "envoy" / "edge.yaml"
@@ -94,6 +95,7 @@ class EdgeSettings:
     jwt_issuer: str = "shop-platform"
     jwt_audience: str = "shop-api"
     limits: EdgeLimits = field(default_factory=EdgeLimits)
+    capacity: EdgeCapacity = field(default_factory=EdgeCapacity)
     # The repo's own files by default; containers mount them elsewhere.
     descriptor_path: str = str(DESCRIPTOR_PATH)
     lua_path: str = str(LUA)
@@ -168,6 +170,7 @@ def render(settings: EdgeSettings, template: Path = TEMPLATE) -> str:
         CLUSTERS=_flow(edge_routes.clusters(settings.upstreams), 4),
         TRACING=tracing,
         TRACING_CLUSTER=tracing_cluster,
+        **edge_capacity.placeholders(settings.capacity),
     )
 
 

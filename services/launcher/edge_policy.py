@@ -97,6 +97,10 @@ def jwt_authn(issuer: str, audience: str, jwks_uri: str) -> dict[str, Any]:
                     {"header_name": identity.TENANT_HEADER, "claim_name": "tenant"},
                     {"header_name": identity.ROLE_HEADER, "claim_name": "role"},
                 ],
+                # The Authorization header only: jwt_authn's default also takes
+                # `?access_token=`, which puts tokens in URLs and logs (RFC 6750 5.3).
+                # The Lua filter makes the scheme's case not matter (RFC 7235).
+                "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
                 "payload_in_metadata": PAYLOAD_KEY,
                 "clock_skew_seconds": 30,
                 # A token seen before skips the signature check (bench/edge_auth.py:

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.event.signatures import generate_secret
 from services.kit.config import env_int, env_str
 from services.launcher import PYTHONPATH, ROOT, edge, edge_routes, infra, ports, procs, stubs
+from services.launcher.edge_capacity import EdgeCapacity
 from services.launcher.provision import migrate, seed_admin, seed_shipments, signing_key
 
 ORDER_SERVICE = edge_routes.GRPC_CLUSTERS["order"]
@@ -70,6 +71,7 @@ class LauncherConfig:
     jwt_issuer: str = "shop-platform"
     jwt_audience: str = "shop-api"
     edge_limits: edge_routes.EdgeLimits = field(default_factory=edge_routes.EdgeLimits)
+    edge_capacity: EdgeCapacity = field(default_factory=EdgeCapacity)
     # Settings passed to every service on top of the environment (e.g. tests'
     # shorter breaker timings).
     service_env: Mapping[str, str] = field(default_factory=dict)
@@ -107,6 +109,7 @@ class LauncherConfig:
                 route_rps=env_int(env, "EDGE_ROUTE_RPS", 500),
                 credentials_rps=env_int(env, "EDGE_CREDENTIALS_RPS", 10),
             ),
+            edge_capacity=EdgeCapacity.from_env(env),
         )
 
 
@@ -337,6 +340,7 @@ class Platform:
             jwt_issuer=cfg.jwt_issuer,
             jwt_audience=cfg.jwt_audience,
             limits=cfg.edge_limits,
+            capacity=cfg.edge_capacity,
             otlp_endpoint=cfg.otlp_endpoint,
         )
         self._track(edge.start_envoy(infra.executable("envoy"), settings, self.run_dir, env))
