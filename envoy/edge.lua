@@ -1,10 +1,155 @@
--- The edge's response shaping for transcoded REST responses (never native gRPC).
+-- The edge's request checks (JSON bodies) and its response shaping for transcoded
+-- REST responses (never native gRPC).
 --  * `x-http-code` (initial metadata from a service) sets a non-200 success status.
 --  * A transcoded gRPC error {"code": <int>, ...} becomes the platform's error model
 --    {"code": "<string>", "message", "details"}: the string code is the service's
 --    `x-error-code` (its ErrorInfo reason), else derived from the gRPC code, and
 --    the HTTP status follows from the string code.
 -- Headers are changed before body() is called, as Envoy requires.
+
+-- JSON request bodies keep the platform's limits before the transcoder builds
+-- protobuf from them (services/kit/jsonlimits.py holds the same rules for what
+-- the services parse themselves): at most MAX_JSON_DEPTH levels of objects and
+-- arrays, no key twice in one object, no null array element (the transcoder
+-- would drop it silently). One pass over the already buffered body, jumping
+-- from one structural character to the next with string.find; strings are
+-- skipped whole. A refusal is a 400 local reply, which the local reply
+-- mappers put in the error model.
+local MAX_JSON_DEPTH = 32
+
+local ESCAPED = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+
+local function utf8_char(code)
+  if code < 0x80 then
+    return string.char(code)
+  elseif code < 0x800 then
+    return string.char(0xC0 + math.floor(code / 0x40), 0x80 + code % 0x40)
+  elseif code < 0x10000 then
+    return string.char(0xE0 + math.floor(code / 0x1000), 0x80 + math.floor(code / 0x40) % 0x40,
+                       0x80 + code % 0x40)
+  end
+  return string.char(0xF0 + math.floor(code / 0x40000), 0x80 + math.floor(code / 0x1000) % 0x40,
+                     0x80 + math.floor(code / 0x40) % 0x40, 0x80 + code % 0x40)
+end
+
+-- A key as parsers compare it: "a" and "\u0061" are the same key.
+local function decoded_key(raw)
+  if not string.find(raw, "\\", 1, true) then
+    return raw
+  end
+  local out, i = {}, 1
+  while true do
+    local j = string.find(raw, "\\", i, true)
+    if j == nil then
+      out[#out + 1] = string.sub(raw, i)
+      return table.concat(out)
+    end
+    out[#out + 1] = string.sub(raw, i, j - 1)
+    local c = string.sub(raw, j + 1, j + 1)
+    if c == "u" then
+      local code = tonumber(string.sub(raw, j + 2, j + 5), 16) or 0
+      i = j + 6
+      if code >= 0xD800 and code < 0xDC00 and string.sub(raw, i, i + 1) == "\\u" then
+        local low = tonumber(string.sub(raw, i + 2, i + 5), 16) or 0
+        if low >= 0xDC00 and low < 0xE000 then
+          code = 0x10000 + (code - 0xD800) * 0x400 + (low - 0xDC00)
+          i = i + 6
+        end
+      end
+      out[#out + 1] = utf8_char(code)
+    else
+      out[#out + 1] = ESCAPED[c] or c
+      i = j + 2
+    end
+  end
+end
+
+-- nil when `text` keeps the limits, else what is wrong. Malformed JSON is left
+-- to the parser behind, which names the error.
+local function json_body_problem(text)
+  local depth, kinds, keys, last, i = 0, {}, {}, "", 1
+  while true do
+    local s, _, c = string.find(text, '([{}%[%]",n])', i)
+    if s == nil then
+      return nil
+    end
+    i = s + 1
+    if c == '"' then
+      local e = s
+      repeat
+        e = string.find(text, '["\\]', e + 1)
+        if e == nil then
+          return nil
+        end
+        local backslash = string.byte(text, e) == 92
+        if backslash then
+          e = e + 1
+        end
+      until not backslash
+      if kinds[depth] == "{" and (last == "{" or last == ",") then
+        local key = decoded_key(string.sub(text, s + 1, e - 1))
+        if keys[depth][key] then
+          if #key <= 64 and string.match(key, "^[%w_.-]+$") then
+            return 'the JSON body repeats the key "' .. key .. '" in one object'
+          end
+          return "the JSON body repeats a key in one object"
+        end
+        keys[depth][key] = true
+      end
+      last, i = '"', e + 1
+    elseif c == "{" or c == "[" then
+      depth = depth + 1
+      if depth > MAX_JSON_DEPTH then
+        return "the JSON body is nested more than " .. MAX_JSON_DEPTH .. " levels deep"
+      end
+      kinds[depth] = c
+      if c == "{" then
+        keys[depth] = {}
+      end
+      last = c
+    elseif c == "}" or c == "]" or c == "," then
+      if c ~= "," then
+        depth = depth - 1
+      end
+      last = c
+    elseif string.sub(text, s, s + 3) == "null" then
+      if kinds[depth] == "[" and (last == "[" or last == ",") then
+        return "the JSON body holds a null array element; leave the element out"
+      end
+      last = "n"
+    end
+  end
+end
+
+-- Called from envoy_on_request for every request; true when it answered.
+-- Native gRPC is not JSON; a body that does not start like a JSON document is
+-- left to the parser behind.
+local function refuse_bad_json_body(handle)
+  local content_type = handle:headers():get("content-type") or ""
+  if string.find(content_type, "application/grpc", 1, true) == 1 then
+    return false
+  end
+  local body = handle:body()
+  if body == nil or body:length() == 0 then
+    return false
+  end
+  local text = body:getBytes(0, body:length())
+  if not string.find(text, "^%s*[{%[]") then
+    return false
+  end
+  local problem = json_body_problem(text)
+  if problem == nil then
+    return false
+  end
+  handle:respond({ [":status"] = "400", ["content-type"] = "text/plain" }, problem)
+  return true
+end
+
+function envoy_on_request(handle)
+  if refuse_bad_json_body(handle) then
+    return
+  end
+end
 
 local GRPC_TO_CODE = {
   [1] = "cancelled", [2] = "internal", [3] = "invalid_argument", [4] = "deadline_exceeded",
