@@ -1,4 +1,5 @@
--- The edge's response shaping for transcoded REST responses (never native gRPC).
+-- The edge's request checks (JSON bodies) and its response shaping for transcoded
+-- REST responses (never native gRPC).
 --  * `x-http-code` (initial metadata from a service) sets a non-200 success status.
 --  * A transcoded gRPC error {"code": <int>, ...} becomes the platform's error model
 --    {"code": "<string>", "message", "details"}: the string code is the service's
@@ -7,6 +8,150 @@
 --  * Envoy's own error replies never echo raw client bytes (printable_message).
 -- Headers are changed before body() is called, as Envoy requires.
 -- On the request side (request_headers) it drops or refuses what gRPC cannot carry.
+
+-- JSON request bodies keep the platform's limits before the transcoder builds
+-- protobuf from them (services/kit/jsonlimits.py holds the same rules for what
+-- the services parse themselves): at most MAX_JSON_DEPTH levels of objects and
+-- arrays, no key twice in one object, no null array element (the transcoder
+-- would drop it silently). One pass over the already buffered body, jumping
+-- from one structural character to the next with string.find; strings are
+-- skipped whole. A refusal is a 400 local reply, which the local reply
+-- mappers put in the error model.
+local MAX_JSON_DEPTH = 32
+
+local ESCAPED = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+
+local function utf8_char(code)
+  if code < 0x80 then
+    return string.char(code)
+  elseif code < 0x800 then
+    return string.char(0xC0 + math.floor(code / 0x40), 0x80 + code % 0x40)
+  elseif code < 0x10000 then
+    return string.char(0xE0 + math.floor(code / 0x1000), 0x80 + math.floor(code / 0x40) % 0x40,
+                       0x80 + code % 0x40)
+  end
+  return string.char(0xF0 + math.floor(code / 0x40000), 0x80 + math.floor(code / 0x1000) % 0x40,
+                     0x80 + math.floor(code / 0x40) % 0x40, 0x80 + code % 0x40)
+end
+
+-- A key as parsers compare it: "a" and "\u0061" are the same key.
+local function decoded_key(raw)
+  if not string.find(raw, "\\", 1, true) then
+    return raw
+  end
+  local out, i = {}, 1
+  while true do
+    local j = string.find(raw, "\\", i, true)
+    if j == nil then
+      out[#out + 1] = string.sub(raw, i)
+      return table.concat(out)
+    end
+    out[#out + 1] = string.sub(raw, i, j - 1)
+    local c = string.sub(raw, j + 1, j + 1)
+    if c == "u" then
+      local code = tonumber(string.sub(raw, j + 2, j + 5), 16) or 0
+      i = j + 6
+      if code >= 0xD800 and code < 0xDC00 and string.sub(raw, i, i + 1) == "\\u" then
+        local low = tonumber(string.sub(raw, i + 2, i + 5), 16) or 0
+        if low >= 0xDC00 and low < 0xE000 then
+          code = 0x10000 + (code - 0xD800) * 0x400 + (low - 0xDC00)
+          i = i + 6
+        end
+      end
+      out[#out + 1] = utf8_char(code)
+    else
+      out[#out + 1] = ESCAPED[c] or c
+      i = j + 2
+    end
+  end
+end
+
+local QUOTE, BACKSLASH, COMMA = 34, 92, 44
+local OPEN_OBJECT, CLOSE_OBJECT, OPEN_ARRAY, CLOSE_ARRAY = 123, 125, 91, 93
+
+-- nil when `text` keeps the limits, else what is wrong. Malformed JSON is left
+-- to the parser behind, which names the error. Bytes, not captures: no string
+-- is made except for object keys.
+local function json_body_problem(text)
+  local depth, kinds, keys, last, i = 0, {}, {}, 0, 1
+  while true do
+    local s = string.find(text, '[{}%[%]",n]', i)
+    if s == nil then
+      return nil
+    end
+    local c = string.byte(text, s)
+    i = s + 1
+    if c == QUOTE then
+      local e = s
+      repeat
+        e = string.find(text, '["\\]', e + 1)
+        if e == nil then
+          return nil
+        end
+        local backslash = string.byte(text, e) == BACKSLASH
+        if backslash then
+          e = e + 1
+        end
+      until not backslash
+      if kinds[depth] == OPEN_OBJECT and (last == OPEN_OBJECT or last == COMMA) then
+        local key = decoded_key(string.sub(text, s + 1, e - 1))
+        if keys[depth][key] then
+          if #key <= 64 and string.match(key, "^[%w_.-]+$") then
+            return 'the JSON body repeats the key "' .. key .. '" in one object'
+          end
+          return "the JSON body repeats a key in one object"
+        end
+        keys[depth][key] = true
+      end
+      last, i = QUOTE, e + 1
+    elseif c == OPEN_OBJECT or c == OPEN_ARRAY then
+      depth = depth + 1
+      if depth > MAX_JSON_DEPTH then
+        return "the JSON body is nested more than " .. MAX_JSON_DEPTH .. " levels deep"
+      end
+      kinds[depth] = c
+      if c == OPEN_OBJECT then
+        keys[depth] = {}
+      end
+      last = c
+    elseif c == CLOSE_OBJECT or c == CLOSE_ARRAY then
+      depth = depth - 1
+      last = c
+    elseif c == COMMA then
+      last = c
+    elseif string.sub(text, s, s + 3) == "null" then
+      if kinds[depth] == OPEN_ARRAY and (last == OPEN_ARRAY or last == COMMA) then
+        return "the JSON body holds a null array element; leave the element out"
+      end
+      last = 0
+    end
+  end
+end
+
+-- Called from envoy_on_request for every request; true when it answered.
+-- Native gRPC is not JSON; a body that does not start like a JSON document is
+-- left to the parser behind.
+local function refuse_bad_json_body(handle)
+  local content_type = handle:headers():get("content-type") or ""
+  if string.find(content_type, "application/grpc", 1, true) == 1 then
+    return false
+  end
+  local body = handle:body()
+  if body == nil or body:length() == 0 then
+    return false
+  end
+  local text = body:getBytes(0, body:length())
+  if not string.find(text, "^%s*[{%[]") then
+    return false
+  end
+  local problem = json_body_problem(text)
+  if problem == nil then
+    return false
+  end
+  handle:respond({ [":status"] = "400", ["content-type"] = "text/plain" }, problem)
+  return true
+end
+
 
 local GRPC_TO_CODE = {
   [1] = "cancelled", [2] = "internal", [3] = "invalid_argument", [4] = "deadline_exceeded",
@@ -85,8 +230,12 @@ local function request_headers(handle)
   return true
 end
 
+-- Headers first: body() waits for the whole body, and a request refused for its
+-- headers needs none of it.
 function envoy_on_request(handle)
-  request_headers(handle)
+  if request_headers(handle) then
+    refuse_bad_json_body(handle)
+  end
 end
 
 -- Envoy's own error replies quote the request (the transcoder's parse errors print

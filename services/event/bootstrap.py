@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -12,6 +13,7 @@ from services.event.config import EventConfig
 from services.event.deadletters import DeadLetterAdmin
 from services.event.gateway import EventGateway
 from services.event.servicer import EventServicer
+from services.kit.cursor import CursorCodec
 from services.kit.server import Registration
 from services.kit.streams import DeadLetters, Queue
 
@@ -42,9 +44,19 @@ def bootstrap(config: EventConfig, *, redis: Redis | None = None) -> EventApp:
         )
         redis = Redis(connection_pool=pool)
     events = Queue(redis, config.queue)
-    gateway = EventGateway(events, config.sources, config.default_source, config.max_body_bytes)
+    gateway = EventGateway(
+        events,
+        config.sources,
+        config.default_source,
+        config.max_body_bytes,
+        max_future_skew=timedelta(seconds=config.max_future_skew_s),
+    )
     # Every queue whose dead letters admins manage from here.
-    dead_letters = DeadLetterAdmin({config.queue: DeadLetters(events)}, default=config.queue)
+    dead_letters = DeadLetterAdmin(
+        {config.queue: DeadLetters(events)},
+        CursorCodec(config.cursor_secret),
+        default=config.queue,
+    )
     servicer = EventServicer(gateway, dead_letters)
 
     def add_to(server: grpc.aio.Server) -> None:

@@ -70,6 +70,8 @@ class EventConfig:
     max_body_bytes: int
     redis_timeout_s: float
     redis_connections: int
+    cursor_secret: bytes
+    max_future_skew_s: int
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> EventConfig:
@@ -86,6 +88,8 @@ class EventConfig:
             max_body_bytes=env_int(env, "WEBHOOK_MAX_BODY_BYTES", 256 * 1024),
             redis_timeout_s=env_float(env, "EVENT_REDIS_TIMEOUT_S", 1.0),
             redis_connections=env_int(env, "EVENT_REDIS_CONNECTIONS", 64),
+            cursor_secret=env_str(env, "CURSOR_SECRET").encode(),
+            max_future_skew_s=env_int(env, "EVENT_MAX_FUTURE_SKEW_S", 300),
         )
 
 

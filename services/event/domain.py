@@ -13,18 +13,18 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
-from services.kit import errors
+from services.kit import errors, jsonlimits
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,4}")
 SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 STATUS = re.compile(r"[a-z][a-z0-9_]{0,63}")
-MAX_SHIPMENT_ID = 128
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
+# Ids become Redis keys, MongoDB ids and the worker's Idempotency-Key header:
+# printable ASCII tokens only, so no CR/LF, NUL or non-ASCII byte can make an
+# accepted event impossible to process.
+EVENT_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,255}")
+SHIPMENT_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
 
 def _parse_time(value: str, name: str) -> datetime:
@@ -34,7 +34,10 @@ def _parse_time(value: str, name: str) -> datetime:
         raise errors.InvalidArgument.field(name, "must be an RFC 3339 timestamp") from None
     if moment.tzinfo is None:
         raise errors.InvalidArgument.field(name, "must carry a UTC offset (e.g. Z)")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:00:00-01:00 is in year 10000 in UTC
+        raise errors.InvalidArgument.field(name, "is out of range") from None
 
 
 def format_time(moment: datetime) -> str:
@@ -91,9 +94,9 @@ class CourierEvent:
 
 def _shipment_id(data: dict[str, Any]) -> str:
     value = data.get("shipmentId")
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_SHIPMENT_ID:
+    if not isinstance(value, str) or not SHIPMENT_ID.fullmatch(value):
         raise errors.InvalidArgument.field(
-            "data.shipmentId", f"is required: a string of 1..{MAX_SHIPMENT_ID} characters"
+            "data.shipmentId", "is required: 1..128 characters of [A-Za-z0-9_.:-]"
         )
     return value
 
@@ -108,19 +111,22 @@ def _status(data: dict[str, Any]) -> str:
 
 
 def parse_event(
-    source: str, event_id: str, body: bytes, *, signed_at: datetime, received_at: datetime
+    source: str,
+    event_id: str,
+    body: bytes,
+    *,
+    signed_at: datetime,
+    received_at: datetime,
+    latest: datetime,
 ) -> CourierEvent:
     """Validate a webhook body; InvalidArgument (400) naming what is wrong."""
-    try:
-        document = json.loads(body, parse_constant=_reject_constant)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise errors.InvalidArgument(f"the body is not valid JSON: {exc}") from None
     return event_of(
         source,
         event_id,
-        document,
+        jsonlimits.loads(body),
         default_time=signed_at,
         received_at=received_at,
+        latest=latest,
     )
 
 
@@ -131,8 +137,20 @@ def event_of(
     *,
     default_time: datetime,
     received_at: datetime,
+    latest: datetime,
 ) -> CourierEvent:
-    """Validate a decoded event document (a webhook body or a published event)."""
+    """Validate a decoded event document (a webhook body or a published event).
+
+    An event time after `latest` (now plus the allowed clock skew) is refused:
+    the shipment projection only moves forward in event time, so one event
+    from the far future would make every later genuine event look older.
+    """
+    if not isinstance(event_id, str) or not EVENT_ID.fullmatch(event_id):
+        raise errors.InvalidArgument.field(
+            "id", "is required: 1..255 characters of [A-Za-z0-9_.:-]"
+        )
+    if not SOURCE_NAME.fullmatch(source):
+        raise errors.InvalidArgument.field("source", "must be 1..64 characters of [a-z0-9_-]")
     if not isinstance(document, dict):
         raise errors.InvalidArgument("the body must be a JSON object")
     event_type = document.get("type")
@@ -148,6 +166,10 @@ def event_of(
         occurred_at = default_time
     elif isinstance(raw_time, str):
         occurred_at = _parse_time(raw_time, "timestamp")
+        if occurred_at > latest:
+            raise errors.InvalidArgument.field(
+                "timestamp", f"is in the future (later than {format_time(latest)})"
+            )
     else:
         raise errors.InvalidArgument.field("timestamp", "must be an RFC 3339 timestamp")
     return CourierEvent(

@@ -10,7 +10,7 @@ from shop.event.v1 import event_pb2, event_pb2_grpc
 from services.event.deadletters import DeadLetterAdmin
 from services.event.gateway import Accepted, EventGateway
 from services.event.signatures import Delivery
-from services.kit import calls, identity
+from services.kit import calls, errors, identity, jsonlimits
 from services.kit.streams import DeadLetter
 from services.kit.wire import timestamp
 
@@ -20,8 +20,9 @@ Context = calls.Context
 def _payload(raw: bytes) -> struct_pb2.Value:
     value = struct_pb2.Value()
     try:
-        json_format.Parse(raw, value)
-    except json_format.ParseError:
+        # Under the platform's JSON limits, so what is shown can also be transcoded.
+        json_format.ParseDict(jsonlimits.loads(raw), value)
+    except (errors.InvalidArgument, json_format.ParseError):
         value.string_value = raw.decode(errors="replace")
     return value
 
@@ -95,9 +96,12 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         items, cursor = await self._dead.list(
             identity.tenant(context), queue, request.limit, request.cursor
         )
-        return event_pb2.ListDeadLettersResponse(
-            items=[dead_letter_to_proto(queue, d) for d in items], next_cursor=cursor or ""
+        response = event_pb2.ListDeadLettersResponse(
+            items=[dead_letter_to_proto(queue, d) for d in items]
         )
+        if cursor is not None:
+            response.next_cursor = cursor
+        return response
 
     async def GetDeadLetter(
         self, request: event_pb2.GetDeadLetterRequest, context: Context

@@ -314,6 +314,7 @@ class Platform:
         event_env = {
             **env, "EVENT_GRPC_BIND": state.event_grpc_target, "ROUTING_URL": state.routing_url,
             "WEBHOOK_SOURCES": env.get("WEBHOOK_SOURCES") or json.dumps(sources),
+            "CURSOR_SECRET": keys["cursor_secret"],
         }  # fmt: skip
         self._start_service("event", EVENT_SERVICE, state.event_grpc_target, event_env)
         for i in range(cfg.event_workers):

@@ -40,6 +40,9 @@ from tests.webhooks import (
 TENANT = COURIER.tenant
 # Shipments 391-396 of the seeded 400 are this module's; the e2e tests count up from 1.
 
+# The event gateway signs dead-letter cursors with it.
+CURSOR_SECRET = "integration-test-cursor-secret"
+
 
 @dataclass
 class Pipeline:
@@ -58,6 +61,7 @@ class Pipeline:
             "MONGO_URL": self.platform.mongo_url,
             "ROUTING_URL": self.platform.routing_url,
             "WEBHOOK_SOURCES": SOURCES,
+            "CURSOR_SECRET": CURSOR_SECRET,
             "EVENT_QUEUE": self.queue,
             # Slow routing (set by each test) against these: reclaimed after 4 s idle.
             "EVENT_WORKER_VISIBILITY_TIMEOUT_S": "4",
@@ -173,7 +177,8 @@ def test_a_message_delivered_twice_to_racing_workers_has_one_effect(
 
 def test_ingestion_answers_503_when_redis_is_down(platform: State, tmp_path: Path) -> None:
     dead_redis = f"redis://{infra.HOST}:{procs.free_port()}/0"
-    env = {"REDIS_URL": dead_redis, "EVENT_REDIS_TIMEOUT_S": "0.5", "WEBHOOK_SOURCES": SOURCES}
+    env = {"REDIS_URL": dead_redis, "EVENT_REDIS_TIMEOUT_S": "0.5", "WEBHOOK_SOURCES": SOURCES,
+           "CURSOR_SECRET": CURSOR_SECRET}  # fmt: skip
     with (
         running_service("event", tmp_path, env) as target,
         running_edge(platform, tmp_path / "edge", event=target) as edge,

@@ -85,7 +85,9 @@ def test_malformed_secrets_are_refused() -> None:
 
 def test_a_webhook_body_becomes_an_event_and_back() -> None:
     signed = datetime.fromtimestamp(NOW, UTC)
-    event = parse_event("courier", "msg_1", BODY, signed_at=signed, received_at=signed)
+    event = parse_event(
+        "courier", "msg_1", BODY, signed_at=signed, received_at=signed, latest=signed
+    )
     assert (event.key, event.shipment_id, event.status) == ("courier:msg_1", "SHP-1", "x")
     assert event.occurred_at == signed  # no timestamp in the body: the signing time
     assert CourierEvent.from_payload(event.to_payload()) == event
@@ -100,7 +102,7 @@ def test_a_webhook_body_becomes_an_event_and_back() -> None:
 def test_malformed_bodies_are_invalid_arguments(body: bytes) -> None:
     signed = datetime.fromtimestamp(NOW, UTC)
     with pytest.raises(errors.InvalidArgument):
-        parse_event("courier", "msg_1", body, signed_at=signed, received_at=signed)
+        parse_event("courier", "msg_1", body, signed_at=signed, received_at=signed, latest=signed)
 
 
 def test_sources_setting() -> None:

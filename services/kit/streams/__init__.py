@@ -17,14 +17,13 @@ the visibility timeout. `DeadLetters` lists, replays and deletes dead letters
 per tenant. Keys per queue are described in `services.kit.streams.queue`.
 """
 
-from services.kit.streams.dead import DEAD_ID, DeadLetter, DeadLetters
+from services.kit.streams.dead import DeadLetter, DeadLetters, is_dead_id
 from services.kit.streams.message import Message
 from services.kit.streams.policy import Defer, Handler, Permanent, RetryPolicy, WorkerConfig
 from services.kit.streams.queue import Queue, QueueStats
 from services.kit.streams.worker import Worker
 
 __all__ = [
-    "DEAD_ID",
     "DeadLetter",
     "DeadLetters",
     "Defer",
@@ -36,4 +35,5 @@ __all__ = [
     "RetryPolicy",
     "Worker",
     "WorkerConfig",
+    "is_dead_id",
 ]

@@ -24,8 +24,18 @@ from services.kit import errors
 from services.kit.streams.message import Fields, Message, as_text, decode_lenient, int_field
 from services.kit.streams.queue import Queue
 
-# What a dead id (a stream entry id) looks like; callers validate input with it.
-DEAD_ID = re.compile(r"\d{1,20}-\d{1,20}")
+# A dead id is a stream entry id: `<ms>-<seq>`, each part an unsigned 64-bit
+# number (Redis refuses anything larger with an error, not an empty answer).
+_STREAM_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+_U64 = 2**64
+
+
+def is_dead_id(value: str) -> bool:
+    """Whether `value` is a well-formed stream entry id; callers validate input with it."""
+    match = _STREAM_ID.fullmatch(value)
+    return match is not None and all(int(part) < _U64 for part in match.groups())
+
+
 # Dead entries read per round trip while scanning for one tenant's.
 SCAN_BATCH = 200
 
@@ -59,7 +69,7 @@ class DeadLetters:
 
         The cursor is the last returned dead id, None when there are no more.
         """
-        if after is not None and not DEAD_ID.fullmatch(after):
+        if after is not None and not is_dead_id(after):
             raise errors.InvalidArgument.field("cursor", "is not a dead-letter cursor")
         if limit < 1:
             raise errors.InvalidArgument.field("limit", "must be at least 1")
@@ -82,7 +92,7 @@ class DeadLetters:
 
         Returns its new entry id; None when absent or another tenant's.
         """
-        if not DEAD_ID.fullmatch(dead_id):
+        if not is_dead_id(dead_id):
             return None
         (entry_id,) = await self._replay(tenant, [dead_id])
         return entry_id
@@ -113,7 +123,7 @@ class DeadLetters:
         return deleted
 
     async def _fields(self, tenant: str, dead_id: str) -> Fields | None:
-        if not DEAD_ID.fullmatch(dead_id):
+        if not is_dead_id(dead_id):
             return None
         found = _rows(await self._queue.redis.xrange(self._keys.dead, dead_id, dead_id))
         if not found:

@@ -12,13 +12,26 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-# KEYS: dedupe key, stream. ARGV: ttl_s, maxlen, field, value, ...
-# Returns {entry id, 0} when appended, {the stored entry id, 1} for a duplicate.
+# KEYS: dedupe key, stream. ARGV: ttl_s, maxlen, digest, field, value, ...
+# The dedupe key holds "<entry id> <digest>" (a key written before digests
+# were kept holds the entry id alone and matches any payload). Returns
+# {entry id, 0} when appended, {the stored entry id, 1} for a duplicate with the
+# same digest (or none), {the stored entry id, 2} when the key is known with
+# another digest: a different payload under a known id, not appended.
 PUBLISH_ONCE = """
 local seen = redis.call('GET', KEYS[1])
-if seen then return {seen, 1} end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 3))
-redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
+if seen then
+  local id, digest = string.match(seen, '^(%S+) (%S+)$')
+  if id == nil then return {seen, 1} end
+  if ARGV[3] ~= '' and digest ~= ARGV[3] then return {id, 2} end
+  return {id, 1}
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
+else
+  redis.call('SET', KEYS[1], id .. ' ' .. ARGV[3], 'EX', ARGV[1])
+end
 return {id, 0}
 """
 

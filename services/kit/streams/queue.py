@@ -7,7 +7,8 @@ Keys of the queue `{name}`:
 - queue:{name}:dead     stream of dead letters (message fields + error, attempts, dead_at_ms)
 - queue:{name}:stats    HASH of counters: processed, retried, deferred, dead_lettered, reclaimed
 
-`publish_once` also sets the caller's dedupe key (its value: the entry id).
+`publish_once` also sets the caller's dedupe key (its value: the entry id and the
+payload's digest).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT
 
+from services.kit import errors
 from services.kit.streams import lua
 from services.kit.streams.message import Message, as_text, current_traceparent, encode, now_ms
 
@@ -108,20 +110,30 @@ class Queue:
         )
         return as_text(entry_id)
 
-    async def publish_once(self, message: Message, dedupe_key: str) -> tuple[str, bool]:
+    async def publish_once(
+        self, message: Message, dedupe_key: str, *, digest: str = ""
+    ) -> tuple[str, bool]:
         """Append `message` unless `dedupe_key` was seen within the dedupe TTL.
 
         One round trip: (entry id, False) when appended, (the first entry's
-        id, True) for a duplicate. RedisError propagates: the caller must not
-        acknowledge what it could not enqueue.
+        id, True) for a duplicate. With a `digest` (of the payload, no spaces)
+        it is kept with the key, and a known key with another digest raises
+        IdempotencyKeyReused, nothing appended. RedisError propagates: the
+        caller must not acknowledge what it could not enqueue.
         """
-        args: list[Any] = [self.dedupe_ttl_s, self.maxlen]
+        if any(c.isspace() for c in digest):
+            raise ValueError("a dedupe digest holds no whitespace")
+        args: list[Any] = [self.dedupe_ttl_s, self.maxlen, digest]
         for name, value in _stamped(message).items():
             args += (name, value)
-        entry_id, duplicate = await self.scripts.publish_once(
+        entry_id, seen = await self.scripts.publish_once(
             keys=[dedupe_key, self.keys.stream], args=args
         )
-        return as_text(entry_id), bool(duplicate)
+        if seen == 2:
+            raise errors.IdempotencyKeyReused(
+                f"{message.id} was already accepted with a different payload"
+            )
+        return as_text(entry_id), bool(seen)
 
     async def stats(self) -> QueueStats:
         """Lengths and counters in one round trip."""

@@ -111,13 +111,20 @@ class EventServiceServicer:
         """Accepts one signed webhook from a courier: 202 with the event id, or 200
         with `duplicate: true` when that id was already accepted (senders retry,
         and a delivery that already counts is not an error). The body must be a
-        JSON object `{"type", "timestamp"?, "data": {"shipmentId", "status", ...}}`.
-        `POST /v1/events` is the default source's address. Errors:
+        JSON object `{"type", "timestamp"?, "data": {"shipmentId", "status", ...}}`
+        within the platform's JSON limits (at most 32 levels of nesting, no key
+        twice in one object, no null array element). `POST /v1/events` is the
+        default source's address. Errors:
         UNAUTHENTICATED (unauthenticated): a missing, malformed or wrong
-        signature, an unknown source, or a timestamp more than five minutes
-        from now (a stale or replayed delivery); nothing is enqueued.
-        INVALID_ARGUMENT (invalid_argument): the body is not JSON or lacks
-        required fields.
+        signature, an unknown source, or a webhook-timestamp more than five
+        minutes from now (a stale or replayed delivery); nothing is enqueued.
+        INVALID_ARGUMENT (invalid_argument): the body is not JSON, breaks the
+        JSON limits, lacks required fields, has a malformed id (shipmentId:
+        1-128 characters of [A-Za-z0-9_.:-]), or an event `timestamp` more than
+        the allowed skew (five minutes by default) in the future.
+        ABORTED (conflict, HTTP 409): the webhook-id was already accepted with
+        a different body; nothing is enqueued (the same body again is a
+        duplicate).
         RESOURCE_EXHAUSTED (payload_too_large, HTTP 413): the body is over the
         source's limit.
         UNAVAILABLE (unavailable): the queue cannot take the event now; nothing
@@ -129,7 +136,9 @@ class EventServiceServicer:
 
     def PublishEvent(self, request, context):
         """Publishes one event of the caller's tenant without a signature, for
-        internal systems holding an admin token. Same answers as IngestWebhook.
+        internal systems holding an admin token. Same answers as IngestWebhook;
+        an id or source outside its pattern is INVALID_ARGUMENT naming the
+        field, and a reused id with different content is a conflict (409).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,7 +148,7 @@ class EventServiceServicer:
         """Lists the dead letters of one queue of the caller's tenant, oldest first.
         Errors:
         INVALID_ARGUMENT (invalid_argument): an unknown queue, limit outside
-        0..100, a malformed cursor.
+        0..100, a cursor this list did not issue to the tenant for the queue.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
