@@ -64,29 +64,34 @@ local function decoded_key(raw)
   end
 end
 
+local QUOTE, BACKSLASH, COMMA = 34, 92, 44
+local OPEN_OBJECT, CLOSE_OBJECT, OPEN_ARRAY, CLOSE_ARRAY = 123, 125, 91, 93
+
 -- nil when `text` keeps the limits, else what is wrong. Malformed JSON is left
--- to the parser behind, which names the error.
+-- to the parser behind, which names the error. Bytes, not captures: no string
+-- is made except for object keys.
 local function json_body_problem(text)
-  local depth, kinds, keys, last, i = 0, {}, {}, "", 1
+  local depth, kinds, keys, last, i = 0, {}, {}, 0, 1
   while true do
-    local s, _, c = string.find(text, '([{}%[%]",n])', i)
+    local s = string.find(text, '[{}%[%]",n]', i)
     if s == nil then
       return nil
     end
+    local c = string.byte(text, s)
     i = s + 1
-    if c == '"' then
+    if c == QUOTE then
       local e = s
       repeat
         e = string.find(text, '["\\]', e + 1)
         if e == nil then
           return nil
         end
-        local backslash = string.byte(text, e) == 92
+        local backslash = string.byte(text, e) == BACKSLASH
         if backslash then
           e = e + 1
         end
       until not backslash
-      if kinds[depth] == "{" and (last == "{" or last == ",") then
+      if kinds[depth] == OPEN_OBJECT and (last == OPEN_OBJECT or last == COMMA) then
         local key = decoded_key(string.sub(text, s + 1, e - 1))
         if keys[depth][key] then
           if #key <= 64 and string.match(key, "^[%w_.-]+$") then
@@ -96,27 +101,27 @@ local function json_body_problem(text)
         end
         keys[depth][key] = true
       end
-      last, i = '"', e + 1
-    elseif c == "{" or c == "[" then
+      last, i = QUOTE, e + 1
+    elseif c == OPEN_OBJECT or c == OPEN_ARRAY then
       depth = depth + 1
       if depth > MAX_JSON_DEPTH then
         return "the JSON body is nested more than " .. MAX_JSON_DEPTH .. " levels deep"
       end
       kinds[depth] = c
-      if c == "{" then
+      if c == OPEN_OBJECT then
         keys[depth] = {}
       end
       last = c
-    elseif c == "}" or c == "]" or c == "," then
-      if c ~= "," then
-        depth = depth - 1
-      end
+    elseif c == CLOSE_OBJECT or c == CLOSE_ARRAY then
+      depth = depth - 1
+      last = c
+    elseif c == COMMA then
       last = c
     elseif string.sub(text, s, s + 3) == "null" then
-      if kinds[depth] == "[" and (last == "[" or last == ",") then
+      if kinds[depth] == OPEN_ARRAY and (last == OPEN_ARRAY or last == COMMA) then
         return "the JSON body holds a null array element; leave the element out"
       end
-      last = "n"
+      last = 0
     end
   end
 end
