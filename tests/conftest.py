@@ -28,6 +28,11 @@ from tests import identity, webhooks
 from tests.upstream_admin import StubAdmin
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `late` run after every other (they read what the session left)."""
+    items.sort(key=lambda item: item.get_closest_marker("late") is not None)
+
+
 @pytest.fixture(scope="session")
 def platform() -> Iterator[State]:
     run_dir = ROOT / ".run" / f"test-{os.getpid()}"

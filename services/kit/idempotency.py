@@ -54,6 +54,13 @@ class KeyScope:
         if not self.tenant or not self.user:
             raise errors.Unauthenticated("an idempotent write needs a verified user and tenant")
 
+    def upstream_key(self, key: str) -> str:
+        """The key to send an upstream that keeps one key space per tenant (the ERP):
+        the caller's key bound to this user, so two users' equal keys never meet
+        there, while a retry by the same user sends the same key again."""
+        digest = hashlib.sha256(f"{self.user}\0{key}".encode()).hexdigest()[:32]
+        return f"u-{digest}"
+
     def where(self) -> sa.ColumnElement[bool]:
         """The rows of this scope."""
         return sa.and_(

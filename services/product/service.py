@@ -190,7 +190,7 @@ class Catalog:
             if stored is not None:
                 return Written(Product.from_json(stored["product"]), stored["created"], True)
             with context.budget(self._budgets.write_s):
-                saved = await self._erp.upsert(tenant, draft, key)
+                saved = await self._erp.upsert(tenant, draft, scope.upstream_key(key))
             answer = {"product": saved.product.to_json(), "created": saved.created}
             await self._keys.finish(conn, scope, key, answer)
         self._forget(tenant)
@@ -213,7 +213,9 @@ class Catalog:
             if stored is not None:
                 return Written(Product.from_json(stored["product"]), False, True)
             with context.budget(self._budgets.write_s):
-                product = await self._erp.replace(tenant, product_id, draft, expected_version, key)
+                product = await self._erp.replace(
+                    tenant, product_id, draft, expected_version, scope.upstream_key(key)
+                )
             await self._keys.finish(conn, scope, key, {"product": product.to_json()})
         self._forget(tenant)
         return Written(product, created=False, replayed=False)
@@ -239,7 +241,9 @@ class Catalog:
             if stored is not None:
                 return Written(Product.from_json(stored["product"]), False, True)
             with context.budget(self._budgets.write_s):
-                product = await self._erp.delete(tenant, product_id, expected_version, key)
+                product = await self._erp.delete(
+                    tenant, product_id, expected_version, scope.upstream_key(key)
+                )
             await self._keys.finish(conn, scope, key, {"product": product.to_json()})
         self._forget(tenant)
         return Written(product, created=False, replayed=False)

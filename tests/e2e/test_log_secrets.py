@@ -26,7 +26,8 @@ from tests import identity
 from tests.e2e.test_events_api import next_shipment
 from tests.webhooks import COURIER, Document, new_event_id, status_event
 
-pytestmark = pytest.mark.e2e
+# Late: it searches the logs the whole session wrote, every other test's flows too.
+pytestmark = [pytest.mark.e2e, pytest.mark.late]
 
 SHAPES = {
     "an Argon2id hash": re.compile(r"\$argon2id\$"),
@@ -117,6 +118,9 @@ def _drive_every_flow(http: httpx.Client, platform: State) -> dict[str, str]:
     tampered = ann.token[:-4] + ("AAAA" if not ann.token.endswith("AAAA") else "BBBB")
     for token in (tampered, "not-a-token", f"{ann.token}x"):
         http.get("/v1/users/me", headers={"Authorization": f"Bearer {token}"})
+    # A token in the query string is never read as a credential, nor logged.
+    http.get("/v1/users/me", params={"access_token": ann.token})
+    http.get("/v1/products", params={"access_token": admin.token}, headers=anonymous)
     return {
         "the first password": first,
         "the second password": second,

@@ -235,6 +235,20 @@ def test_a_key_reused_with_another_body_is_a_conflict(products: Products) -> Non
     assert_error(response, 409, "conflict")
 
 
+def test_two_admins_with_one_key_make_two_independent_writes(
+    platform: State, http: httpx.Client, products: Products
+) -> None:
+    other = Products(http, products.tenant, identity.admin(http, platform, products.tenant))
+    first = products.create({"sku": "SHARED-1", "name": "A", "priceCents": 1}, key="shared")
+    second = other.create({"sku": "SHARED-2", "name": "B", "priceCents": 2}, key="shared")
+    assert (first.status_code, second.status_code) == (201, 201), second.text
+    assert first.json()["id"] != second.json()["id"]
+    # Each admin's own retry still replays their own write.
+    again = other.create({"sku": "SHARED-2", "name": "B", "priceCents": 2}, key="shared")
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == second.json()
+
+
 async def test_concurrent_retries_of_one_create_make_one_product(
     platform: State, products: Products, erp: StubAdmin
 ) -> None:
