@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from services.kit import context, errors, identity, status, strings
 
@@ -96,6 +97,40 @@ async def _send_retry_after(
         await ctx.send_initial_metadata(((errors.RETRY_AFTER, retry_after),))
 
 
+class _Undecodable:
+    """A request body protobuf could not parse (too deeply nested, malformed). gRPC
+    answers INTERNAL for a deserializer that raises, so the error travels to the
+    handler as this value and becomes invalid_argument there, in the error model."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    parse = deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Undecodable(str(exc))
+
+    return deserialize
+
+
+def _checked(request: Any) -> None:
+    """The request as the kit accepts it: decoded, and within the string rules."""
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidArgument(
+            "the request message cannot be decoded (malformed, or nested too deeply)"
+        )
+    strings.check(request)
+
+
 class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Access checks, request context, access log and error mapping around every handler."""
 
@@ -115,13 +150,13 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(rpc_method, self._access.get(rpc_method), handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(rpc_method, self._access.get(rpc_method), handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -130,7 +165,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 def _wrap_unary(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def unary(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
         async with _observed(rpc_method, access, ctx):
-            strings.check(request)
+            _checked(request)
             return await behavior(request, ctx)
 
     return unary
@@ -139,7 +174,7 @@ def _wrap_unary(rpc_method: str, access: int | None, behavior: Any) -> Any:
 def _wrap_stream(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def stream(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         async with _observed(rpc_method, access, ctx):
-            strings.check(request)
+            _checked(request)
             async for item in behavior(request, ctx):
                 yield item
 

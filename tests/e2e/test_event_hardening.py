@@ -141,6 +141,40 @@ def test_native_grpc_callers_meet_the_same_depth_limit(
     assert "nested more than" in (refused.value.details() or "")
 
 
+def _field(number: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (wire type 2), for payloads no library will build."""
+    size, length = bytearray(), len(payload)
+    while True:
+        size.append((length & 0x7F) | (0x80 if length > 0x7F else 0))
+        length >>= 7
+        if not length:
+            return bytes([number << 3 | 2]) + bytes(size) + payload
+
+
+def test_a_message_too_deep_to_decode_is_invalid_argument_not_internal(
+    platform: State, admin: identity.Account
+) -> None:
+    # Far over the limit protobuf's decoder gives up before any handler runs (and
+    # before the client's own library would build such a message): the kit's
+    # interceptor still answers in the error model.
+    value = _field(3, b"x")  # Value.string_value
+    for _ in range(200):
+        entry = _field(1, b"a") + _field(2, value)  # Struct.fields map entry
+        value = _field(5, _field(1, entry))  # Value.struct_value
+    body = event_pb2.PublishEventRequest(id=new_event_id(), type="shipment.status_changed")
+    raw = body.SerializeToString() + _field(5, _field(1, _field(1, b"deep") + _field(2, value)))
+    with grpc.insecure_channel(platform.grpc_target) as channel:
+        publish = channel.unary_unary(
+            "/shop.event.v1.EventService/PublishEvent",
+            request_serializer=lambda data: data,
+            response_deserializer=event_pb2.PublishEventResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            publish(raw, metadata=[("authorization", f"Bearer {admin.token}")], timeout=5)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "cannot be decoded" in (refused.value.details() or "")
+
+
 def test_a_repeated_key_is_one_clear_400_everywhere(
     http: httpx.Client, store: redis.Redis, admin: identity.Account, tenant: str
 ) -> None:
