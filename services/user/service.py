@@ -112,24 +112,39 @@ class Users:
         user_id: uuid.UUID,
         expected_version: int,
         changes: UserChanges,
+        address: str = "",
     ) -> User:
-        """Apply the changes to the user at `expected_version`, by the rules of domain.User."""
+        """Apply the changes to the user at `expected_version`, by the rules of domain.User.
+
+        A password change that must prove the current password is a login attempt
+        on the account: it is throttled and counted like one, per account and per
+        (account, `address`), so a stolen token cannot guess the password faster
+        than the login form could."""
         # Read, verify and hash outside any transaction (hashing is slow); the
         # versioned UPDATE then refuses the write if anything landed meanwhile.
         before = await self.get(tenant, caller, user_id)
         before.check_version(expected_version)
         after = before.changed(caller, changes)
         if changes.password is not None:
-            if before.proof_required(caller, changes) and not (
-                changes.current_password is not None
-                and await self._passwords.verify(before.password_hash, changes.current_password)
-            ):
-                raise WrongPassword()
+            if before.proof_required(caller, changes):
+                await self._prove_password(tenant, before, changes.current_password, address)
             after = replace(after, password_hash=await self._passwords.hash(changes.password))
         if after == before:
             return before
         async with self._engine.begin() as conn:
             return await repository.save(conn, before, after)
+
+    async def _prove_password(
+        self, tenant: str, user: User, given: str | None, address: str
+    ) -> None:
+        if given is None:
+            raise WrongPassword()  # no guess was made: nothing to count
+        account = str(user.id)
+        await self._throttle.admit(tenant, account, address)
+        if not await self._passwords.verify(user.password_hash, given):
+            await self._throttle.record_failure(tenant, account, address)
+            raise WrongPassword()
+        await self._throttle.clear(tenant, account, address)
 
     async def list(self, tenant: str, limit: int, cursor: str) -> Page[User]:
         """One page oldest first; the cursor is bound to the tenant."""

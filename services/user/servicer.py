@@ -98,7 +98,9 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             current_password=_given(request, "current_password"),
             role=_given(request, "role"),
         )
-        user = await self._users.update(tenant, caller, user_id, expected, changes)
+        user = await self._users.update(
+            tenant, caller, user_id, expected, changes, client_address(context)
+        )
         await calls.send_headers(context, version=user.version)
         return to_proto(user)
 

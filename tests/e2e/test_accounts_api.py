@@ -105,3 +105,24 @@ def test_a_guesser_cannot_lock_the_owner_out(
     assert owner.json()["user"]["id"] == ann.id
     # Slowed rather than blocked: the account's failures cost every attempt a pause.
     assert time.monotonic() - started >= 0.25
+
+
+def test_password_change_guesses_count_like_login_guesses(
+    http: httpx.Client, elsewhere: httpx.Client, tenant: str
+) -> None:
+    # A stolen token must not guess the password faster than the login form.
+    ann = identity.customer(http, tenant)
+
+    def change(current: str) -> httpx.Response:
+        return http.put(
+            f"/v1/users/{ann.id}",
+            json={"password": "a brand new passphrase", "currentPassword": current},
+            headers=ann.headers(If_Match='"1"'),
+        )
+
+    for _ in range(5):
+        assert_error(change(WRONG), 400, "invalid_argument")
+    assert_error(change(PASSWORD), 429, "rate_limited")
+    assert_error(_login(http, tenant, PASSWORD, email=ann.email), 429, "rate_limited")
+    # The owner, from their own address, still gets in.
+    assert _login(elsewhere, tenant, PASSWORD, email=ann.email).status_code == 200
