@@ -212,6 +212,21 @@ def test_order_environment_is_what_its_config_reads(spec: dict[str, Any]) -> Non
     assert (postgres_env["POSTGRES_USER"], postgres_env["POSTGRES_DB"]) == ("shop", "shop")
 
 
+def test_redis_asks_every_client_for_the_password(spec: dict[str, Any]) -> None:
+    redis = spec["services"]["redis"]
+    command = [interpolate(part) for part in redis["command"]]
+    assert command[command.index("--requirepass") + 1] == "<REDIS_PASSWORD>"
+    assert "--appendonly" in command
+    assert interpolate(environment(redis)["REDISCLI_AUTH"]) == "<REDIS_PASSWORD>"  # healthcheck
+    urls = {
+        name: interpolate(env["REDIS_URL"])
+        for name, service in spec["services"].items()
+        if "REDIS_URL" in (env := environment(service))
+    }
+    assert urls, "some services use Redis"
+    assert set(urls.values()) == {"redis://:<REDIS_PASSWORD>@redis:6379/0"}, urls
+
+
 def test_event_environment_is_what_its_configs_read(spec: dict[str, Any]) -> None:
     services = spec["services"]
     secret = "whsec_" + base64.b64encode(b"k" * 32).decode()
@@ -220,7 +235,7 @@ def test_event_environment_is_what_its_configs_read(spec: dict[str, Any]) -> Non
     assert gateway_env["WEBHOOK_SOURCES"] == "<WEBHOOK_SOURCES>"
     gateway = EventConfig.from_env({**gateway_env, "WEBHOOK_SOURCES": sources})
     assert gateway.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['event'].port}"
-    assert gateway.redis_url == "redis://redis:6379/0"
+    assert gateway.redis_url == "redis://:<REDIS_PASSWORD>@redis:6379/0"
     assert gateway.default_source == "courier"
     worker_env = {k: interpolate(v) for k, v in environment(services["event-worker"]).items()}
     worker = WorkerProcessConfig.from_env({**worker_env, "WEBHOOK_SOURCES": sources})
@@ -256,7 +271,9 @@ def test_compose_config_with_the_docker_cli(tmp_path: Path) -> None:
     if docker is None or run_check([docker, "compose", "version"]) != 0:
         pytest.skip("no `docker compose` CLI")
     env_file = tmp_path / "test.env"
-    env_file.write_text("POSTGRES_PASSWORD=test-only\nCURSOR_SECRET=test-only\n")
+    env_file.write_text(
+        "POSTGRES_PASSWORD=test-only\nREDIS_PASSWORD=test-only\nCURSOR_SECRET=test-only\n"
+    )
     result = subprocess.run(
         [docker, "compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
         capture_output=True, text=True, timeout=60,
