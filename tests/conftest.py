@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from pymongo import MongoClient
 from pymongo.database import Database
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -96,6 +97,14 @@ def tenant() -> str:
 
 def repo_path(*parts: str) -> Path:
     return ROOT.joinpath(*parts)
+
+
+@pytest.fixture(scope="session")
+def redis_client(platform: State) -> Iterator[redis.Redis]:
+    """A client of the platform's Redis, for asserting on streams and keys."""
+    client = redis.Redis.from_url(platform.redis_url)
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="session")

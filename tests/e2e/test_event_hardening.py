@@ -13,7 +13,6 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -40,13 +39,6 @@ _shipments = iter(n for n in range(300, 400) if n % 50)
 
 
 @pytest.fixture(scope="module")
-def store(platform: State) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(platform.redis_url)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def admin(http: httpx.Client, platform: State) -> identity.Account:
     return identity.admin(http, platform, COURIER.tenant)
 
@@ -65,8 +57,8 @@ def webhook_with_data(extra: str) -> bytes:
     ).encode()
 
 
-def not_enqueued(store: redis.Redis, event_id: str) -> bool:
-    return not store.exists(f"events:seen:{COURIER.tenant}:courier:{event_id}")
+def not_enqueued(redis_client: redis.Redis, event_id: str) -> bool:
+    return not redis_client.exists(f"events:seen:{COURIER.tenant}:courier:{event_id}")
 
 
 # --- 1. one JSON depth limit, repeated keys, null elements ------------------------------
@@ -74,14 +66,14 @@ def not_enqueued(store: redis.Redis, event_id: str) -> bool:
 
 @pytest.mark.parametrize("levels", [33, 98, 1_000, 100_000])
 def test_a_signed_webhook_nested_too_deep_is_400(
-    http: httpx.Client, store: redis.Redis, levels: int
+    http: httpx.Client, redis_client: redis.Redis, levels: int
 ) -> None:
     # The body's own object is level 1, data level 2, extra from level 3.
     event_id = new_event_id()
     body = webhook_with_data(nested(levels - 2))
     error = assert_error(COURIER.deliver(http, body, event_id=event_id), 400, "invalid_argument")
     assert f"more than {jsonlimits.MAX_DEPTH} levels" in error["message"]
-    assert not_enqueued(store, event_id)
+    assert not_enqueued(redis_client, event_id)
 
 
 def test_a_webhook_at_the_depth_limit_is_accepted(http: httpx.Client) -> None:
@@ -176,13 +168,13 @@ def test_a_message_too_deep_to_decode_is_invalid_argument_not_internal(
 
 
 def test_a_repeated_key_is_one_clear_400_everywhere(
-    http: httpx.Client, store: redis.Redis, admin: identity.Account, tenant: str
+    http: httpx.Client, redis_client: redis.Redis, admin: identity.Account, tenant: str
 ) -> None:
     event_id = new_event_id()
     body = webhook_with_data('{"k": 1, "k": 2}')
     error = assert_error(COURIER.deliver(http, body, event_id=event_id), 400, "invalid_argument")
     assert 'repeats the key "k"' in error["message"]
-    assert not_enqueued(store, event_id)
+    assert not_enqueued(redis_client, event_id)
     # A transcoded body: once named an internal field (`_customer_ref`).
     customer = identity.customer(http, tenant)
     response = http.post(
@@ -225,24 +217,24 @@ def test_a_null_array_element_is_400_not_silently_dropped(http: httpx.Client, te
     "event_id", ["evt\r\nx-injected: 1", "evt\u0000", "évt", "evt 1", "x" * 256, ""]
 )
 def test_an_admin_event_id_outside_the_token_pattern_is_400_naming_it(
-    http: httpx.Client, store: redis.Redis, admin: identity.Account, event_id: str
+    http: httpx.Client, redis_client: redis.Redis, admin: identity.Account, event_id: str
 ) -> None:
     event = {"id": event_id, "source": "courier", **status_event(shipment_id(next(_shipments)))}
     response = http.post("/v1/admin/events", json=event, headers=admin.headers())
     error = assert_error(response, 400, "invalid_argument")
     assert error["message"].startswith("id:"), error
-    assert not store.keys(f"events:seen:{COURIER.tenant}:courier:evt*\r*")
+    assert not redis_client.keys(f"events:seen:{COURIER.tenant}:courier:evt*\r*")
 
 
 @pytest.mark.parametrize("shipment", ["SHP\r\n1", "SHP\u00001", "SHP-é", "SHP 1"])
 def test_a_shipment_id_outside_the_token_pattern_is_400_naming_it(
-    http: httpx.Client, store: redis.Redis, admin: identity.Account, shipment: str
+    http: httpx.Client, redis_client: redis.Redis, admin: identity.Account, shipment: str
 ) -> None:
     event_id = new_event_id()
     response = COURIER.deliver(http, status_event(shipment), event_id=event_id)
     error = assert_error(response, 400, "invalid_argument")
     assert "data.shipmentId" in error["message"]
-    assert not_enqueued(store, event_id)
+    assert not_enqueued(redis_client, event_id)
     published = http.post(
         "/v1/admin/events",
         json={"id": new_event_id(), **status_event(shipment)},
@@ -255,14 +247,17 @@ def test_a_shipment_id_outside_the_token_pattern_is_400_naming_it(
 
 
 def test_an_event_from_the_future_is_400_and_does_not_freeze_its_shipment(
-    http: httpx.Client, store: redis.Redis, mongo: Database[Document], admin: identity.Account
+    http: httpx.Client,
+    redis_client: redis.Redis,
+    mongo: Database[Document],
+    admin: identity.Account,
 ) -> None:
     shipment = shipment_id(next(_shipments))
     frozen, genuine = new_event_id(), new_event_id()
     future = status_event(shipment, "delivered") | {"timestamp": "9999-12-31T23:59:59Z"}
     error = assert_error(COURIER.deliver(http, future, event_id=frozen), 400, "invalid_argument")
     assert error["message"].startswith("timestamp:")
-    assert not_enqueued(store, frozen)
+    assert not_enqueued(redis_client, frozen)
     published = http.post(
         "/v1/admin/events", json={"id": new_event_id(), **future}, headers=admin.headers()
     )
@@ -283,19 +278,19 @@ def test_an_event_within_the_skew_is_accepted(http: httpx.Client) -> None:
 
 
 def test_a_known_webhook_id_with_another_body_is_409_and_enqueues_nothing(
-    http: httpx.Client, store: redis.Redis
+    http: httpx.Client, redis_client: redis.Redis
 ) -> None:
     event_id, shipment = new_event_id(), shipment_id(next(_shipments))
     first = status_event(shipment, "in_transit")
     assert COURIER.deliver(http, first, event_id=event_id).status_code == 202
-    length = store.xlen(STREAM)
+    length = redis_client.xlen(STREAM)
     changed = status_event(shipment, "delivered")
     error = assert_error(COURIER.deliver(http, changed, event_id=event_id), 409, "conflict")
     assert event_id in error["message"]
     again = COURIER.deliver(http, first, event_id=event_id)
     assert again.status_code == 200
     assert again.json()["duplicate"] is True
-    assert store.xlen(STREAM) <= length  # nothing appended (workers may have consumed)
+    assert redis_client.xlen(STREAM) <= length  # nothing appended (workers may have consumed)
 
 
 def test_a_known_admin_event_id_with_other_content_is_409(
@@ -314,7 +309,7 @@ def test_a_known_admin_event_id_with_other_content_is_409(
 # --- 2. dead-letter ids and cursors ------------------------------------------------------
 
 
-def bury(store: redis.Redis, tenant: str, count: int) -> list[str]:
+def bury(redis_client: redis.Redis, tenant: str, count: int) -> list[str]:
     """Dead letters of `tenant` as the worker writes them; their dead ids."""
     ids = []
     for n in range(count):
@@ -326,7 +321,7 @@ def bury(store: redis.Redis, tenant: str, count: int) -> list[str]:
             enqueued_at_ms=int(time.time() * 1000),
         )
         fields = {**encode(message), "error": b"test", "attempts": b"3", "dead_at_ms": b"1"}
-        ids.append(as_text(store.xadd(DEAD, fields)))  # type: ignore[arg-type]
+        ids.append(as_text(redis_client.xadd(DEAD, fields)))  # type: ignore[arg-type]
     return ids
 
 
@@ -347,14 +342,14 @@ def test_dead_letter_ids_above_64_bits_are_400(
 
 
 def test_dead_letter_cursors_are_signed_per_tenant_and_omitted_on_the_last_page(
-    http: httpx.Client, platform: State, store: redis.Redis, tenant: str
+    http: httpx.Client, platform: State, redis_client: redis.Redis, tenant: str
 ) -> None:
     own, other = (
         identity.admin(http, platform, tenant),
         identity.admin(http, platform, tenant + "x"),
     )
-    buried = bury(store, tenant, 3)
-    bury(store, tenant + "x", 3)
+    buried = bury(redis_client, tenant, 3)
+    bury(redis_client, tenant + "x", 3)
     first = http.get("/v1/admin/dlq", params={"limit": 2}, headers=own.headers())
     assert first.status_code == 200, first.text
     cursor = first.json()["nextCursor"]
@@ -373,13 +368,13 @@ def test_dead_letter_cursors_are_signed_per_tenant_and_omitted_on_the_last_page(
 
 
 def test_a_dead_letter_payload_over_the_limits_is_shown_as_text(
-    http: httpx.Client, platform: State, store: redis.Redis, tenant: str
+    http: httpx.Client, platform: State, redis_client: redis.Redis, tenant: str
 ) -> None:
     own = identity.admin(http, platform, tenant)
     message = Message(id="courier:evt_deep", tenant=tenant, type="a.b",
                       payload=nested(200).encode(), enqueued_at_ms=1)  # fmt: skip
     fields = {**encode(message), "error": b"x", "attempts": b"1", "dead_at_ms": b"1"}
-    dead_id = as_text(store.xadd(DEAD, fields))  # type: ignore[arg-type]
+    dead_id = as_text(redis_client.xadd(DEAD, fields))  # type: ignore[arg-type]
     response = http.get(f"/v1/admin/dlq/{dead_id}", headers=own.headers())
     assert response.status_code == 200, response.text
     assert response.json()["payload"] == nested(200)

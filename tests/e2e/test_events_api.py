@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -41,13 +40,6 @@ def next_shipment() -> str:
         n = next(_numbers)
         if n % 50:  # every 50th seeded shipment has no active order
             return shipment_id(n)
-
-
-@pytest.fixture(scope="session")
-def redis_client(platform: State) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(platform.redis_url)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")
