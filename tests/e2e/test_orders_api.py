@@ -350,7 +350,7 @@ def _pages(api: Api, limit: int, cursor: str | None = None) -> list[list[str]]:
             return pages
 
 
-def test_fifteen_orders_page_as_ten_then_five_without_duplicates(api: Api) -> None:
+def test_pagination_pages_fifteen_orders_as_ten_then_five_without_duplicates(api: Api) -> None:
     created = [api.draft()["id"] for _ in range(15)]
     pages = _pages(api, 10)
     assert [len(p) for p in pages] == [10, 5]
@@ -359,7 +359,7 @@ def test_fifteen_orders_page_as_ten_then_five_without_duplicates(api: Api) -> No
     assert seen == list(reversed(created))  # newest first
 
 
-def test_pages_are_stable_under_concurrent_inserts(api: Api) -> None:
+def test_pagination_is_stable_under_concurrent_inserts(api: Api) -> None:
     created = [api.draft()["id"] for _ in range(12)]
     first = api.list(limit=5).json()
     for _ in range(4):
@@ -369,11 +369,11 @@ def test_pages_are_stable_under_concurrent_inserts(api: Api) -> None:
     assert seen == list(reversed(created))
 
 
-def test_an_empty_list_has_items_and_no_cursor(api: Api) -> None:
+def test_pagination_of_an_empty_list_has_items_and_no_cursor(api: Api) -> None:
     assert api.list().json() == {"items": []}
 
 
-def test_a_tampered_or_foreign_cursor_is_400(http: httpx.Client, api: Api) -> None:
+def test_pagination_refuses_a_tampered_or_foreign_cursor(http: httpx.Client, api: Api) -> None:
     for _ in range(3):
         api.draft()
     cursor = api.list(limit=1).json()["nextCursor"]
