@@ -9,16 +9,17 @@ exactly that (no other members), so a client may rely on the shape.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
+# buf runs the plugin as a script from tools/: the repository root holds the kit.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from services.kit.error_model import CODES
+
 JSON = dict[str, Any]
-# Every string `code` an error can carry: services/kit/errors.py's tree, the edge's local
-# replies (services/launcher/edge.py) and the gRPC codes envoy/edge.lua maps.
-ERROR_CODES = [
-    "invalid_argument", "unauthenticated", "permission_denied", "not_found", "conflict",
-    "precondition_failed", "precondition_required", "payload_too_large", "rate_limited",
-    "unavailable", "internal", "deadline_exceeded", "unimplemented", "cancelled",
-]  # fmt: skip
+# Every string `code` an error can carry, in the error model's order.
+ERROR_CODES = list(CODES)
 TYPE_PREFIX = "type.googleapis.com/"
 ERROR_INFO = "google.rpc.ErrorInfo"
 BAD_REQUEST = "google.rpc.BadRequest"

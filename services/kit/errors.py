@@ -18,7 +18,8 @@
     │   └── CircuitOpen           unavailable         (failing fast: the upstream's breaker is open)
     └── DeadlineExceeded          deadline_exceeded
 
-Business code raises these and imports nothing from gRPC; `services.kit.status`
+Business code raises these and imports nothing from gRPC; every `code` is a row
+of `services.kit.error_model` (its gRPC and HTTP status), `services.kit.status`
 maps each class to a gRPC status, and the edge maps the `code` string to HTTP.
 """
 

@@ -14,7 +14,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.kit import errors
+from services.kit import error_model, errors
 
 DOMAIN = "shop.platform"
 ERROR_CODE_KEY = "x-error-code"
@@ -27,24 +27,32 @@ class _Status(grpc.Status):
     trailing_metadata: tuple[tuple[str, str | bytes], ...]
 
 
-STATUS_BY_ERROR: dict[type[errors.PlatformError], grpc.StatusCode] = {
-    errors.PlatformError: grpc.StatusCode.INTERNAL,
-    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
-    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.Conflict: grpc.StatusCode.ABORTED,
-    errors.StaleVersion: grpc.StatusCode.ABORTED,
+# A kit error is sent with its code's gRPC status (services.kit.error_model);
+# these subclasses keep their code but tell gRPC callers more.
+_REFINED: dict[type[errors.PlatformError], grpc.StatusCode] = {
     errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     errors.IdempotencyKeyReused: grpc.StatusCode.ALREADY_EXISTS,
     errors.InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.PreconditionRequired: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.CircuitOpen: grpc.StatusCode.UNAVAILABLE,
-    errors.DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+_BY_CODE: tuple[type[errors.PlatformError], ...] = (
+    errors.PlatformError,
+    errors.InvalidArgument,
+    errors.Unauthenticated,
+    errors.PermissionDenied,
+    errors.NotFound,
+    errors.Conflict,
+    errors.StaleVersion,
+    errors.PreconditionFailed,
+    errors.PreconditionRequired,
+    errors.PayloadTooLarge,
+    errors.RateLimited,
+    errors.Unavailable,
+    errors.CircuitOpen,
+    errors.DeadlineExceeded,
+)
+STATUS_BY_ERROR: dict[type[errors.PlatformError], grpc.StatusCode] = {
+    **{cls: error_model.BY_CODE[cls.code].grpc_status for cls in _BY_CODE},
+    **_REFINED,
 }
 
 

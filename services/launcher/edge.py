@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.kit import error_model
 from services.launcher import ROOT, edge_capacity, edge_docs, edge_policy, edge_routes, procs
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge_capacity import EdgeCapacity
@@ -21,19 +22,7 @@ LUA = ROOT / "envoy" / "edge.lua"
 
 # Envoy's own replies (no route, bad JSON, body too large, upstream down, ...)
 # in the platform's error model; the code string follows the HTTP status.
-LOCAL_REPLY_CODES: list[tuple[int, str]] = [
-    (400, "invalid_argument"),
-    (401, "unauthenticated"),
-    (403, "permission_denied"),
-    (404, "not_found"),
-    (408, "deadline_exceeded"),
-    (413, "payload_too_large"),
-    (429, "rate_limited"),
-    (431, "invalid_argument"),
-    (502, "unavailable"),
-    (503, "unavailable"),
-    (504, "deadline_exceeded"),
-]
+LOCAL_REPLY_CODES: list[tuple[int, str]] = error_model.local_reply_codes()
 
 
 # Replies whose own body is empty or internal jargon get a message of their own.
