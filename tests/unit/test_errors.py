@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 import re
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from services.kit import errors, status
+import services
+from services.kit import error_model, errors, status
 from services.launcher import ROOT
-from services.order import domain as order_domain  # its errors join the tree walked below
+
+# Scripts that other programs run rather than import: a process's entry point and
+# Alembic's env.py, which needs Alembic's context around it.
+SCRIPTS = ("services.migrations.env",)
+
+
+def _import_every_service_module() -> list[str]:
+    """Import all of services/, so the walk below sees every PlatformError subclass
+    wherever it is defined, not only those some test happened to import."""
+    names = [
+        info.name
+        for info in pkgutil.walk_packages(services.__path__, "services.")
+        if not info.name.endswith(".__main__") and info.name not in SCRIPTS
+    ]
+    for name in names:
+        importlib.import_module(name)
+    return names
+
+
+SERVICE_MODULES = _import_every_service_module()
 
 
 def _all_errors() -> list[type[errors.PlatformError]]:
@@ -24,9 +46,22 @@ def _all_errors() -> list[type[errors.PlatformError]]:
 
 
 def test_the_walk_sees_kit_and_service_errors() -> None:
-    found = set(_all_errors())
-    assert {errors.InvalidArgument, errors.IdempotencyKeyReused} <= found
-    assert {errors.StaleVersion, order_domain.OrderNotFound} <= found
+    found = {(cls.__module__, cls.__name__) for cls in _all_errors()}
+    assert {(errors.__name__, "InvalidArgument"), (errors.__name__, "StaleVersion")} <= found
+    # No test module imports these: the walk found them by importing services/.
+    assert {
+        ("services.order.domain", "OrderNotFound"),
+        ("services.product.domain", "StaleProductVersion"),
+        ("services.user.domain", "AlreadyRegistered"),
+        ("services.event.signatures", "InvalidSignature"),
+    } <= found
+    assert "services.kit.interceptors" in SERVICE_MODULES
+    assert not any(name.endswith("__main__") for name in SERVICE_MODULES)
+
+
+@pytest.mark.parametrize("cls", _all_errors(), ids=lambda c: c.__name__)
+def test_every_error_code_is_a_row_of_the_error_model(cls: type[errors.PlatformError]) -> None:
+    assert cls.code in error_model.BY_CODE, f"{cls.__name__}.code {cls.code!r} is not in the table"
 
 
 @pytest.mark.parametrize("cls", _all_errors(), ids=lambda c: c.__name__)
