@@ -1,12 +1,14 @@
 """The interceptor every server runs: request context, access log, error mapping.
 
-For each RPC it enforces the method's access level (services.kit.identity),
-takes the request id (Envoy's `x-request-id`, or a new one), the caller's
-tenant and deadline into contextvars, checks the request's strings against
-the platform's rules (services.kit.strings) before the handler runs, turns a PlatformError into a
-rich gRPC status (via services.kit.status, the only mapping), hides any other
-exception behind INTERNAL, and writes one access-log line with service,
-method, tenant, status and duration.
+For each RPC, of all four handler kinds, it enforces the method's access
+level (services.kit.identity), takes the request id (Envoy's `x-request-id`,
+or a new one), the caller's tenant and deadline into contextvars, checks the
+request's strings against the platform's rules (services.kit.strings) before
+the handler sees them (each message of a request stream as it is received),
+turns a PlatformError into a rich gRPC status (via services.kit.status, the
+only mapping) with its Retry-After as a header, hides any other exception
+behind INTERNAL, and writes one access-log line with service, method, tenant,
+status and duration.
 """
 
 from __future__ import annotations
@@ -147,19 +149,23 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         rpc_method = handler_call_details.method
         if handler is None or rpc_method.startswith(QUIET_PREFIXES):
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(rpc_method, self._access.get(rpc_method), handler.unary_unary),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(rpc_method, self._access.get(rpc_method), handler.unary_stream),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        access = self._access.get(rpc_method)
+        # Every handler kind gets the same wrapping: access check, context, string
+        # rules (per message received), error mapping and access log.
+        kind = _kind(handler)
+        build, wrap = _KINDS[kind]
+        return build(
+            wrap(rpc_method, access, getattr(handler, kind)),
+            request_deserializer=_tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _kind(handler: Handler) -> str:
+    """The handler's kind, which is also the name of its attribute holding the behaviour."""
+    if handler.request_streaming:
+        return "stream_stream" if handler.response_streaming else "stream_unary"
+    return "unary_stream" if handler.response_streaming else "unary_unary"
 
 
 def _wrap_unary(rpc_method: str, access: int | None, behavior: Any) -> Any:
@@ -179,3 +185,36 @@ def _wrap_stream(rpc_method: str, access: int | None, behavior: Any) -> Any:
                 yield item
 
     return stream
+
+
+async def _checked_each(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream whose messages are checked as the handler receives them."""
+    async for request in requests:
+        _checked(request)
+        yield request
+
+
+def _wrap_client_stream(rpc_method: str, access: int | None, behavior: Any) -> Any:
+    async def client_stream(requests: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async with _observed(rpc_method, access, ctx):
+            return await behavior(_checked_each(requests), ctx)
+
+    return client_stream
+
+
+def _wrap_bidi(rpc_method: str, access: int | None, behavior: Any) -> Any:
+    async def bidi(requests: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        async with _observed(rpc_method, access, ctx):
+            async for item in behavior(_checked_each(requests), ctx):
+                yield item
+
+    return bidi
+
+
+# Per handler kind: how to build a handler of that kind, and the wrapper around its behaviour.
+_KINDS: dict[str, tuple[Callable[..., Handler], Callable[[str, int | None, Any], Any]]] = {
+    "unary_unary": (grpc.unary_unary_rpc_method_handler, _wrap_unary),
+    "unary_stream": (grpc.unary_stream_rpc_method_handler, _wrap_stream),
+    "stream_unary": (grpc.stream_unary_rpc_method_handler, _wrap_client_stream),
+    "stream_stream": (grpc.stream_stream_rpc_method_handler, _wrap_bidi),
+}
