@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from shop.event.v1 import event_pb2, event_pb2_grpc
 
 from services.event.config import EventConfig
@@ -14,6 +14,7 @@ from services.event.deadletters import DeadLetterAdmin
 from services.event.gateway import EventGateway
 from services.event.servicer import EventServicer
 from services.kit.cursor import CursorCodec
+from services.kit.redis_client import create_redis
 from services.kit.server import Registration
 from services.kit.streams import DeadLetters, Queue
 
@@ -35,14 +36,12 @@ def bootstrap(config: EventConfig, *, redis: Redis | None = None) -> EventApp:
         # A burst of deliveries waits for one of a bounded set of connections
         # (instead of failing when all are busy), and a short timeout turns a hung
         # Redis into a quick 503, never a hung sender.
-        pool = BlockingConnectionPool.from_url(
+        redis = create_redis(
             config.redis_url,
+            timeout_s=config.redis_timeout_s,
             max_connections=config.redis_connections,
-            timeout=config.redis_timeout_s,
-            socket_timeout=config.redis_timeout_s,
-            socket_connect_timeout=config.redis_timeout_s,
+            blocking=True,
         )
-        redis = Redis(connection_pool=pool)
     events = Queue(redis, config.queue)
     gateway = EventGateway(
         events,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.kit import errors, jsonlimits
+from services.kit.encoding import utc_rfc3339
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){1,4}")
 SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -41,7 +42,7 @@ def _parse_time(value: str, name: str) -> datetime:
 
 
 def format_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_rfc3339(moment, timespec="milliseconds")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from services.event.config import WorkerProcessConfig
 from services.event.processor import EventProcessor
+from services.kit.redis_client import create_redis
 from services.kit.server import run_worker
 from services.kit.streams import Queue, Worker
 from services.kit.upstream import Upstream
@@ -42,10 +43,8 @@ def bootstrap(config: WorkerProcessConfig) -> EventWorker:
     """Wire one worker process from its configuration."""
     # Each handler settles its message on a connection of its own; the reader and
     # the scheduler need theirs.
-    redis = Redis.from_url(
-        config.redis_url,
-        socket_connect_timeout=2.0,
-        max_connections=config.worker.concurrency + 8,
+    redis = create_redis(
+        config.redis_url, connect_timeout_s=2.0, max_connections=config.worker.concurrency + 8
     )
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongo_url, tz_aware=True)
     routing = Upstream("routing", config.routing_url, config.routing)

@@ -7,7 +7,6 @@ tenant, is refused as invalid_argument instead of reading the wrong page.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -19,6 +18,7 @@ from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from services.kit import errors
+from services.kit.encoding import b64url, unb64url
 
 
 def page_size(limit: int, default: int, maximum: int) -> int:
@@ -34,14 +34,6 @@ def page_size(limit: int, default: int, maximum: int) -> int:
             "limit", f"must be 1-{maximum}, or 0 or absent for {default}"
         )
     return limit
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass(frozen=True)
@@ -66,19 +58,19 @@ class CursorCodec:
     def encode(self, scope: str, position: dict[str, str]) -> str:
         """A cursor for `position` valid only within `scope`."""
         body = json.dumps(position, separators=(",", ":"), sort_keys=True).encode()
-        return f"{_b64(body)}.{_b64(self._mac(scope, body))}"
+        return f"{b64url(body)}.{b64url(self._mac(scope, body))}"
 
     def decode(self, scope: str, cursor: str) -> dict[str, str]:
         """The position inside a cursor; InvalidArgument if it was not issued for `scope`."""
         invalid = errors.InvalidArgument.field("cursor", "is not a cursor this list issued")
         try:
             body_part, mac_part = cursor.split(".", 1)
-            body, mac = _unb64(body_part), _unb64(mac_part)
+            body, mac = unb64url(body_part), unb64url(mac_part)
         except (ValueError, binascii.Error):
             raise invalid from None
         # Only the canonical spelling counts: base64's unused low bits would
         # otherwise let one cursor be written several ways.
-        if _b64(body) != body_part or _b64(mac) != mac_part:
+        if b64url(body) != body_part or b64url(mac) != mac_part:
             raise invalid
         if not hmac.compare_digest(mac, self._mac(scope, body)):
             raise invalid

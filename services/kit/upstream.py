@@ -30,6 +30,7 @@ import httpx
 from opentelemetry import propagate, trace
 
 from services.kit import context, errors
+from services.kit.backoff import full_jitter
 from services.kit.breaker import CircuitBreaker, Permit
 from services.kit.config import env_float, env_int
 
@@ -164,9 +165,10 @@ class Upstream:
         await self._http.aclose()
 
     def backoff(self, retry: int) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2**retry))."""
-        ceiling = min(self.policy.backoff_cap_s, self.policy.backoff_base_s * 2**retry)
-        return self._rng.uniform(0, ceiling)
+        """Seconds to wait before retry number `retry` (0 for the first)."""
+        return full_jitter(
+            self._rng, retry, base_s=self.policy.backoff_base_s, cap_s=self.policy.backoff_cap_s
+        )
 
     def _deadline(self) -> float:
         own = time.monotonic() + self.policy.deadline_s

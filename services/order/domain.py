@@ -20,6 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from services.kit import errors
+from services.kit.encoding import utc_rfc3339
 
 MAX_ITEMS = 100
 MAX_QUANTITY = 10_000
@@ -163,7 +164,7 @@ class Order:
             "orderId": str(self.id),
             "tenantId": self.tenant_id,
             "totalCents": self.total_cents,
-            "closedAt": self.closed_at.isoformat().replace("+00:00", "Z"),
+            "closedAt": utc_rfc3339(self.closed_at),
         }
 
     def to_json(self) -> dict[str, Any]:

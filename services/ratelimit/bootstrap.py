@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from services.kit.redis_client import create_redis
 from services.kit.server import Registration
 from services.ratelimit.config import RateLimitConfig
 from services.ratelimit.service import RateLimiter
@@ -32,14 +31,9 @@ class RateLimitApp:
 def bootstrap(config: RateLimitConfig, *, redis: Redis | None = None) -> RateLimitApp:
     """Wire the service; pass `redis` to share a client (tests), else one is created."""
     if redis is None:
-        redis = Redis.from_url(
-            config.redis_url,
-            socket_timeout=config.redis_timeout_s,
-            socket_connect_timeout=config.redis_timeout_s,
-            # redis-py retries 10 times with backoff by default; by then Envoy has
-            # given up on us, so fail at once and let it fail open.
-            retry=Retry(NoBackoff(), 0),
-        )
+        # redis-py retries with backoff by default; by then Envoy has given up
+        # on us, so fail at once and let it fail open.
+        redis = create_redis(config.redis_url, timeout_s=config.redis_timeout_s, retries=False)
     limiter = RateLimiter(config.rules, RedisCounters(redis))
     servicer = RateLimitServicer(limiter)
 

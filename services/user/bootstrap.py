@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
 from services.kit.cursor import CursorCodec
+from services.kit.redis_client import create_redis
 from services.kit.server import Registration
 from services.user.config import UserConfig
 from services.user.passwords import PasswordHasher
@@ -48,11 +49,7 @@ def bootstrap(
         engine = db.create_engine(config.database_url, pool_size=config.db_pool_size)
     if redis is None:
         # Without a timeout a hung Redis would hang every login with it.
-        redis = Redis.from_url(
-            config.redis_url,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
+        redis = create_redis(config.redis_url, timeout_s=REDIS_TIMEOUT_S)
     if keyring is None:
         keyring = KeyRing.load(config.signing_keys)
     if passwords is None:

@@ -6,7 +6,6 @@ same wherever it is computed and never needs to be configured.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -20,22 +19,20 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+from services.kit.encoding import b64url
 
 
 def public_jwk(key: Ed25519PrivateKey) -> dict[str, str]:
     """The RFC 8037 members of a key's public JWK: kty, crv, x."""
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return {"kty": "OKP", "crv": "Ed25519", "x": _b64(raw)}
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
 
 
 def thumbprint(jwk: dict[str, str]) -> str:
     """The RFC 7638 thumbprint: SHA-256 of the required members, sorted, no whitespace."""
     required = {name: jwk[name] for name in ("crv", "kty", "x")}
     canonical = json.dumps(required, separators=(",", ":"), sort_keys=True)
-    return _b64(hashlib.sha256(canonical.encode()).digest())
+    return b64url(hashlib.sha256(canonical.encode()).digest())
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ BIN = Path(sys.executable).parent
 
 
 def _run(*argv: str) -> None:
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    # Without the suite's PYTHONPATH: the tools must find services/ and gen/
+    # from pyproject.toml alone, as they do when a maintainer runs them bare.
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 

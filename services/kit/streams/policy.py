@@ -6,6 +6,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from services.kit.backoff import full_jitter
 from services.kit.config import ConfigError, env_float, env_int
 from services.kit.streams.message import Message
 
@@ -57,9 +58,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         """Seconds to wait after the `attempt`-th failed attempt (1 for the first)."""
-        # The exponent is capped only so that huge attempt numbers cannot overflow a float.
-        exponent = min(max(attempt, 1) - 1, 62)
-        return rng.uniform(0, min(self.cap_s, self.base_s * 2**exponent))
+        return full_jitter(rng, attempt - 1, base_s=self.base_s, cap_s=self.cap_s)
 
 
 @dataclass(frozen=True)
