@@ -54,6 +54,18 @@ class Identity:
     def is_admin(self) -> bool:
         return self.role == ADMIN
 
+    def valid_tenant(self) -> str:
+        """The tenant, validated; InvalidArgument naming X-Tenant-Id when there is none."""
+        if not self.tenant_id:
+            raise errors.InvalidArgument.field("X-Tenant-Id", "header is required")
+        return valid_tenant(self.tenant_id, "X-Tenant-Id")
+
+    def required_user(self) -> str:
+        """The user id; Unauthenticated when the request names none."""
+        if self.user_id is None:
+            raise errors.Unauthenticated("a valid access token is required")
+        return self.user_id
+
 
 def claimed_tenant(md: Mapping[str, str]) -> str:
     """The tenant a request names: the token's, else the one the client asked for."""
@@ -81,18 +93,12 @@ def of(ctx: grpc.aio.ServicerContext[Any, Any]) -> Identity:
 
 def tenant(ctx: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's tenant, validated; InvalidArgument naming X-Tenant-Id when there is none."""
-    value = of(ctx).tenant_id
-    if not value:
-        raise errors.InvalidArgument.field("X-Tenant-Id", "header is required")
-    return valid_tenant(value, "X-Tenant-Id")
+    return of(ctx).valid_tenant()
 
 
 def user(ctx: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's user id; Unauthenticated when the request names none."""
-    value = of(ctx).user_id
-    if value is None:
-        raise errors.Unauthenticated("a valid access token is required")
-    return value
+    return of(ctx).required_user()
 
 
 def valid_tenant(value: str, field: str) -> str:

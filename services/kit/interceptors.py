@@ -101,13 +101,14 @@ async def _send_retry_after(
 
 class _Undecodable:
     """A request body protobuf could not parse (too deeply nested, malformed). gRPC
-    answers INTERNAL for a deserializer that raises, so the error travels to the
-    handler as this value and becomes invalid_argument there, in the error model."""
+    answers UNKNOWN, naming protobuf's internals, for a deserializer that raises,
+    so the failure travels to the handler as this marker and becomes
+    invalid_argument there, in the error model."""
 
-    __slots__ = ("reason",)
+    __slots__ = ()
 
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
+
+_UNDECODABLE = _Undecodable()
 
 
 def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
@@ -118,15 +119,15 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     def deserialize(data: bytes) -> Any:
         try:
             return parse(data)
-        except DecodeError as exc:
-            return _Undecodable(str(exc))
+        except DecodeError:
+            return _UNDECODABLE
 
     return deserialize
 
 
 def _checked(request: Any) -> None:
     """The request as the kit accepts it: decoded, and within the string rules."""
-    if isinstance(request, _Undecodable):
+    if request is _UNDECODABLE:
         raise errors.InvalidArgument(
             "the request message cannot be decoded (malformed, or nested too deeply)"
         )

@@ -17,7 +17,8 @@ Context = calls.Context
 def caller(context: Context) -> Caller:
     """The verified user and tenant; tenant-wide only for the admin role (fail closed:
     no role, or any other role, is a customer limited to their own orders)."""
-    return Caller(identity.tenant(context), identity.user(context), identity.of(context).is_admin)
+    who = identity.of(context)  # one read of the metadata for all three
+    return Caller(who.valid_tenant(), who.required_user(), who.is_admin)
 
 
 def to_proto(order: Order) -> order_pb2.Order:
