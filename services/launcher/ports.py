@@ -56,5 +56,7 @@ def check_free(config: LauncherConfig) -> None:
         raise procs.LaunchError(
             "; ".join(problems)
             + ". Stop what holds them (another `./shop up`? `./shop status`, `./shop down`),"
-            " or choose free ports in .env (see .env.example); nothing was started."
+            " or choose free ports in .env (see .env.example); nothing was started. A port"
+            " in the system's ephemeral range can also be held for up to a minute by a"
+            " connection that just closed: then try again shortly."
         )
