@@ -11,7 +11,7 @@ from shop.event.v1 import event_pb2, event_pb2_grpc
 
 from services.event.config import EventConfig
 from services.event.deadletters import DeadLetterAdmin
-from services.event.gateway import EventGateway
+from services.event.intake import EventIntake
 from services.event.servicer import EventServicer
 from services.kit.cursor import CursorCodec
 from services.kit.redis_client import create_redis
@@ -43,7 +43,7 @@ def bootstrap(config: EventConfig, *, redis: Redis | None = None) -> EventApp:
             blocking=True,
         )
     events = Queue(redis, config.queue)
-    gateway = EventGateway(
+    intake = EventIntake(
         events,
         config.sources,
         config.default_source,
@@ -56,7 +56,7 @@ def bootstrap(config: EventConfig, *, redis: Redis | None = None) -> EventApp:
         CursorCodec(config.cursor_secret),
         default=config.queue,
     )
-    servicer = EventServicer(gateway, dead_letters)
+    servicer = EventServicer(intake, dead_letters)
 
     def add_to(server: grpc.aio.Server) -> None:
         event_pb2_grpc.add_EventServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -8,7 +8,7 @@ from google.protobuf import json_format, struct_pb2
 from shop.event.v1 import event_pb2, event_pb2_grpc
 
 from services.event.deadletters import DeadLetterAdmin
-from services.event.gateway import Accepted, EventGateway
+from services.event.intake import Accepted, EventIntake
 from services.event.signatures import Delivery
 from services.kit import calls, errors, identity, jsonlimits
 from services.kit.streams import DeadLetter
@@ -50,8 +50,8 @@ def dead_letter_to_proto(queue: str, dead: DeadLetter) -> event_pb2.DeadLetter:
 class EventServicer(event_pb2_grpc.EventServiceServicer):
     """shop.event.v1.EventService over the gateway and dead-letter use cases."""
 
-    def __init__(self, gateway: EventGateway, dead_letters: DeadLetterAdmin) -> None:
-        self._gateway = gateway
+    def __init__(self, intake: EventIntake, dead_letters: DeadLetterAdmin) -> None:
+        self._intake = intake
         self._dead = dead_letters
 
     async def _acknowledge(self, context: Context, accepted: Accepted) -> None:
@@ -66,7 +66,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             signature=calls.header(context, "webhook-signature") or "",
             body=request.http_body.data,
         )
-        accepted = await self._gateway.ingest(request.source, delivery)
+        accepted = await self._intake.ingest(request.source, delivery)
         await self._acknowledge(context, accepted)
         return event_pb2.IngestWebhookResponse(
             id=accepted.id, duplicate=accepted.duplicate, source=accepted.source
@@ -81,7 +81,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         }
         if request.HasField("timestamp"):
             document["timestamp"] = request.timestamp.ToJsonString()
-        accepted = await self._gateway.publish(
+        accepted = await self._intake.publish(
             identity.tenant(context), request.id, request.source, document
         )
         await self._acknowledge(context, accepted)

@@ -81,7 +81,7 @@ class Verifier:
     ) -> None:
         if not keys:
             raise ValueError("a webhook source needs at least one secret")
-        self._keys = tuple(keys)
+        self._secrets = tuple(keys)
         self._tolerance_s = tolerance_s
         self._clock = clock
 
@@ -110,7 +110,7 @@ class Verifier:
             raise InvalidSignature("webhook-signature holds no v1 signature")
         expected = [
             sign(key, delivery.message_id, timestamp, delivery.body).removeprefix("v1,")
-            for key in self._keys
+            for key in self._secrets
         ]
         # Every pair is compared in constant time, so timing tells nothing about which failed.
         matched = False

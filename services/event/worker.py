@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from services.event.config import WorkerProcessConfig
-from services.event.processor import EventProcessor
+from services.event.handler import CourierEventHandler
 from services.kit.redis_client import create_redis
 from services.kit.server import run_worker
 from services.kit.streams import Queue, Worker
@@ -24,7 +24,7 @@ from services.kit.upstream import Upstream
 
 
 @dataclass(frozen=True)
-class EventWorker:
+class EventWorkerProcess:
     redis: Redis
     mongo: AsyncMongoClient[dict[str, Any]]
     routing: Upstream
@@ -39,7 +39,7 @@ class EventWorker:
         await self.redis.aclose()
 
 
-def bootstrap(config: WorkerProcessConfig) -> EventWorker:
+def bootstrap(config: WorkerProcessConfig) -> EventWorkerProcess:
     """Wire one worker process from its configuration."""
     # Each handler settles its message on a connection of its own; the reader and
     # the scheduler need theirs.
@@ -48,9 +48,9 @@ def bootstrap(config: WorkerProcessConfig) -> EventWorker:
     )
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongo_url, tz_aware=True)
     routing = Upstream("routing", config.routing_url, config.routing)
-    processor = EventProcessor(mongo.get_default_database(), routing)
-    worker = Worker(Queue(redis, config.queue), processor, config.worker)
-    return EventWorker(redis, mongo, routing, worker)
+    handler = CourierEventHandler(mongo.get_default_database(), routing)
+    worker = Worker(Queue(redis, config.queue), handler, config.worker)
+    return EventWorkerProcess(redis, mongo, routing, worker)
 
 
 async def main() -> None:

@@ -14,8 +14,8 @@ from services.kit.cursor import CursorCodec
 from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
 from services.order.config import OrderConfig
-from services.order.service import Orders
 from services.order.servicer import OrderServicer
+from services.order.usecases import Orders
 
 SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
 

@@ -9,7 +9,7 @@ from services.kit.idempotency import fingerprint
 from services.kit.ids import parse_uuid
 from services.kit.wire import timestamp
 from services.order.domain import Caller, LineItem, NewOrder, Order
-from services.order.service import Orders
+from services.order.usecases import Orders
 
 Context = calls.Context
 

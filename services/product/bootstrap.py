@@ -19,10 +19,10 @@ from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
 from services.kit.upstream import Upstream
 from services.product.config import ProductConfig
-from services.product.service import Budgets, Catalog
 from services.product.servicer_v1 import ProductServicerV1
 from services.product.servicer_v2 import ProductServicerV2
 from services.product.upstreams import Erp, Warehouse
+from services.product.usecases import Budgets, Catalog
 
 SERVICE_V1 = v1.DESCRIPTOR.services_by_name["ProductService"].full_name
 SERVICE_V2 = v2.DESCRIPTOR.services_by_name["ProductService"].full_name

@@ -7,7 +7,7 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 from services.kit import calls, identity
 from services.kit.idempotency import fingerprint
 from services.product.domain import ProductDraft, ProductView, parse_id
-from services.product.service import Catalog, Freshness
+from services.product.usecases import Catalog, Freshness
 
 Context = calls.Context
 

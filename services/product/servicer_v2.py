@@ -7,8 +7,8 @@ from shop.product.v2 import product_pb2, product_pb2_grpc
 from services.kit import calls, identity
 from services.kit.wire import timestamp
 from services.product.domain import ProductView, parse_id
-from services.product.service import Catalog
 from services.product.servicer_v1 import cache_status
+from services.product.usecases import Catalog
 
 Context = calls.Context
 

@@ -11,9 +11,9 @@ from redis.asyncio import Redis
 from services.kit.redis_client import create_redis
 from services.kit.server import Registration
 from services.ratelimit.config import RateLimitConfig
-from services.ratelimit.service import RateLimiter
 from services.ratelimit.servicer import RateLimitServicer
 from services.ratelimit.store import RedisCounters
+from services.ratelimit.usecases import RateLimiter
 
 SERVICE_NAME: str = rls_pb2.DESCRIPTOR.services_by_name["RateLimitService"].full_name
 

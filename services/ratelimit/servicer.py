@@ -11,7 +11,7 @@ from google.protobuf import duration_pb2
 
 from services.kit import calls
 from services.ratelimit.rules import Descriptor
-from services.ratelimit.service import Decision, DescriptorStatus, RateLimiter
+from services.ratelimit.usecases import Decision, DescriptorStatus, RateLimiter
 
 Context = calls.Context
 Response = rls_pb2.RateLimitResponse

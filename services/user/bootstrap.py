@@ -15,10 +15,10 @@ from services.kit.redis_client import create_redis
 from services.kit.server import Registration
 from services.user.config import UserConfig
 from services.user.passwords import PasswordHasher
-from services.user.service import Users
 from services.user.servicer import UserServicer
 from services.user.throttle import LoginThrottle
 from services.user.tokens import KeyRing, TokenIssuer
+from services.user.usecases import Users
 
 REDIS_TIMEOUT_S = 2.0
 SERVICE_NAME = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name

@@ -9,7 +9,7 @@ from services.kit import calls, errors, identity
 from services.kit.peer import client_address
 from services.kit.wire import timestamp
 from services.user.domain import NewUser, User, UserChanges, parse_id
-from services.user.service import Users
+from services.user.usecases import Users
 
 Context = calls.Context
 JWKS_CACHE = "public, max-age=300"

@@ -64,7 +64,7 @@ def test_domain_modules_import_neither_grpc_nor_sqlalchemy() -> None:
 def test_use_cases_do_not_import_grpc() -> None:
     offenders = {
         f"{path.relative_to(ROOT)}: {module}"
-        for path in SERVICES.glob("*/service.py")
+        for path in SERVICES.glob("*/usecases.py")
         for module in _imports(path)
         if module.split(".")[0] == "grpc"
     }

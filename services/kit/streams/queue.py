@@ -30,7 +30,7 @@ COUNTERS = ("processed", "retried", "deferred", "dead_lettered", "reclaimed")
 
 
 @dataclass(frozen=True)
-class Keys:
+class StreamKeys:
     """The Redis keys of one queue, and its consumer group's name."""
 
     stream: str
@@ -40,7 +40,7 @@ class Keys:
     stats: str
 
     @classmethod
-    def of(cls, name: str) -> Keys:
+    def of(cls, name: str) -> StreamKeys:
         base = f"queue:{name}"
         return cls(base, name, f"{base}:delayed", f"{base}:dead", f"{base}:stats")
 
@@ -90,7 +90,7 @@ class Queue:
             raise ValueError("a queue needs a name")
         self.redis = redis
         self.name = name
-        self.keys = Keys.of(name)
+        self.keys = StreamKeys.of(name)
         # Approximate trimming (MAXLEN ~) costs nothing per XADD; it only
         # bounds memory when consumers fall this far behind.
         self.maxlen = maxlen

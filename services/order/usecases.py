@@ -28,7 +28,7 @@ class Orders:
 
     def __init__(self, engine: AsyncEngine, keys: IdempotencyStore, cursors: CursorCodec) -> None:
         self._engine = engine
-        self._keys = keys
+        self._idempotency = keys
         self._cursors = cursors
 
     async def create(self, caller: Caller, key: str, request_hash: str, new: NewOrder) -> Created:
@@ -36,11 +36,11 @@ class Orders:
         caller's key (keys are per user: another user's same key is another order)."""
         scope = KeyScope(caller.tenant, caller.user)
         async with self._engine.begin() as conn:
-            stored = await self._keys.begin(conn, scope, key, "orders.create", request_hash)
+            stored = await self._idempotency.begin(conn, scope, key, "orders.create", request_hash)
             if stored is not None:
                 return Created(Order.from_json(stored), replayed=True)
             order = await repository.insert(conn, caller, new)
-            await self._keys.finish(conn, scope, key, order.to_json())
+            await self._idempotency.finish(conn, scope, key, order.to_json())
         return Created(order, replayed=False)
 
     async def get(self, caller: Caller, order_id: uuid.UUID) -> Order:

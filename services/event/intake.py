@@ -42,7 +42,7 @@ def dedupe_key(tenant: str, event: CourierEvent) -> str:
     return f"events:seen:{tenant}:{event.key}"
 
 
-class EventGateway:
+class EventIntake:
     """Accepts signed webhooks and internal events onto the events queue.
 
     The dedupe key of an event keeps a digest of what was accepted under its

@@ -107,7 +107,7 @@ class Catalog:
         budgets: Budgets,
     ) -> None:
         self._erp, self._warehouse = erp, warehouse
-        self._engine, self._keys, self._cursors = engine, keys, cursors
+        self._engine, self._idempotency, self._cursors = engine, keys, cursors
         self._products, self._stock = products, stock
         self._budgets = budgets
 
@@ -186,13 +186,15 @@ class Catalog:
         """Create or update by SKU, or replay the answer first given for this key."""
         scope = KeyScope(tenant, user)
         async with self._engine.begin() as conn:
-            stored = await self._keys.begin(conn, scope, key, "products.create", request_hash)
+            stored = await self._idempotency.begin(
+                conn, scope, key, "products.create", request_hash
+            )
             if stored is not None:
                 return Written(Product.from_json(stored["product"]), stored["created"], True)
             with context.budget(self._budgets.write_s):
                 saved = await self._erp.upsert(tenant, draft, scope.upstream_key(key))
             answer = {"product": saved.product.to_json(), "created": saved.created}
-            await self._keys.finish(conn, scope, key, answer)
+            await self._idempotency.finish(conn, scope, key, answer)
         self._forget(tenant)
         return Written(saved.product, saved.created, replayed=False)
 
@@ -209,14 +211,16 @@ class Catalog:
         """Replace name, description and price at the expected version."""
         scope = KeyScope(tenant, user)
         async with self._engine.begin() as conn:
-            stored = await self._keys.begin(conn, scope, key, "products.update", request_hash)
+            stored = await self._idempotency.begin(
+                conn, scope, key, "products.update", request_hash
+            )
             if stored is not None:
                 return Written(Product.from_json(stored["product"]), False, True)
             with context.budget(self._budgets.write_s):
                 product = await self._erp.replace(
                     tenant, product_id, draft, expected_version, scope.upstream_key(key)
                 )
-            await self._keys.finish(conn, scope, key, {"product": product.to_json()})
+            await self._idempotency.finish(conn, scope, key, {"product": product.to_json()})
         self._forget(tenant)
         return Written(product, created=False, replayed=False)
 
@@ -237,14 +241,16 @@ class Catalog:
             return Written(product, created=False, replayed=False)
         scope = KeyScope(tenant, user)
         async with self._engine.begin() as conn:
-            stored = await self._keys.begin(conn, scope, key, "products.delete", request_hash)
+            stored = await self._idempotency.begin(
+                conn, scope, key, "products.delete", request_hash
+            )
             if stored is not None:
                 return Written(Product.from_json(stored["product"]), False, True)
             with context.budget(self._budgets.write_s):
                 product = await self._erp.delete(
                     tenant, product_id, expected_version, scope.upstream_key(key)
                 )
-            await self._keys.finish(conn, scope, key, {"product": product.to_json()})
+            await self._idempotency.finish(conn, scope, key, {"product": product.to_json()})
         self._forget(tenant)
         return Written(product, created=False, replayed=False)
 

@@ -24,7 +24,7 @@ from services.kit import errors
 from services.kit.streams import Defer, Message, Permanent
 from services.kit.upstream import Upstream
 
-log = logging.getLogger("shop.event.processor")
+log = logging.getLogger("shop.event.handler")
 Document = dict[str, Any]
 # About how long a routing call takes: the least a deferred event waits.
 ROUTING_CALL_S = 2.0
@@ -38,7 +38,7 @@ def outcome_id(tenant: str, event_key: str) -> str:
     return f"{tenant}/{event_key}"
 
 
-class EventProcessor:
+class CourierEventHandler:
     """The events queue's handler."""
 
     def __init__(self, db: AsyncDatabase[Document], routing: Upstream) -> None:
