@@ -1,1 +1,1 @@
-"""Rerunnable benchmarks whose output backs the figures the README quotes."""
+"""Rerunnable benchmarks whose output backs the figures docs/benchmarks.md quotes."""

@@ -1,4 +1,4 @@
-"""The benchmark's results and their plain-text table (for a README code block)."""
+"""The benchmark's results and their plain-text table (for a code block in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
