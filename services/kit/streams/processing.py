@@ -37,7 +37,8 @@ class Failure:
 
 
 class Processor:
-    """Runs the handler on one delivery and settles it: ack, retry later, or dead letter."""
+    """Runs the handler, inside its middleware, on one delivery and settles it by what the
+    handler did: ack, retry later, or dead letter."""
 
     def __init__(
         self,
@@ -123,7 +124,7 @@ class Processor:
                     f"the handler and its middleware ran longer than {self._chain_timeout_s:g}s"
                 )
             # What the handler raised wins over what a middleware made of it.
-            return _failure(handler.error or error)
+            return _failure(error if handler.error is None else handler.error)
         return None if handler.error is None else _failure(handler.error)
 
     async def _failed(self, message: Message, failure: Failure) -> None:
