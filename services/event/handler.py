@@ -39,7 +39,8 @@ def outcome_id(tenant: str, event_key: str) -> str:
 
 
 class CourierEventHandler:
-    """The events queue's handler."""
+    """The events queue's handler, routed every courier event type alike (see
+    `services.event.worker.routes`): the event's status, not its type, says what changed."""
 
     def __init__(self, db: AsyncDatabase[Document], routing: Upstream) -> None:
         self._db = db

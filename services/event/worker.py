@@ -3,6 +3,12 @@
 It consumes the events queue with the shared queue kit: a bounded number of
 handlers at once, delayed retries with backoff, dead letters after the last
 attempt, and on SIGTERM it stops reading and finishes what it holds.
+
+Its router sends every courier event type (any type the intake accepts,
+`domain.EVENT_TYPE`: couriers name their own types and the handler reads the
+status from the event's data) to the courier-event handler; the intake
+refuses any other type with a 400, so only a message written past it can be
+dead-lettered as of an unknown type.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from pymongo import AsyncMongoClient
 from redis.asyncio import Redis
 
 from services.event.config import WorkerProcessConfig
+from services.event.domain import EVENT_TYPE
 from services.event.handler import CourierEventHandler
 from services.kit.redis_client import create_redis
 from services.kit.server import run_worker
-from services.kit.streams import Queue, Worker
+from services.kit.streams import Handler, Queue, Router, Worker
 from services.kit.upstream import Upstream
 
 
@@ -39,6 +46,13 @@ class EventWorkerProcess:
         await self.redis.aclose()
 
 
+def routes(courier_events: Handler) -> Router:
+    """What the event worker takes: every courier event type, to its handler."""
+    router = Router()
+    router.route_matching(EVENT_TYPE, courier_events)
+    return router
+
+
 def bootstrap(config: WorkerProcessConfig) -> EventWorkerProcess:
     """Wire one worker process from its configuration."""
     # Each handler settles its message on a connection of its own; the reader and
@@ -49,7 +63,7 @@ def bootstrap(config: WorkerProcessConfig) -> EventWorkerProcess:
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongo_url, tz_aware=True)
     routing = Upstream("routing", config.routing_url, config.routing)
     handler = CourierEventHandler(mongo.get_default_database(), routing)
-    worker = Worker(Queue(redis, config.queue), handler, config.worker)
+    worker = Worker(Queue(redis, config.queue), routes(handler), config.worker)
     return EventWorkerProcess(redis, mongo, routing, worker)
 
 

@@ -7,6 +7,7 @@ the Routing stub are the platform's.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -22,6 +23,7 @@ import pytest
 import redis
 from pymongo.database import Database
 
+from services.event.domain import EVENT_TYPE
 from services.launcher import PYTHONPATH, infra, procs
 from services.launcher.platform import State, start_service
 from stubs.shipments import shipment_id
@@ -187,3 +189,36 @@ def test_ingestion_answers_503_when_redis_is_down(platform: State, tmp_path: Pat
         response = COURIER.deliver(http, status_event(shipment_id(396)))
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "unavailable"
+
+
+def test_any_courier_type_is_processed_and_a_type_the_intake_refuses_is_dead_lettered_once(
+    pipeline: Pipeline, mongo: Database[Document], routing: StubAdmin
+) -> None:
+    shipment, event_id = shipment_id(396), new_event_id()
+    with httpx.Client(base_url=pipeline.url) as http:
+        delivered = status_event(shipment, "delivered") | {"type": "shipment.delivered"}
+        response = COURIER.deliver(http, delivered, event_id=event_id)
+    assert response.status_code == 202, response.text
+    # A valid courier event under a type the intake answers with a 400, written past it.
+    stream = f"queue:{pipeline.queue}"
+    entries: Any = pipeline.redis.xrange(stream)
+    [(_, fields)] = entries
+    stray_id = new_event_id()
+    payload = json.loads(fields[b"payload"]) | {"id": stray_id}
+    stray = {**fields, b"id": f"courier:{stray_id}".encode(), b"type": b"Shipment Delivered",
+             b"payload": json.dumps(payload).encode()}  # fmt: skip
+    pipeline.redis.xadd(stream, stray)  # type: ignore[arg-type]
+    pipeline.worker("router")
+
+    done = eventually(lambda: outcome(mongo, COURIER, event_id))
+    assert (done["type"], done["status"]) == ("shipment.delivered", "delivered")
+    eventually(lambda: pipeline.counter("dead_lettered") == 1)
+    [(_, dead)] = pipeline.redis.xrange(f"{stream}:dead")
+    assert dead[b"id"] == f"courier:{stray_id}".encode()
+    assert dead[b"error"].decode() == (
+        "UnknownMessageType: no handler for message type 'Shipment Delivered' on this worker "
+        f"(it takes /{EVENT_TYPE.pattern}/)"
+    )
+    assert dead[b"attempts"] == b"1"
+    assert (pipeline.counter("processed"), pipeline.counter("retried")) == (1, 0)
+    assert outcome(mongo, COURIER, stray_id) is None

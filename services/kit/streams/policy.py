@@ -12,8 +12,9 @@ from services.kit.streams.message import Message
 
 Handler = Callable[[Message], Awaitable[None]]
 """Processes one message. Returning acks it; `Permanent` dead-letters it now;
-any other exception (or running past the handler timeout) is a failed attempt
-that is retried later."""
+`Defer` puts it back for later without spending an attempt; any other
+exception (or running past the handler timeout) is a failed attempt that is
+retried later."""
 
 
 class Permanent(Exception):
@@ -69,7 +70,8 @@ class WorkerConfig:
     (hostname-pid). `concurrency` handlers run at most at once. A message
     whose consumer has not acked it for `visibility_timeout_s` is taken over
     by another worker; `handler_timeout_s` must be shorter, so that a live
-    worker always settles a message before anyone may take it over.
+    worker always settles a message before anyone may take it over. The
+    handler's middleware chain as a whole gets until halfway between the two.
     """
 
     consumer: str

@@ -1,4 +1,4 @@
-"""One delivery: run the handler in its trace and request context, then settle it."""
+"""One delivery: run the handler inside its middleware, then settle it by the outcome."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
-from opentelemetry import propagate, trace
 from redis.exceptions import RedisError
 
-from services.kit import context
 from services.kit.streams import outcomes
 from services.kit.streams.message import (
     Fields,
@@ -19,14 +17,13 @@ from services.kit.streams.message import (
     Message,
     decode,
     decode_lenient,
-    describe_error,
     now_ms,
 )
+from services.kit.streams.middleware import HandlerTimeout, Middleware, chain, describe_failure
 from services.kit.streams.policy import Defer, Handler, Permanent, WorkerConfig
 from services.kit.streams.queue import Queue
 
 log = logging.getLogger("shop.queue")
-tracer = trace.get_tracer("shop.queue")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,15 +37,25 @@ class Failure:
 
 
 class Processor:
-    """Runs the handler on one delivery and settles it: ack, retry later, or dead letter."""
+    """Runs the handler, inside its middleware, on one delivery and settles it by what the
+    handler did: ack, retry later, or dead letter."""
 
     def __init__(
-        self, queue: Queue, handler: Handler, config: WorkerConfig, rng: random.Random
+        self,
+        queue: Queue,
+        handler: Handler,
+        config: WorkerConfig,
+        rng: random.Random,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self._queue = queue
         self._handler = handler
         self._config = config
         self._rng = rng
+        self._middleware = tuple(middleware)
+        # Halfway to the visibility timeout: a hanging middleware still lets this
+        # worker settle the message before another may take it over.
+        self._chain_timeout_s = (config.handler_timeout_s + config.visibility_timeout_s) / 2
 
     async def process(self, entry_id: str, fields: Fields | None) -> None:
         """Handle and settle one delivery; raises nothing but cancellation.
@@ -105,46 +112,20 @@ class Processor:
             )
 
     async def _attempt(self, message: Message) -> Failure | None:
-        """Run the handler once; None when it succeeded."""
-        parent = propagate.extract({"traceparent": message.traceparent})
-        token = context.request_id.set(message.id)
+        """Run the middleware chain and the handler once; None when both succeeded."""
+        handler = _Watched(self._handler, self._config.handler_timeout_s)
         try:
-            with tracer.start_as_current_span(
-                f"process {self._queue.name}",
-                context=parent,
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "redis",
-                    "messaging.operation.type": "process",
-                    "messaging.destination.name": self._queue.name,
-                    "messaging.consumer.group.name": self._queue.keys.group,
-                    "messaging.message.id": message.id,
-                    "shop.queue.attempt": message.attempt,
-                },
-            ) as span:
-                failure = await self._call(message)
-                if failure is not None:
-                    span.set_status(trace.StatusCode.ERROR, failure.error)
-                return failure
-        finally:
-            context.request_id.reset(token)
-
-    async def _call(self, message: Message) -> Failure | None:
-        timeout = self._config.handler_timeout_s
-        try:
-            async with asyncio.timeout(timeout) as deadline:
-                await self._handler(message)
-        except Permanent as exc:
-            return Failure(describe_error(exc), permanent=True)
-        except Defer as exc:
-            return Failure(describe_error(exc), defer_s=exc.delay_s)
-        except TimeoutError as exc:
-            if deadline.expired():
-                return Failure(f"TimeoutError: the handler ran longer than {timeout:g}s")
-            return Failure(describe_error(exc))
+            async with asyncio.timeout(self._chain_timeout_s) as bound:
+                await chain(handler, self._middleware)(message)
         except Exception as exc:
-            return Failure(describe_error(exc))
-        return None
+            error: Exception = exc
+            if isinstance(exc, TimeoutError) and bound.expired():
+                error = HandlerTimeout(
+                    f"the handler and its middleware ran longer than {self._chain_timeout_s:g}s"
+                )
+            # What the handler raised wins over what a middleware made of it.
+            return _failure(error if handler.error is None else handler.error)
+        return None if handler.error is None else _failure(handler.error)
 
     async def _failed(self, message: Message, failure: Failure) -> None:
         retry = self._config.retry
@@ -207,3 +188,40 @@ class Processor:
                 "reason": reason,
             },
         )
+
+
+class _Watched:
+    """The handler under its timeout, remembering how its last call ended.
+
+    The processor settles by this record, so a middleware sees the outcome but
+    cannot turn a failure into a success or one kind of failure into another.
+    """
+
+    def __init__(self, handler: Handler, timeout_s: float) -> None:
+        self._handler = handler
+        self._timeout_s = timeout_s
+        self.error: Exception | None = None
+
+    async def __call__(self, message: Message) -> None:
+        self.error = None
+        try:
+            async with asyncio.timeout(self._timeout_s) as deadline:
+                await self._handler(message)
+        except TimeoutError as exc:
+            if not deadline.expired():
+                self.error = exc
+                raise
+            self.error = HandlerTimeout(f"the handler ran longer than {self._timeout_s:g}s")
+            raise self.error from None
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+def _failure(exc: Exception) -> Failure:
+    """How a failed attempt is settled: dead-lettered now, deferred, or retried."""
+    if isinstance(exc, Permanent):
+        return Failure(describe_failure(exc), permanent=True)
+    if isinstance(exc, Defer):
+        return Failure(describe_failure(exc), defer_s=exc.delay_s)
+    return Failure(describe_failure(exc))

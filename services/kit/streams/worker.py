@@ -26,7 +26,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -35,9 +35,11 @@ from redis.exceptions import RedisError, ResponseError
 from services.kit.config import ConfigError
 from services.kit.streams import outcomes
 from services.kit.streams.message import Fields, as_text, now_ms
+from services.kit.streams.middleware import Middleware, Tracing
 from services.kit.streams.policy import Handler, WorkerConfig
 from services.kit.streams.processing import Processor
 from services.kit.streams.queue import Queue
+from services.kit.streams.routing import Router
 
 log = logging.getLogger("shop.queue")
 # How long to wait before trying Redis again after a failed read or group creation.
@@ -45,7 +47,12 @@ REDIS_RETRY_S = 1.0
 
 
 class Worker:
-    """Consumes one queue with at most `config.concurrency` handlers at once."""
+    """Consumes one queue with at most `config.concurrency` handlers at once.
+
+    `handler` takes every message (a `Router` sends each to the handler of its
+    type). `middleware` runs around it on every attempt, outermost first, inside
+    the kit's `Tracing`, which `tracing=False` leaves out (see `middleware`).
+    """
 
     def __init__(
         self,
@@ -53,12 +60,20 @@ class Worker:
         handler: Handler,
         config: WorkerConfig,
         *,
+        middleware: Sequence[Middleware] = (),
+        tracing: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         _check_client(queue.redis, config)
+        if isinstance(handler, Router) and not (handler.types or handler.patterns):
+            raise ConfigError(f"the router of the {queue.name!r} worker routes no message type")
         self._queue = queue
         self._config = config
-        self._processor = Processor(queue, handler, config, rng or random.Random())
+        self._router = handler if isinstance(handler, Router) else None
+        layers = [Tracing(queue)] if tracing else []
+        self._processor = Processor(
+            queue, handler, config, rng or random.Random(), [*layers, *middleware]
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._reclaim_every_s = config.visibility_timeout_s / 2
         self._reclaim_at = 0.0  # time.monotonic() of the next reclaim; 0: at once
@@ -69,8 +84,18 @@ class Worker:
         """Handlers running now (never more than `concurrency`)."""
         return len(self._tasks)
 
+    @property
+    def router(self) -> Router | None:
+        """The router when the handler is one: its `types` and `patterns` are what this
+        worker takes. None when one handler takes every message."""
+        return self._router
+
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish the handlers in flight and return."""
+        routes = {"types": ["*"], "patterns": []}
+        if self._router is not None:
+            routes = {"types": list(self._router.types), "patterns": list(self._router.patterns)}
+        log.info("consuming", extra={"queue": self._queue.name, **routes})
         await self._ensure_group(stop)
         scheduler = asyncio.create_task(self._schedule(stop), name=f"{self._queue} scheduler")
         try:
