@@ -9,7 +9,7 @@ from services import topology
 from services.launcher import infra, procs
 
 if TYPE_CHECKING:
-    from services.launcher.platform import LauncherConfig
+    from services.launcher.config import LauncherConfig
 
 
 def claimed(config: LauncherConfig) -> list[tuple[str, str, int]]:
