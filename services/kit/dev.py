@@ -31,13 +31,11 @@ def stored_secrets(run_dir: Path, makers: Mapping[str, Callable[[], str]]) -> di
     it does not hold yet (an existing one is never replaced)."""
     path = run_dir / SECRETS_FILE
     values: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
-    missing = {name: make() for name, make in makers.items() if name not in values}
-    if missing or not path.exists():
-        values.update(missing)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(json.dumps(values, indent=2))
+    values.update({name: make() for name, make in makers.items() if name not in values})
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when it existed with a wider mode
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(values, indent=2))
     return values
 
 
