@@ -97,7 +97,7 @@ PROCESSES: tuple[Process, ...] = (
         module="services.order", bind_setting="ORDER_GRPC_BIND",
         health="shop.order.v1.OrderService", cluster=True,
         exposes=(Exposed("shop.order.v1.OrderService", "shop.order.v1.order_pb2", "30s"),),
-        needs=("DATABASE_URL", "REDIS_URL", "MONGO_URL", "CURSOR_SECRET"), note=_GRPC,
+        needs=("DATABASE_URL", "CURSOR_SECRET"), note=_GRPC,
     ),
     Process(
         "product", "product gateway", Kind.SERVER, Port("PRODUCT_GRPC_PORT", 7052),
@@ -135,7 +135,7 @@ PROCESSES: tuple[Process, ...] = (
         health="shop.event.v1.EventService", cluster=True,
         # Ingestion is one Redis round trip; 5 s is generous.
         exposes=(Exposed("shop.event.v1.EventService", "shop.event.v1.event_pb2", "5s"),),
-        needs=("REDIS_URL", "MONGO_URL", "ROUTING_URL", "WEBHOOK_SOURCES", "CURSOR_SECRET"),
+        needs=("REDIS_URL", "WEBHOOK_SOURCES", "CURSOR_SECRET"),
         dev_env="services.event.dev:dev_env",
         note="{where} (webhooks: POST {rest_url}/v1/events, source 'courier'; "
         "its `webhook_secret` is in {secrets_file})",

@@ -3,6 +3,7 @@ table matches the platform's wiring, and a new entry reaches every place derived
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import importlib.util
 import json
@@ -14,11 +15,17 @@ import yaml
 
 from services import topology
 from services.event import dev as event_dev
+from services.event.config import EventConfig, WorkerProcessConfig
 from services.kit import dev
+from services.kit.config import ConfigError
 from services.launcher import ROOT, compose, edge_policy, edge_routes, ports
 from services.launcher.__main__ import endpoints
 from services.launcher.platform import LauncherConfig, State, dev_env_hook
+from services.order.config import OrderConfig
+from services.product.config import ProductConfig
+from services.ratelimit.config import RateLimitConfig
 from services.topology import Exposed, Kind, Port, Process, Replicas
+from services.user.config import UserConfig
 from tests.unit.test_compose import drift
 
 EPHEMERAL = range(32768, 61000)
@@ -143,6 +150,54 @@ def test_every_need_is_made_by_a_process_the_launcher_or_the_dev_hook(tmp_path: 
     for process in topology.PROCESSES:
         made = set(dev_env_hook(process.dev_env)(tmp_path, {})) if process.dev_env else set()
         assert set(process.needs) <= provided | made, process.name
+
+
+CONFIGS = {
+    "order": OrderConfig.from_env,
+    "product": ProductConfig.from_env,
+    "user": UserConfig.from_env,
+    "ratelimit": RateLimitConfig.from_env,
+    "event": EventConfig.from_env,
+    "event-worker": WorkerProcessConfig.from_env,
+}
+SAMPLES = {
+    "DATABASE_URL": "postgresql://shop:pw@db:5432/shop",
+    "REDIS_URL": "redis://:pw@redis:6379/0",
+    "MONGO_URL": "mongodb://mongo:27017/shop",
+    "CURSOR_SECRET": "cursor",
+    "ERP_URL": "http://erp:8101",
+    "WAREHOUSE_URL": "http://warehouse:8102",
+    "ROUTING_URL": "http://routing:8103",
+    "WEBHOOK_SOURCES": json.dumps(
+        {
+            "courier": {
+                "tenant": "demo",
+                "secrets": ["whsec_" + base64.b64encode(b"k" * 32).decode()],
+            }
+        }
+    ),
+    "JWT_SIGNING_KEYS": "/keys/jwt-signing.pem",
+    "JWT_ISSUER": "shop-platform",
+    "JWT_AUDIENCE": "shop-api",
+}
+
+
+def test_every_server_and_worker_has_a_config_read_here() -> None:
+    assert set(CONFIGS) == {p.name for p in topology.of_kind(Kind.SERVER, Kind.WORKER)}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_the_needs_are_what_the_config_requires(name: str) -> None:
+    process = topology.by_name(name)
+    given = {need: SAMPLES[need] for need in process.needs}
+    CONFIGS[name](given)  # enough to start
+    for need in process.needs:
+        try:
+            CONFIGS[name]({k: v for k, v in given.items() if k != need})
+        except ConfigError:
+            continue
+        # Optional in the config: a need only because the launcher must pass it on.
+        assert need in topology.LAUNCHER_SETTINGS, f"{name} does not require {need}"
 
 
 def test_each_process_starts_after_what_it_needs_and_the_edge_last() -> None:
