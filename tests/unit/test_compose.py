@@ -38,24 +38,9 @@ from tests.upstream_admin import running_stub
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-SERVICES = {
-    "postgres",
-    "redis",
-    "mongo",
-    "migrate",
-    "order",
-    "erp",
-    "warehouse",
-    "product",
-    "keys",
-    "user",
-    "ratelimit",
-    "routing",
-    "seed-shipments",
-    "event",
-    "event-worker",
-    "envoy",
-}
+# One-shot tasks beside the topology's processes: migrations, the signing key, demo data.
+TASKS = {"migrate", "keys", "seed-shipments"}
+SERVICES = set(compose.expected_services()) | TASKS
 GRPC_SERVICES = topology.clusters()
 SETTINGS = compose.settings()
 # `$$` (a literal dollar) or `${NAME...}`; anything else after a `$` is an error.
@@ -217,21 +202,20 @@ def test_services_start_in_order(spec: dict[str, Any]) -> None:
     assert services["migrate"].get("restart", "no") == "no"
     assert condition("event-worker", "seed-shipments") == "service_completed_successfully"
     assert condition("event-worker", "routing") == "service_healthy"
-    for name in SERVICES - {"migrate", "keys", "seed-shipments"}:
+    for name in SERVICES - TASKS:
         assert healthcheck(services[name]), f"{name} has no healthcheck"
 
 
 def test_app_services_use_the_project_image(spec: dict[str, Any]) -> None:
     services = spec["services"]
-    app = ["migrate", "keys", "order", "erp", "warehouse", "product", "user", "ratelimit",
-           "routing", "seed-shipments", "event", "event-worker"]  # fmt: skip
+    ours = topology.of_kind(topology.Kind.SERVER, topology.Kind.WORKER, topology.Kind.STUB)
+    app = TASKS | {p.name for p in ours}
     assert {services[name]["build"] for name in app} == {"."}
     assert len({services[name]["image"] for name in app}) == 1
-    for name in GRPC_SERVICES:
-        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
-    for stub in ("erp", "warehouse", "routing"):
-        assert services[stub]["command"][:4] == ["python", "-m", "stubs", stub]
-    assert services["event-worker"]["command"] == ["python", "-m", "services.event.worker"]
+    for process in topology.of_kind(topology.Kind.SERVER, topology.Kind.WORKER):
+        assert services[process.name]["command"] == ["python", "-m", process.module]
+    for stub in topology.of_kind(topology.Kind.STUB):
+        assert services[stub.name]["command"][:4] == ["python", "-m", "stubs", stub.name]
 
 
 def test_product_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
@@ -378,7 +362,7 @@ def test_service_healthcheck_reads_grpc_health(
         server.stop(None)
 
 
-@pytest.mark.parametrize("stub", ["erp", "warehouse", "routing"])
+@pytest.mark.parametrize("stub", [p.name for p in topology.of_kind(topology.Kind.STUB)])
 def test_stub_healthcheck_reads_the_admin_health(
     spec: dict[str, Any], stub: str, tmp_path: Path
 ) -> None:
