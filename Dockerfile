@@ -29,6 +29,6 @@ RUN python -m compileall -q services stubs gen \
 
 ENV PYTHONPATH=/app:/app/gen
 USER shop
-EXPOSE 50051
+EXPOSE 7051
 
 CMD ["python", "-m", "services.order"]

@@ -77,14 +77,13 @@ def own_platform(
     LOG_LEVEL=WARNING: the services write no per-request log line."""
     run_dir = ROOT / ".run" / f"bench-{os.getpid()}"
     # Port 0: a free port for every component, so a `./shop up` may run alongside.
-    config = LauncherConfig(
-        run_dir=run_dir, edge_port=0, admin_port=0, order_port=0, product_port=0,
-        user_port=0, ratelimit_port=0, event_port=0, event_worker_port=0,
-        event_workers=event_workers, erp_port=0, warehouse_port=0, routing_port=0,
-        postgres_port=0, redis_port=0, mongo_port=0, log_level="WARNING",
+    config = LauncherConfig.on_free_ports(
+        run_dir,
+        replicas={"event-worker": event_workers},
+        log_level="WARNING",
         service_env=service_env or {},
         edge_limits=edge_limits or EdgeLimits(),
-    )  # fmt: skip
+    )
     launched = Platform(config)
     try:
         yield launched.up()

@@ -1,6 +1,6 @@
 """Deterministic shipments and active orders in MongoDB, for the demo, tests and load runs.
 
-    python -m stubs.shipments --mongo-url mongodb://127.0.0.1:57017/shop --tenant demo --count 1000
+    python -m stubs.shipments --mongo-url mongodb://127.0.0.1:17017/shop --tenant demo --count 1000
 
 Shipment n (`SHP-000001` ...) of a tenant is, in collection `shipments`,
 

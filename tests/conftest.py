@@ -37,25 +37,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def platform() -> Iterator[State]:
     run_dir = ROOT / ".run" / f"test-{os.getpid()}"
-    config = LauncherConfig(
-        run_dir=run_dir,
-        edge_port=0,
-        admin_port=0,
-        order_port=0,
-        product_port=0,
-        user_port=0,
-        ratelimit_port=0,
-        event_port=0,
-        event_worker_port=0,
-        erp_port=0,
-        warehouse_port=0,
-        routing_port=0,
-        postgres_port=0,
-        redis_port=0,
-        mongo_port=0,
-        database_url=os.environ.get("DATABASE_URL") or None,
-        redis_url=os.environ.get("REDIS_URL") or None,
-        mongo_url=os.environ.get("MONGO_URL") or None,
+    # Every process on a free port; a server whose URL the environment gives is used.
+    config = LauncherConfig.on_free_ports(
+        run_dir,
+        os.environ,
         log_level="INFO",
         # Breakers that recover and caches that expire within a test; the
         # defaults (5 s, 30 s, 2 s) are for production.

@@ -13,9 +13,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from services import topology
 from services.launcher import PYTHONPATH, edge, infra, procs
 from services.launcher.edge_capacity import EdgeCapacity
-from services.launcher.edge_routes import GRPC_CLUSTERS, EdgeLimits, Endpoint
+from services.launcher.edge_routes import EdgeLimits, Endpoint
 from services.launcher.platform import State, start_service
 
 
@@ -38,7 +39,7 @@ def running_service(name: str, run_dir: Path, env: Mapping[str, str]) -> Iterato
     """`python -m services.<name>` on a free port with `env`; yields its gRPC target."""
     target = f"{infra.HOST}:{procs.free_port()}"
     full = {**os.environ, "PYTHONPATH": PYTHONPATH, **env, f"{name.upper()}_GRPC_BIND": target}
-    proc = start_service(name, GRPC_CLUSTERS[name], target, full, run_dir)
+    proc = start_service(name, topology.clusters()[name], target, full, run_dir)
     try:
         yield target
     finally:
@@ -56,14 +57,7 @@ def running_edge(
 ) -> Iterator[Edge]:
     """An Envoy in front of the platform's services, with limits and capacity of its own;
     `user=` or `ratelimit=` targets replace the platform's own."""
-    upstreams = {
-        "order": platform.order_grpc_target,
-        "product": platform.product_grpc_target,
-        "user": platform.user_grpc_target,
-        "ratelimit": platform.ratelimit_grpc_target,
-        "event": platform.event_grpc_target,
-        **targets,
-    }
+    upstreams = {**{name: platform.target(name) for name in topology.clusters()}, **targets}
     settings = edge.EdgeSettings(
         edge_address=infra.HOST,
         edge_port=procs.free_port(),

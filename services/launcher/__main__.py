@@ -14,11 +14,12 @@ import sys
 import time
 from pathlib import Path
 
+from services import topology
 from services.kit.config import redact_url
+from services.kit.dev import SECRETS_FILE
 from services.launcher import codegen, procs
 from services.launcher.platform import (
     DEMO_ADMIN_EMAIL,
-    DEMO_COURIER,
     DEMO_TENANT,
     LauncherConfig,
     Platform,
@@ -27,25 +28,27 @@ from services.launcher.platform import (
 
 
 def endpoints(s: State, run_dir: Path) -> list[tuple[str, str]]:
-    """Where each part of a running platform listens (passwords redacted)."""
-    secrets_file = run_dir / "secrets.json"
+    """Where each part of a running platform listens (passwords redacted), process by
+    process of the topology."""
+    secrets_file = run_dir / SECRETS_FILE
+
+    def line(p: topology.Process) -> tuple[str, str]:
+        where = (
+            redact_url(s.urls.get(p.provides, ""))
+            if p.provides
+            else ", ".join(s.targets.get(p.name, []))
+        )
+        label = f"{p.label}s" if p.replicas else p.label
+        return label, p.note.format(where=where, rest_url=s.rest_url, secrets_file=secrets_file)
+
+    services = topology.of_kind(topology.Kind.SERVER, topology.Kind.WORKER)
+    outside = topology.of_kind(topology.Kind.STUB, topology.Kind.INFRA)
     return [
         ("REST edge", f"{s.rest_url}        e.g. curl {s.rest_url}/v1/products -H 'X-Tenant-Id: demo'"),
         ("gRPC edge", f"{s.grpc_target} (grpcurl -protoset gen/descriptor.binpb)"),
-        ("order service", f"{s.order_grpc_target} (direct gRPC, reflection on)"),
-        ("product gateway", f"{s.product_grpc_target} (v1 and v2)"),
-        ("user service", f"{s.user_grpc_target} (tokens; JWKS at {s.rest_url}/.well-known/jwks.json)"),
-        ("rate-limit service", s.ratelimit_grpc_target),
-        ("event gateway", f"{s.event_grpc_target} (webhooks: POST {s.rest_url}/v1/events, "
-         f"source {DEMO_COURIER!r}; its `webhook_secret` is in {secrets_file})"),
-        ("event workers", f"{', '.join(s.event_worker_targets)} (health)"),
+        *(line(p) for p in services),
         ("demo admin", f"{DEMO_ADMIN_EMAIL} (tenant {DEMO_TENANT}); password in {secrets_file}"),
-        ("ERP stub", f"{s.erp_url} (faults: PUT {s.erp_url}/_admin/faults)"),
-        ("Warehouse stub", s.warehouse_url),
-        ("Routing stub", f"{s.routing_url} (2 s per call; faults: PUT {s.routing_url}/_admin/faults)"),
-        ("PostgreSQL", redact_url(s.database_url)),
-        ("Redis", redact_url(s.redis_url)),
-        ("MongoDB (wire)", redact_url(s.mongo_url)),
+        *(line(p) for p in outside),
         ("Envoy admin", s.envoy_admin_url),
         ("logs", s.logs_dir),
     ]  # fmt: skip
@@ -53,7 +56,7 @@ def endpoints(s: State, run_dir: Path) -> list[tuple[str, str]]:
 
 def _print_endpoints(state: State, run_dir: Path) -> None:
     for name, where in endpoints(state, run_dir):
-        print(f"  {name:18} {where}")
+        print(f"  {name:19} {where}")
 
 
 def _status(platform: Platform) -> int:
@@ -66,7 +69,7 @@ def _status(platform: Platform) -> int:
         _print_endpoints(recorded, platform.run_dir)
     print("processes")
     for name, state in platform.status().items():
-        print(f"  {name:18} {state}")
+        print(f"  {name:19} {state}")
     return 0
 
 

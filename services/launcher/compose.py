@@ -1,39 +1,25 @@
-"""The Envoy config of docker-compose.yml: envoy/edge.yaml rendered with container names.
+"""The container setup derived from the topology: envoy/compose.yaml, and what
+docker-compose.yml must say about every process.
 
-`python -m services.launcher.compose` writes envoy/compose.yaml; a unit test fails when
-that file differs from what `render_compose_edge()` returns.
+`python -m services.launcher.compose` writes envoy/compose.yaml (envoy/edge.yaml
+rendered with container names); unit tests fail when that file differs from what
+`render_compose_edge()` returns, or when docker-compose.yml drifts from
+`expected_services()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
+from services import topology
 from services.launcher import ROOT
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge import LUA, EdgeSettings, render
 from services.launcher.edge_routes import Endpoint
+from services.topology import Kind, Process
 
 OUTPUT = ROOT / "envoy" / "compose.yaml"
-
-# Inside the envoy container: docker-compose.yml mounts the files at these paths and
-# publishes the edge port; the admin interface stays inside the container.
-SETTINGS = EdgeSettings(
-    edge_address="0.0.0.0",
-    edge_port=8080,
-    admin_address="127.0.0.1",
-    admin_port=9901,
-    upstreams={
-        "order": Endpoint("order", 50051),
-        "product": Endpoint("product", 50052),
-        "user": Endpoint("user", 50053),
-        "ratelimit": Endpoint("ratelimit", 50054),
-        "event": Endpoint("event", 50055),
-    },
-    descriptor_path="/etc/shop/descriptor.binpb",
-    lua_path="/etc/shop/edge.lua",
-    # The container mounts neither gen/openapi nor Swagger UI's assets.
-    docs=None,
-)
 
 HEADER = """\
 # GENERATED from envoy/edge.yaml by services/launcher/compose.py: do not edit.
@@ -41,23 +27,93 @@ HEADER = """\
 """
 
 
-def render_compose_edge(settings: EdgeSettings = SETTINGS) -> str:
+def _edge() -> Process:
+    return topology.of_kind(Kind.EDGE)[0]
+
+
+def settings() -> EdgeSettings:
+    """Inside the envoy container: docker-compose.yml mounts the files at these paths and
+    publishes the edge port; the admin interface stays inside the container. Every
+    cluster is the compose service of its process's name, on its default port."""
+    edge = _edge()
+    admin = edge.admin_port or topology.Port("", 9901)
+    return EdgeSettings(
+        edge_address="0.0.0.0",
+        edge_port=edge.port.default,
+        admin_address="127.0.0.1",
+        admin_port=admin.default,
+        upstreams={
+            name: Endpoint(name, topology.by_name(name).port.default)
+            for name in topology.clusters()
+        },
+        descriptor_path="/etc/shop/descriptor.binpb",
+        lua_path="/etc/shop/edge.lua",
+        # The container mounts neither gen/openapi nor Swagger UI's assets.
+        docs=None,
+    )
+
+
+def render_compose_edge(edge_settings: EdgeSettings | None = None) -> str:
     """The compose Envoy config (other settings only for tests, e.g. local file paths)."""
-    return HEADER + render(settings)
+    return HEADER + render(edge_settings or settings())
 
 
-def settings_here(
-    edge_port: int = SETTINGS.edge_port, admin_port: int = SETTINGS.admin_port
-) -> EdgeSettings:
+def settings_here(edge_port: int | None = None, admin_port: int | None = None) -> EdgeSettings:
     """The compose settings with this checkout's files for the container mounts (to run
     or validate the compose config outside a container)."""
+    chosen = settings()
     return dataclasses.replace(
-        SETTINGS,
-        edge_port=edge_port,
-        admin_port=admin_port,
+        chosen,
+        edge_port=chosen.edge_port if edge_port is None else edge_port,
+        admin_port=chosen.admin_port if admin_port is None else admin_port,
         descriptor_path=str(DESCRIPTOR_PATH),
         lua_path=str(LUA),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class ComposeService:
+    """What docker-compose.yml must say about one process of the topology."""
+
+    name: str
+    # `python -m ...` with its arguments; None: the image's own (infra, Envoy).
+    command: tuple[str, ...] | None
+    # Settings it must be given: the exact value, or None for any value.
+    environment: Mapping[str, str | None]
+    # Where its healthcheck dials inside the container, and the gRPC health service asked.
+    health_port: int | None = None
+    health_service: str | None = None
+    # The published port (`host:container`), Envoy's edge only.
+    published: str | None = None
+
+
+def expected_service(process: Process) -> ComposeService:
+    port = process.port
+    if process.kind in (Kind.SERVER, Kind.WORKER):
+        environment: dict[str, str | None] = dict.fromkeys(process.needs)
+        environment[process.bind_setting] = f"0.0.0.0:{port.default}"
+        return ComposeService(
+            process.name,
+            ("python", "-m", process.module),
+            environment,
+            health_port=port.default,
+            health_service=process.health,
+        )
+    if process.kind is Kind.STUB:
+        command = ("python", "-m", "stubs", process.name, "--host", "0.0.0.0", "--port")
+        return ComposeService(
+            process.name, (*command, str(port.default)), {}, health_port=port.default
+        )
+    if process.kind is Kind.EDGE:
+        published = f"${{{port.setting}:-{port.default}}}:{port.default}"
+        return ComposeService(process.name, None, {}, published=published)
+    # The official images listen on their own ports inside the compose network.
+    return ComposeService(process.name, None, {})
+
+
+def expected_services() -> dict[str, ComposeService]:
+    """Every process of the topology as the compose service docker-compose.yml must have."""
+    return {p.name: expected_service(p) for p in topology.PROCESSES}
 
 
 def main() -> None:

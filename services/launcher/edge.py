@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services import topology
 from services.kit import error_model
 from services.launcher import ROOT, edge_capacity, edge_docs, edge_policy, edge_routes, procs
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge_capacity import EdgeCapacity
-from services.launcher.edge_routes import CLUSTERS, EdgeLimits, Endpoint
+from services.launcher.edge_routes import EdgeLimits, Endpoint
 
 TEMPLATE = ROOT / "envoy" / "edge.yaml"
 LUA = ROOT / "envoy" / "edge.lua"
@@ -79,7 +80,7 @@ class EdgeSettings:
     edge_port: int
     admin_address: str
     admin_port: int
-    # One endpoint per GRPC_CLUSTERS name.
+    # One endpoint per cluster of the topology (services/topology.py).
     upstreams: Mapping[str, Endpoint]
     jwt_issuer: str = "shop-platform"
     jwt_audience: str = "shop-api"
@@ -150,7 +151,7 @@ def render(settings: EdgeSettings, template: Path = TEMPLATE) -> str:
         LOCAL_REPLY_MAPPERS=local_reply_mappers(),
         DOCS_ROUTES=_flow(edge_docs.routes(settings.docs), 24) if settings.docs else "",
         ROUTES=_flow(edge_routes.routes(settings.limits), 24),
-        TRANSCODED_SERVICES=json.dumps([s.name for s in edge_policy.SERVICES]),
+        TRANSCODED_SERVICES=json.dumps([s.name for s in edge_policy.services()]),
         IDENTITY_STRIP=json.dumps(edge_policy.identity_strip()),
         JWT_AUTHN=json.dumps(
             edge_policy.jwt_authn(settings.jwt_issuer, settings.jwt_audience, jwks_uri)
@@ -201,10 +202,11 @@ def start_envoy(
         admin = f"http://{settings.admin_address}:{settings.admin_port}"
         procs.wait_until(proc, lambda: _get(f"{admin}/ready").strip() == "LIVE", what="Envoy ready")
         # The first request must not race the first upstream health checks.
+        clusters = tuple(topology.clusters())
         procs.wait_until(
             proc,
-            lambda: all_healthy(_get(f"{admin}/clusters"), CLUSTERS),
-            what=f"Envoy to see {', '.join(CLUSTERS)} healthy",
+            lambda: all_healthy(_get(f"{admin}/clusters"), clusters),
+            what=f"Envoy to see {', '.join(clusters)} healthy",
         )
         # Until then every token would be refused: the keys are not known yet.
         procs.wait_until(

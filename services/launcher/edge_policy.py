@@ -10,12 +10,13 @@ needs a valid token: the policy fails closed.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from shop.api.v1 import access_pb2
 
+from services import topology
 from services.kit import identity
 
 PROVIDER = "shop"
@@ -36,23 +37,27 @@ class Service:
     module: str  # the generated module that defines it
     cluster: str
     timeout: str
+    # Full gRPC paths whose route gets a timeout of its own.
+    method_timeouts: Mapping[str, str] = field(default_factory=dict)
 
 
-SERVICES = (
-    Service("shop.order.v1.OrderService", "shop.order.v1.order_pb2", "order", "30s"),
-    # The product gateway bounds every call itself (read and write budgets of a
-    # few seconds); 15 s is the backstop.
-    Service("shop.product.v1.ProductService", "shop.product.v1.product_pb2", "product", "15s"),
-    Service("shop.product.v2.ProductService", "shop.product.v2.product_pb2", "product", "15s"),
-    Service("shop.user.v1.UserService", "shop.user.v1.user_pb2", "user", "10s"),
-    # Ingestion is one Redis round trip; 5 s is generous.
-    Service("shop.event.v1.EventService", "shop.event.v1.event_pb2", "event", "5s"),
-)
+def services() -> tuple[Service, ...]:
+    """Every gRPC service the edge routes, from the topology (services/topology.py)."""
+    return tuple(
+        Service(
+            exposed.name,
+            exposed.module,
+            process.name,
+            exposed.timeout,
+            {f"/{exposed.name}/{m}": t for m, t in exposed.method_timeouts.items()},
+        )
+        for process, exposed in topology.exposed()
+    )
 
 
-def method_access(services: Iterable[Service] = SERVICES) -> dict[str, int]:
+def method_access(of: Iterable[Service] | None = None) -> dict[str, int]:
     """The access level of every method behind the edge, by gRPC path."""
-    chosen = list(services)
+    chosen = list(services() if of is None else of)
     for service in chosen:
         importlib.import_module(service.module)  # registers it in the default pool
     return identity.method_access(s.name for s in chosen)

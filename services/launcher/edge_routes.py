@@ -1,4 +1,4 @@
-"""The edge's routes and upstream clusters, generated from the services table.
+"""The edge's routes and upstream clusters, generated from the topology (services/topology.py).
 
 Routes match gRPC paths (the transcoder rewrites a REST request's path before
 routing), so one route serves a method over REST and native gRPC alike. Each
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from services import topology
 from services.launcher import edge_policy
 
 
@@ -22,16 +23,13 @@ class Endpoint:
     host: str
     port: int
 
+    @classmethod
+    def of(cls, target: str) -> Endpoint:
+        """The endpoint of a `host:port` target."""
+        host, _, port = target.rpartition(":")
+        return cls(host, int(port))
 
-# The gRPC clusters and the service each one's health check asks about.
-GRPC_CLUSTERS = {
-    "order": "shop.order.v1.OrderService",
-    "product": "shop.product.v1.ProductService",
-    "user": "shop.user.v1.UserService",
-    "event": "shop.event.v1.EventService",
-    "ratelimit": "envoy.service.ratelimit.v3.RateLimitService",
-}
-CLUSTERS = tuple(GRPC_CLUSTERS)
+
 # Login and registration get a tight local bucket: they cost an Argon2 hash.
 CREDENTIAL_METHODS = ("/shop.user.v1.UserService/Login", "/shop.user.v1.UserService/Register")
 
@@ -63,14 +61,16 @@ def local_limit(name: str, rps: int) -> dict[str, Any]:
 
 
 def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
-    by_name = {s.name: s for s in edge_policy.SERVICES}
-    user = by_name["shop.user.v1.UserService"]
+    services = edge_policy.services()
+    by_name = {s.name: s for s in services}
     routes: list[dict[str, Any]] = []
     for path in CREDENTIAL_METHODS:
         method = path.rsplit("/", 1)[1].lower()
+        user = by_name[path.split("/")[1]]
+        timeout = user.method_timeouts.get(path, user.timeout)
         routes.append({
             "match": {"path": path},
-            "route": {"cluster": user.cluster, "timeout": user.timeout},
+            "route": {"cluster": user.cluster, "timeout": timeout},
             "typed_per_filter_config": {
                 "envoy.filters.http.local_ratelimit": local_limit(method, limits.credentials_rps),
                 # Attempts per client address too, on top of the virtual host's limits.
@@ -83,7 +83,20 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
                 },
             },
         })  # fmt: skip
-    for service in edge_policy.SERVICES:
+    for service in services:
+        for path, timeout in service.method_timeouts.items():
+            if path in CREDENTIAL_METHODS:
+                continue
+            routes.append({
+                "match": {"path": path},
+                "route": {"cluster": service.cluster, "timeout": timeout},
+                "typed_per_filter_config": {
+                    "envoy.filters.http.local_ratelimit": local_limit(
+                        service.cluster, limits.route_rps
+                    )
+                },
+            })  # fmt: skip
+    for service in services:
         routes.append({
             "match": {"prefix": f"/{service.name}/"},
             "route": {"cluster": service.cluster, "timeout": service.timeout},
@@ -95,6 +108,7 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
 
 
 def clusters(upstreams: Mapping[str, Endpoint]) -> list[dict[str, Any]]:
+    """One cluster per topology process with `cluster`, health-checked by its health service."""
     return [
         {
             "name": name,
@@ -135,5 +149,5 @@ def clusters(upstreams: Mapping[str, Endpoint]) -> list[dict[str, Any]]:
                 ],
             },
         }
-        for name, service in GRPC_CLUSTERS.items()
+        for name, service in topology.clusters().items()
     ]

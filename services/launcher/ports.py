@@ -5,39 +5,32 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from services import topology
 from services.launcher import infra, procs
 
 if TYPE_CHECKING:
-    from services.launcher.platform import LauncherConfig
+    from services.launcher.config import LauncherConfig
 
 
 def claimed(config: LauncherConfig) -> list[tuple[str, str, int]]:
-    """(component, setting, port) for every fixed port `up` will listen on; servers
-    given by URL and ports of 0 (any free one) claim none."""
-    claims = [
-        ("edge (Envoy)", "EDGE_PORT", config.edge_port),
-        ("Envoy admin", "ENVOY_ADMIN_PORT", config.admin_port),
-        ("order service", "ORDER_GRPC_PORT", config.order_port),
-        ("product gateway", "PRODUCT_GRPC_PORT", config.product_port),
-        ("user service", "USER_GRPC_PORT", config.user_port),
-        ("rate-limit service", "RATELIMIT_GRPC_PORT", config.ratelimit_port),
-        ("event gateway", "EVENT_GRPC_PORT", config.event_port),
-    ]
-    if config.event_worker_port:
-        claims += [
-            (f"event worker {i + 1}", "EVENT_WORKER_PORT", config.event_worker_port + i)
-            for i in range(config.event_workers)
-        ]
-    for component, setting, port, url in (
-        ("ERP stub", "ERP_PORT", config.erp_port, config.erp_url),
-        ("Warehouse stub", "WAREHOUSE_PORT", config.warehouse_port, config.warehouse_url),
-        ("Routing stub", "ROUTING_PORT", config.routing_port, config.routing_url),
-        ("PostgreSQL", "POSTGRES_PORT", config.postgres_port, config.database_url),
-        ("Redis", "REDIS_PORT", config.redis_port, config.redis_url),
-        ("MongoDB-wire server", "MONGO_PORT", config.mongo_port, config.mongo_url),
-    ):
-        if not url:
-            claims.append((component, setting, port))
+    """(component, setting, port) for every fixed port `up` will listen on, one per
+    process of the topology (each replica on the next port); servers given by URL and
+    ports of 0 (any free one) claim none."""
+    claims: list[tuple[str, str, int]] = []
+    for process in topology.PROCESSES:
+        if process.provides and config.urls.get(process.provides):
+            continue
+        port = config.port(process.port.setting)
+        count = config.replica_count(process)
+        if process.replicas is None:
+            claims.append((process.label, process.port.setting, port))
+        elif port:
+            claims += [
+                (f"{process.label} {i + 1}", process.port.setting, port + i) for i in range(count)
+            ]
+        if process.admin_port is not None:
+            admin = process.admin_port
+            claims.append((admin.label, admin.setting, config.port(admin.setting)))
     return [claim for claim in claims if claim[2]]
 
 

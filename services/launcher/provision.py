@@ -1,12 +1,11 @@
-"""Putting the platform's data in place: schema migrations, the dev signing key, the demo
-admin and the demo shipments. Each step is idempotent, so every `up` runs them all."""
+"""Putting the platform's data in place: schema migrations, the demo admin and the demo
+shipments. Each step is idempotent, so every `up` runs them all."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from services.launcher import PYTHONPATH, ROOT, procs
 
@@ -20,16 +19,6 @@ def migrate(env: Mapping[str, str]) -> None:
     )  # fmt: skip
     if result.returncode != 0:
         raise procs.LaunchError(f"migrations failed:\n{result.stderr[-2000:]}")
-
-
-def signing_key(run_dir: Path) -> Path:
-    """The dev token-signing key, generated into the run directory on first start."""
-    from services.user.tokens import generate_key  # the user service's own key format
-
-    path = run_dir / "keys" / "jwt-signing.pem"
-    if not path.exists():
-        generate_key(path)
-    return path
 
 
 def seed_admin(env: Mapping[str, str], tenant: str, email: str, password: str) -> None:

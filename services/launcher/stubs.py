@@ -6,9 +6,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from services import topology
 from services.launcher import ROOT, infra, procs
-
-STUBS = ("erp", "routing", "warehouse")
 
 
 def _healthy(url: str) -> bool:
@@ -20,8 +19,9 @@ def start_stub(
     name: str, run_dir: Path, port: int, env: dict[str, str], host: str = infra.HOST
 ) -> tuple[procs.Proc, str]:
     """`python -m stubs <name>` on host:port, once its admin health check answers."""
-    if name not in STUBS:
-        raise ValueError(f"unknown stub {name!r}: one of {', '.join(STUBS)}")
+    known = [p.name for p in topology.of_kind(topology.Kind.STUB)]
+    if name not in known:
+        raise ValueError(f"unknown stub {name!r}: one of {', '.join(known)}")
     proc = procs.start(
         name,
         [sys.executable, "-m", "stubs", name, "--host", host, "--port", str(port)],

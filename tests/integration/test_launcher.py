@@ -12,6 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from services import topology
 from services.launcher import edge, edge_routes, infra, ports, procs
 from services.launcher.platform import LauncherConfig, Platform
 
@@ -177,7 +178,7 @@ def test_a_second_envoy_cannot_listen_on_the_edge_port_of_another(tmp_path: Path
         for name in ("first", "second"):
             settings = edge.EdgeSettings(
                 edge_address=infra.HOST, edge_port=edge_port, admin_address=infra.HOST,
-                admin_port=procs.free_port(), upstreams=dict.fromkeys(edge_routes.GRPC_CLUSTERS, nowhere),
+                admin_port=procs.free_port(), upstreams=dict.fromkeys(topology.clusters(), nowhere),
             )  # fmt: skip
             config = tmp_path / f"{name}.yaml"
             config.write_text(edge.render(settings))

@@ -10,6 +10,7 @@ healthcheck commands are run against a real gRPC health server and a real Envoy.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import shutil
@@ -26,8 +27,9 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from services import topology
 from services.event.config import EventConfig, WorkerProcessConfig
-from services.launcher import ROOT, compose, edge_routes, infra, procs
+from services.launcher import ROOT, compose, infra, procs
 from services.order.config import OrderConfig
 from services.product.config import ProductConfig
 from services.ratelimit.config import RateLimitConfig
@@ -36,25 +38,11 @@ from tests.upstream_admin import running_stub
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-SERVICES = {
-    "postgres",
-    "redis",
-    "mongo",
-    "migrate",
-    "order",
-    "erp",
-    "warehouse",
-    "product",
-    "keys",
-    "user",
-    "ratelimit",
-    "routing",
-    "seed-shipments",
-    "event",
-    "event-worker",
-    "envoy",
-}
-GRPC_SERVICES = edge_routes.GRPC_CLUSTERS
+# One-shot tasks beside the topology's processes: migrations, the signing key, demo data.
+TASKS = {"migrate", "keys", "seed-shipments"}
+SERVICES = set(compose.expected_services()) | TASKS
+GRPC_SERVICES = topology.clusters()
+SETTINGS = compose.settings()
 # `$$` (a literal dollar) or `${NAME...}`; anything else after a `$` is an error.
 DOLLAR = re.compile(r"\$(\$|\{[^}]*\}|\w*)")
 REQUIRED = re.compile(r"\$\{(\w+):\?([^}]+)\}")
@@ -116,7 +104,7 @@ def test_envoy_config_is_rendered_from_the_template() -> None:
 def test_envoy_config_listens_on_all_interfaces() -> None:
     text = compose.OUTPUT.read_text()
     assert "socket_address: {address: 0.0.0.0, port_value: 8080}" in text
-    assert '"socket_address": {"address": "order", "port_value": 50051}' in text
+    assert '"socket_address": {"address": "order", "port_value": 7051}' in text
     # Envoy fetches the JWKS from its own listener inside the container.
     assert "http://127.0.0.1:8080/.well-known/jwks.json" in text
 
@@ -126,6 +114,50 @@ def test_envoy_config_listens_on_all_interfaces() -> None:
 
 def test_compose_has_every_service(spec: dict[str, Any]) -> None:
     assert set(spec["services"]) == SERVICES
+
+
+def test_compose_has_every_process_of_the_topology(spec: dict[str, Any]) -> None:
+    assert drift(spec, compose.expected_services()) == []
+
+
+def drift(spec: dict[str, Any], expected: dict[str, compose.ComposeService]) -> list[str]:
+    """How docker-compose.yml differs from what the topology says of each process."""
+    services = spec["services"]
+    found: list[str] = []
+    for name, want in expected.items():
+        if name not in services:
+            found.append(f"{name}: no compose service")
+            continue
+        service = services[name]
+        if want.command is not None and tuple(service.get("command", ())) != want.command:
+            found.append(f"{name}: command {service.get('command')} is not {list(want.command)}")
+        env = environment(service)
+        for setting, value in want.environment.items():
+            if setting not in env:
+                found.append(f"{name}: no {setting}")
+            elif value is not None and interpolate(env[setting]) != value:
+                found.append(f"{name}: {setting} is {env[setting]!r}, not {value!r}")
+        if want.health_port is not None:
+            check = healthcheck(service)[-1]
+            if f"127.0.0.1:{want.health_port}" not in check:
+                found.append(f"{name}: the healthcheck does not dial port {want.health_port}")
+            if want.health_service is not None and f"service='{want.health_service}'" not in check:
+                found.append(f"{name}: the healthcheck does not ask for {want.health_service!r}")
+        if want.published is not None and service.get("ports") != [want.published]:
+            found.append(f"{name}: publishes {service.get('ports')}, not {want.published}")
+    return found
+
+
+def test_the_drift_check_sees_a_changed_port(spec: dict[str, Any]) -> None:
+    expected = compose.expected_services()
+    order = expected["order"]
+    moved = dataclasses.replace(
+        order, environment={**order.environment, "ORDER_GRPC_BIND": "0.0.0.0:1"}, health_port=1
+    )
+    assert drift(spec, {"order": moved}) == [
+        "order: ORDER_GRPC_BIND is '0.0.0.0:7051', not '0.0.0.0:1'",
+        "order: the healthcheck does not dial port 1",
+    ]
 
 
 def test_every_variable_is_required_or_defaulted(spec: dict[str, Any]) -> None:
@@ -170,27 +202,26 @@ def test_services_start_in_order(spec: dict[str, Any]) -> None:
     assert services["migrate"].get("restart", "no") == "no"
     assert condition("event-worker", "seed-shipments") == "service_completed_successfully"
     assert condition("event-worker", "routing") == "service_healthy"
-    for name in SERVICES - {"migrate", "keys", "seed-shipments"}:
+    for name in SERVICES - TASKS:
         assert healthcheck(services[name]), f"{name} has no healthcheck"
 
 
 def test_app_services_use_the_project_image(spec: dict[str, Any]) -> None:
     services = spec["services"]
-    app = ["migrate", "keys", "order", "erp", "warehouse", "product", "user", "ratelimit",
-           "routing", "seed-shipments", "event", "event-worker"]  # fmt: skip
+    ours = topology.of_kind(topology.Kind.SERVER, topology.Kind.WORKER, topology.Kind.STUB)
+    app = TASKS | {p.name for p in ours}
     assert {services[name]["build"] for name in app} == {"."}
     assert len({services[name]["image"] for name in app}) == 1
-    for name in GRPC_SERVICES:
-        assert services[name]["command"] == ["python", "-m", f"services.{name}"]
-    for stub in ("erp", "warehouse", "routing"):
-        assert services[stub]["command"][:4] == ["python", "-m", "stubs", stub]
-    assert services["event-worker"]["command"] == ["python", "-m", "services.event.worker"]
+    for process in topology.of_kind(topology.Kind.SERVER, topology.Kind.WORKER):
+        assert services[process.name]["command"] == ["python", "-m", process.module]
+    for stub in topology.of_kind(topology.Kind.STUB):
+        assert services[stub.name]["command"][:4] == ["python", "-m", "stubs", stub.name]
 
 
 def test_product_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
     env = {k: interpolate(v) for k, v in environment(spec["services"]["product"]).items()}
     config = ProductConfig.from_env(env)
-    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['product'].port}"
+    assert config.server.bind == f"0.0.0.0:{SETTINGS.upstreams['product'].port}"
     assert config.database_url == "postgresql://shop:<POSTGRES_PASSWORD>@postgres:5432/shop"
     assert config.cursor_secret == b"<CURSOR_SECRET>"
     stubs = spec["services"]
@@ -201,7 +232,7 @@ def test_product_environment_is_what_its_config_reads(spec: dict[str, Any]) -> N
 def test_order_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
     env = {k: interpolate(v) for k, v in environment(spec["services"]["order"]).items()}
     config = OrderConfig.from_env(env)
-    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['order'].port}"
+    assert config.server.bind == f"0.0.0.0:{SETTINGS.upstreams['order'].port}"
     assert config.database_url == "postgresql://shop:<POSTGRES_PASSWORD>@postgres:5432/shop"
     assert config.cursor_secret == b"<CURSOR_SECRET>"
     assert config.server.otlp_endpoint is None
@@ -234,18 +265,19 @@ def test_event_environment_is_what_its_configs_read(spec: dict[str, Any]) -> Non
     gateway_env = {k: interpolate(v) for k, v in environment(services["event"]).items()}
     assert gateway_env["WEBHOOK_SOURCES"] == "<WEBHOOK_SOURCES>"
     gateway = EventConfig.from_env({**gateway_env, "WEBHOOK_SOURCES": sources})
-    assert gateway.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['event'].port}"
+    assert gateway.server.bind == f"0.0.0.0:{SETTINGS.upstreams['event'].port}"
     assert gateway.redis_url == "redis://:<REDIS_PASSWORD>@redis:6379/0"
     assert gateway.default_source == "courier"
     worker_env = {k: interpolate(v) for k, v in environment(services["event-worker"]).items()}
     worker = WorkerProcessConfig.from_env({**worker_env, "WEBHOOK_SOURCES": sources})
-    assert worker.server.bind == "0.0.0.0:50056"
+    worker_port = topology.by_name("event-worker").port.default
+    assert worker.server.bind == f"0.0.0.0:{worker_port}"
     assert worker.routing_url == f"http://routing:{services['routing']['command'][-1]}"
     assert worker.mongo_url == "mongodb://mongo:27017/shop"
     seed = services["seed-shipments"]["command"]
     assert seed[seed.index("--mongo-url") + 1] == worker.mongo_url
     # The worker's healthcheck asks the port its config binds.
-    assert ":50056" in healthcheck(services["event-worker"])[-1]
+    assert f":{worker_port}" in healthcheck(services["event-worker"])[-1]
 
 
 def test_envoy_mounts_what_its_config_loads(spec: dict[str, Any]) -> None:
@@ -260,10 +292,10 @@ def test_envoy_mounts_what_its_config_loads(spec: dict[str, Any]) -> None:
         mounts[source] = target
     assert mounts == {
         "./envoy/compose.yaml": command[command.index("-c") + 1],
-        "./envoy/edge.lua": compose.SETTINGS.lua_path,
-        "./gen/descriptor.binpb": compose.SETTINGS.descriptor_path,
+        "./envoy/edge.lua": SETTINGS.lua_path,
+        "./gen/descriptor.binpb": SETTINGS.descriptor_path,
     }
-    assert [str(p).rsplit(":", 1)[-1] for p in envoy["ports"]] == [str(compose.SETTINGS.edge_port)]
+    assert [str(p).rsplit(":", 1)[-1] for p in envoy["ports"]] == [str(SETTINGS.edge_port)]
 
 
 def test_compose_config_with_the_docker_cli(tmp_path: Path) -> None:
@@ -307,10 +339,7 @@ def run_check(command: list[str]) -> int:
 
 @pytest.mark.parametrize(
     ("service", "name", "port"),
-    [
-        (name, GRPC_SERVICES[name], f":{compose.SETTINGS.upstreams[name].port}")
-        for name in GRPC_SERVICES
-    ],
+    [(name, GRPC_SERVICES[name], f":{SETTINGS.upstreams[name].port}") for name in GRPC_SERVICES],
 )
 def test_service_healthcheck_reads_grpc_health(
     spec: dict[str, Any], service: str, name: str, port: str
@@ -333,7 +362,7 @@ def test_service_healthcheck_reads_grpc_health(
         server.stop(None)
 
 
-@pytest.mark.parametrize("stub", ["erp", "warehouse", "routing"])
+@pytest.mark.parametrize("stub", [p.name for p in topology.of_kind(topology.Kind.STUB)])
 def test_stub_healthcheck_reads_the_admin_health(
     spec: dict[str, Any], stub: str, tmp_path: Path
 ) -> None:
@@ -382,10 +411,10 @@ def test_envoy_healthcheck_sees_ready(spec: dict[str, Any], tmp_path: Path) -> N
 def test_user_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
     user = spec["services"]["user"]
     config = UserConfig.from_env({k: interpolate(v) for k, v in environment(user).items()})
-    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['user'].port}"
+    assert config.server.bind == f"0.0.0.0:{SETTINGS.upstreams['user'].port}"
     assert (config.jwt_issuer, config.jwt_audience) == (
-        compose.SETTINGS.jwt_issuer,
-        compose.SETTINGS.jwt_audience,
+        SETTINGS.jwt_issuer,
+        SETTINGS.jwt_audience,
     )
     # The key the `keys` service generates into the shared volume is the one it signs with.
     keygen = spec["services"]["keys"]["command"]
@@ -398,5 +427,5 @@ def test_user_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None
 def test_ratelimit_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
     env = {k: interpolate(v) for k, v in environment(spec["services"]["ratelimit"]).items()}
     config = RateLimitConfig.from_env(env)
-    assert config.server.bind == f"0.0.0.0:{compose.SETTINGS.upstreams['ratelimit'].port}"
+    assert config.server.bind == f"0.0.0.0:{SETTINGS.upstreams['ratelimit'].port}"
     assert config.rules == RateLimitConfig.from_env({"REDIS_URL": "redis://x"}).rules

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from services import topology
 from services.launcher import compose, edge, edge_routes, infra
 
 LOCAL = edge.EdgeSettings(
@@ -16,8 +17,8 @@ LOCAL = edge.EdgeSettings(
     admin_address="127.0.0.1",
     admin_port=19901,
     upstreams={
-        name: edge_routes.Endpoint("127.0.0.1", 50051 + i)
-        for i, name in enumerate(edge_routes.GRPC_CLUSTERS)
+        name: edge_routes.Endpoint("127.0.0.1", topology.by_name(name).port.default)
+        for name in topology.clusters()
     },
 )
 # The compose config with the repo's files in place of the container's mount paths;

@@ -1,0 +1,248 @@
+"""Every process of the platform, in one table: what it runs, where it listens, what it needs.
+
+The launcher's wiring, the ports `up` claims, Envoy's clusters and routes, the
+compose Envoy config, the compose file's drift check and the tests' free ports
+are all derived from `PROCESSES`, so adding a service is its package plus one
+entry here (docs/ADDING.md). This module imports no service: a process's own
+dev settings come from its `dev_env` hook, named by a dotted path and loaded
+only by the launcher when it starts that process.
+
+Kinds: `SERVER` is a gRPC server (its services, its health service name);
+`WORKER` is a queue consumer with a gRPC health endpoint only; `STUB` is a fake
+outside system (`python -m stubs <name>`); `INFRA` is a server the launcher runs
+from a pip wheel unless given by URL (PostgreSQL, Redis, the MongoDB-wire
+server); `EDGE` is Envoy.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+class Kind(enum.Enum):
+    SERVER = "gRPC server"
+    WORKER = "worker"
+    STUB = "stub"
+    INFRA = "infrastructure server"
+    EDGE = "edge"
+
+
+@dataclass(frozen=True)
+class Port:
+    """A port setting and its default (a default outside Linux's ephemeral range,
+    32768-60999, so no just-closed outgoing connection can hold it)."""
+
+    setting: str
+    default: int
+    label: str = ""  # a second port's own name (Envoy's admin interface)
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """One gRPC service the edge routes to its process: REST (transcoded) and native gRPC."""
+
+    name: str  # the full gRPC service name
+    module: str  # the generated module that defines it
+    timeout: str  # Envoy's route timeout
+    # Methods (by short name) whose route gets a timeout of its own.
+    method_timeouts: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Replicas:
+    """A process `up` starts several of, on consecutive ports from its own."""
+
+    setting: str  # how many
+    name_setting: str  # tells each one its name (`<process>-<n>`)
+    default: int = 1
+
+
+@dataclass(frozen=True)
+class Process:
+    """One process of the platform.
+
+    `needs` are the settings it cannot run without; the launcher supplies each one
+    from the process that `provides` it or from its own (`LAUNCHER_SETTINGS`).
+    `dev_env` is `module:function`, a `services.kit.dev.DevEnv` owned by the
+    service: the dev secrets and settings it needs on this machine.
+    """
+
+    name: str  # the process, its log file, its compose service and its Envoy cluster
+    label: str  # how `up` and the port check name it
+    kind: Kind
+    port: Port
+    module: str = ""  # `python -m <module>` (servers, workers)
+    bind_setting: str = ""  # host:port it listens on (servers, workers)
+    health: str = ""  # the gRPC health service `up` and Envoy ask about ("" = the server)
+    cluster: bool = False  # an Envoy cluster (every server behind or beside the edge)
+    exposes: tuple[Exposed, ...] = ()
+    needs: tuple[str, ...] = ()
+    provides: str = ""  # the URL setting of this server for the others (stubs, infra)
+    replicas: Replicas | None = None
+    dev_env: str = ""
+    note: str = ""  # the ready banner's remark: {rest_url}, {secrets_file}, {where}
+    admin_port: Port | None = None  # Envoy's admin interface
+
+
+# Settings the launcher makes itself for any process that needs them.
+LAUNCHER_SETTINGS = ("CURSOR_SECRET", "JWT_ISSUER", "JWT_AUDIENCE")
+
+_GRPC = "{where} (direct gRPC, reflection on)"
+
+PROCESSES: tuple[Process, ...] = (
+    Process(
+        "order", "order service", Kind.SERVER, Port("ORDER_GRPC_PORT", 7051),
+        module="services.order", bind_setting="ORDER_GRPC_BIND",
+        health="shop.order.v1.OrderService", cluster=True,
+        exposes=(Exposed("shop.order.v1.OrderService", "shop.order.v1.order_pb2", "30s"),),
+        needs=("DATABASE_URL", "CURSOR_SECRET"), note=_GRPC,
+    ),
+    Process(
+        "product", "product gateway", Kind.SERVER, Port("PRODUCT_GRPC_PORT", 7052),
+        module="services.product", bind_setting="PRODUCT_GRPC_BIND",
+        health="shop.product.v1.ProductService", cluster=True,
+        # The gateway bounds every call itself (read and write budgets of a few
+        # seconds); 15 s is the backstop.
+        exposes=(
+            Exposed("shop.product.v1.ProductService", "shop.product.v1.product_pb2", "15s"),
+            Exposed("shop.product.v2.ProductService", "shop.product.v2.product_pb2", "15s"),
+        ),
+        needs=("DATABASE_URL", "CURSOR_SECRET", "ERP_URL", "WAREHOUSE_URL"),
+        note="{where} (v1 and v2)",
+    ),
+    Process(
+        "user", "user service", Kind.SERVER, Port("USER_GRPC_PORT", 7053),
+        module="services.user", bind_setting="USER_GRPC_BIND",
+        health="shop.user.v1.UserService", cluster=True,
+        exposes=(Exposed("shop.user.v1.UserService", "shop.user.v1.user_pb2", "10s"),),
+        needs=("DATABASE_URL", "REDIS_URL", "CURSOR_SECRET", "JWT_SIGNING_KEYS", "JWT_ISSUER",
+               "JWT_AUDIENCE"),
+        dev_env="services.user.dev:dev_env",
+        note="{where} (tokens; JWKS at {rest_url}/.well-known/jwks.json)",
+    ),
+    # Envoy's global rate-limit service: a cluster of the edge, not a route.
+    Process(
+        "ratelimit", "rate-limit service", Kind.SERVER, Port("RATELIMIT_GRPC_PORT", 7054),
+        module="services.ratelimit", bind_setting="RATELIMIT_GRPC_BIND",
+        health="envoy.service.ratelimit.v3.RateLimitService", cluster=True,
+        needs=("REDIS_URL",), note="{where}",
+    ),
+    Process(
+        "event", "event gateway", Kind.SERVER, Port("EVENT_GRPC_PORT", 7055),
+        module="services.event", bind_setting="EVENT_GRPC_BIND",
+        health="shop.event.v1.EventService", cluster=True,
+        # Ingestion is one Redis round trip; 5 s is generous.
+        exposes=(Exposed("shop.event.v1.EventService", "shop.event.v1.event_pb2", "5s"),),
+        needs=("REDIS_URL", "WEBHOOK_SOURCES", "CURSOR_SECRET"),
+        dev_env="services.event.dev:dev_env",
+        note="{where} (webhooks: POST {rest_url}/v1/events, source 'courier'; "
+        "its `webhook_secret` is in {secrets_file})",
+    ),
+    Process(
+        "event-worker", "event worker", Kind.WORKER, Port("EVENT_WORKER_PORT", 7056),
+        module="services.event.worker", bind_setting="EVENT_WORKER_GRPC_BIND",
+        needs=("REDIS_URL", "MONGO_URL", "ROUTING_URL"),
+        replicas=Replicas("EVENT_WORKERS", "EVENT_WORKER_NAME"), note="{where} (health)",
+    ),
+    Process(
+        "erp", "ERP stub", Kind.STUB, Port("ERP_PORT", 8101), provides="ERP_URL",
+        note="{where} (faults: PUT {where}/_admin/faults)",
+    ),
+    Process(
+        "warehouse", "Warehouse stub", Kind.STUB, Port("WAREHOUSE_PORT", 8102),
+        provides="WAREHOUSE_URL", note="{where}",
+    ),
+    Process(
+        "routing", "Routing stub", Kind.STUB, Port("ROUTING_PORT", 8103), provides="ROUTING_URL",
+        note="{where} (2 s per call; faults: PUT {where}/_admin/faults)",
+    ),
+    Process(
+        "postgres", "PostgreSQL", Kind.INFRA, Port("POSTGRES_PORT", 15432),
+        provides="DATABASE_URL", note="{where}",
+    ),
+    Process(
+        "redis", "Redis", Kind.INFRA, Port("REDIS_PORT", 16379), provides="REDIS_URL",
+        note="{where}",
+    ),
+    Process(
+        "mongo", "MongoDB-wire server", Kind.INFRA, Port("MONGO_PORT", 17017),
+        provides="MONGO_URL", note="{where}",
+    ),
+    Process(
+        "envoy", "edge (Envoy)", Kind.EDGE, Port("EDGE_PORT", 8080),
+        admin_port=Port("ENVOY_ADMIN_PORT", 9901, "Envoy admin"),
+    ),
+)  # fmt: skip
+
+
+def ports(processes: Iterable[Process]) -> list[Port]:
+    """Every port setting of these processes (Envoy's admin port included)."""
+    found: list[Port] = []
+    for process in processes:
+        found.append(process.port)
+        if process.admin_port is not None:
+            found.append(process.admin_port)
+    return found
+
+
+def default_ports(processes: Iterable[Process] | None = None) -> dict[str, int]:
+    """Every port setting with its default."""
+    return {p.setting: p.default for p in ports(PROCESSES if processes is None else processes)}
+
+
+def free_ports(processes: Iterable[Process] | None = None) -> dict[str, int]:
+    """Every port setting at 0: any free port (tests, benchmarks)."""
+    return dict.fromkeys(default_ports(processes), 0)
+
+
+def of_kind(*kinds: Kind, processes: Iterable[Process] | None = None) -> list[Process]:
+    return [p for p in (PROCESSES if processes is None else processes) if p.kind in kinds]
+
+
+def by_name(name: str, processes: Iterable[Process] | None = None) -> Process:
+    for process in PROCESSES if processes is None else processes:
+        if process.name == name:
+            return process
+    raise KeyError(f"no process {name!r} in services/topology.py")
+
+
+def url_settings(processes: Iterable[Process] | None = None) -> list[str]:
+    """The URL settings that name a server to use instead of starting one."""
+    return [p.provides for p in (PROCESSES if processes is None else processes) if p.provides]
+
+
+def clusters(processes: Iterable[Process] | None = None) -> dict[str, str]:
+    """Envoy's gRPC clusters: process name to the health service its checks ask about."""
+    chosen = PROCESSES if processes is None else processes
+    return {p.name: p.health for p in chosen if p.cluster}
+
+
+def exposed(processes: Iterable[Process] | None = None) -> list[tuple[Process, Exposed]]:
+    """Every gRPC service behind the edge with the process that serves it."""
+    chosen = PROCESSES if processes is None else processes
+    return [(p, service) for p in chosen for service in p.exposes]
+
+
+def start_order(processes: Iterable[Process] | None = None) -> list[Process]:
+    """The processes in an order where each starts after those providing what it needs
+    (and the edge after every cluster); otherwise in table order."""
+    pending = list(PROCESSES if processes is None else processes)
+    providers = {p.provides: p.name for p in pending if p.provides}
+    started: set[str] = set()
+    ordered: list[Process] = []
+
+    def ready(process: Process) -> bool:
+        if process.kind is Kind.EDGE:
+            return all(p.kind is Kind.EDGE for p in pending)
+        return all(providers[n] in started for n in process.needs if n in providers)
+
+    while pending:
+        process = next((p for p in pending if ready(p)), None)
+        if process is None:
+            raise ValueError(f"the needs of {', '.join(p.name for p in pending)} form a cycle")
+        pending.remove(process)
+        started.add(process.name)
+        ordered.append(process)
+    return ordered
