@@ -1,9 +1,15 @@
-"""Session fixtures: the whole platform, started by the launcher's own code.
+"""Session fixtures: each server on its own, and the whole platform on top of them.
 
-The same `Platform` class that `./shop up` uses starts PostgreSQL, Redis, the
-MongoDB-wire server, the services and Envoy on free ports in a run directory
-of this test session, and stops them at the end. A `DATABASE_URL`,
-`REDIS_URL` or `MONGO_URL` in the environment is used instead, as with `up`.
+`postgres_url` (migrated), `redis_url`, `mongo_url` and `routing_stub_url` each
+start one server or stub with the launcher's own code (`infra.start_*`,
+`provision.migrate`, `stubs.start_stub`) in this session's run directory, on
+free ports, when a test first needs it; a `DATABASE_URL`, `REDIS_URL` or
+`MONGO_URL` in the environment is used instead, as with `up`. So an
+integration test starts only the servers it uses, and no Envoy.
+
+`platform` starts the rest with the same `Platform` class that `./shop up`
+uses (the services, the ERP and Warehouse stubs, Envoy), handing it those
+URLs, so a whole run still starts each server once.
 """
 
 from __future__ import annotations
@@ -21,10 +27,10 @@ from pymongo.database import Database
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
-from services.launcher import ROOT, infra
+from services.launcher import PYTHONPATH, ROOT, infra, procs, stubs
 from services.launcher.edge_routes import EdgeLimits
-from services.launcher.platform import LauncherConfig, Platform, State
-from services.launcher.provision import seed_shipments
+from services.launcher.platform import LauncherConfig, Platform, State, _secrets
+from services.launcher.provision import migrate, seed_shipments
 from tests import identity, webhooks
 from tests.upstream_admin import StubAdmin
 
@@ -34,13 +40,101 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("late") is not None)
 
 
+def _server_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": PYTHONPATH, "LOG_LEVEL": "INFO"}
+
+
 @pytest.fixture(scope="session")
-def platform() -> Iterator[State]:
-    run_dir = ROOT / ".run" / f"test-{os.getpid()}"
-    # Every process on a free port; a server whose URL the environment gives is used.
+def session_run_dir() -> Iterator[Path]:
+    """This session's run directory (logs, data, the dev secrets), removed at the end."""
+    run_dir = procs.private_dir(ROOT / ".run" / f"test-{os.getpid()}")
+    yield run_dir
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dev_secrets(session_run_dir: Path) -> dict[str, str]:
+    """The run directory's generated passwords, the ones the launcher's `up` would use."""
+    return _secrets(session_run_dir)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(session_run_dir: Path, dev_secrets: dict[str, str]) -> Iterator[str]:
+    """A PostgreSQL with the schema at the newest migration: `DATABASE_URL`, or one of ours."""
+    proc, url = None, os.environ.get("DATABASE_URL") or None
+    if url is None:
+        proc, url = infra.start_postgres(
+            session_run_dir, procs.free_port(), dev_secrets["postgres_password"], _server_env()
+        )
+    try:
+        migrate({**_server_env(), "DATABASE_URL": url})
+        yield url
+    finally:
+        if proc is not None:
+            procs.stop(proc)
+        shutil.rmtree(infra.pg_data_dir(session_run_dir), ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_url(session_run_dir: Path, dev_secrets: dict[str, str]) -> Iterator[str]:
+    """A Redis with a password: `REDIS_URL`, or one of ours."""
+    configured = os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    proc, url = infra.start_redis(
+        session_run_dir, procs.free_port(), dev_secrets["redis_password"], _server_env()
+    )
+    try:
+        yield url
+    finally:
+        procs.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def mongo_url(session_run_dir: Path) -> Iterator[str]:
+    """A MongoDB-wire server: `MONGO_URL`, or one of ours."""
+    configured = os.environ.get("MONGO_URL")
+    if configured:
+        yield configured
+        return
+    proc, url = infra.start_mongo(session_run_dir, procs.free_port(), _server_env())
+    try:
+        yield url
+    finally:
+        procs.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def routing_stub_url(session_run_dir: Path) -> Iterator[str]:
+    """The Routing stub, as the platform runs it (the event workers call it)."""
+    proc, url = stubs.start_stub("routing", session_run_dir, procs.free_port(), _server_env())
+    try:
+        yield url
+    finally:
+        procs.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def platform(
+    session_run_dir: Path,
+    postgres_url: str,
+    redis_url: str,
+    mongo_url: str,
+    routing_stub_url: str,
+) -> Iterator[State]:
+    run_dir = session_run_dir
+    # Every process on a free port; the session's servers (and any the environment
+    # names by URL) are used instead of starting second copies.
     config = LauncherConfig.on_free_ports(
         run_dir,
-        os.environ,
+        {
+            **os.environ,
+            "DATABASE_URL": postgres_url,
+            "REDIS_URL": redis_url,
+            "MONGO_URL": mongo_url,
+            "ROUTING_URL": routing_stub_url,
+        },
         log_level="INFO",
         # Breakers that recover and caches that expire within a test; the
         # defaults (5 s, 30 s, 2 s) are for production.
@@ -62,14 +156,12 @@ def platform() -> Iterator[State]:
         yield launched.up()
     finally:
         launched.down()
-        shutil.rmtree(infra.pg_data_dir(run_dir), ignore_errors=True)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-async def engine(platform: State) -> AsyncIterator[AsyncEngine]:
-    """A connection pool to the platform's database, for asserting on rows."""
-    created = db.create_engine(platform.database_url, pool_size=2)
+async def engine(postgres_url: str) -> AsyncIterator[AsyncEngine]:
+    """A connection pool to the session's database, for asserting on rows."""
+    created = db.create_engine(postgres_url, pool_size=2)
     yield created
     await created.dispose()
 
@@ -85,27 +177,28 @@ def repo_path(*parts: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def redis_client(platform: State) -> Iterator[redis.Redis]:
-    """A client of the platform's Redis, for asserting on streams and keys."""
-    client = redis.Redis.from_url(platform.redis_url)
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the session's Redis, for asserting on streams and keys."""
+    client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
 
 
 @pytest.fixture(scope="session")
-def mongo(platform: State) -> Iterator[Database[webhooks.Document]]:
-    """The platform's MongoDB, with shipments seeded for the test couriers' tenants."""
+def mongo(mongo_url: str) -> Iterator[Database[webhooks.Document]]:
+    """The session's MongoDB, with shipments seeded for the test couriers' tenants."""
     for courier in (webhooks.COURIER, webhooks.RIVAL):
-        seed_shipments({"MONGO_URL": platform.mongo_url}, courier.tenant, webhooks.SHIPMENTS)
-    client: MongoClient[webhooks.Document] = MongoClient(platform.mongo_url, tz_aware=True)
+        seed_shipments({"MONGO_URL": mongo_url}, courier.tenant, webhooks.SHIPMENTS)
+    client: MongoClient[webhooks.Document] = MongoClient(mongo_url, tz_aware=True)
     yield client.get_default_database()
     client.close()
 
 
 @pytest.fixture
-def routing(platform: State) -> Iterator[StubAdmin]:
-    """The platform's Routing stub, quick (50 ms) unless a test sets other faults."""
-    admin = StubAdmin(platform.routing_url)
+def routing(routing_stub_url: str) -> Iterator[StubAdmin]:
+    """The session's (and the platform's) Routing stub, quick (50 ms) unless a test sets
+    other faults."""
+    admin = StubAdmin(routing_stub_url)
     admin.faults(latency_ms=50)
     yield admin
     admin.faults(latency_ms=50)

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import grpc
 import httpx
+from google.api import httpbody_pb2
 from pymongo.database import Database
+from shop.event.v1 import event_pb2, event_pb2_grpc
 
 from services.event.signatures import decode_secret, generate_secret, sign
 
@@ -64,6 +67,23 @@ class Courier:
             body, event_id=event_id or new_event_id(), timestamp=timestamp, secret=secret
         )
         return http.post(path or f"/v1/events/{self.source}", content=body, headers=headers)
+
+    def ingest(
+        self, channel: grpc.Channel, document: dict[str, Any], *, event_id: str | None = None
+    ) -> event_pb2.IngestWebhookResponse:
+        """The same signed delivery straight to the event gateway over native gRPC, as the
+        edge passes it on: the body as an HttpBody, the webhook headers as metadata."""
+        body = json.dumps(document).encode()
+        headers = self.headers(body, event_id=event_id or new_event_id())
+        request = event_pb2.IngestWebhookRequest(
+            source=self.source,
+            http_body=httpbody_pb2.HttpBody(content_type=headers.pop("content-type"), data=body),
+        )
+        events = event_pb2_grpc.EventServiceStub(channel)  # type: ignore[no-untyped-call]
+        reply: event_pb2.IngestWebhookResponse = events.IngestWebhook(
+            request, metadata=tuple(headers.items()), timeout=10
+        )
+        return reply
 
 
 def new_event_id() -> str:

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -117,14 +118,17 @@ def operation_ids(document: dict[str, Any]) -> list[str]:
     return [op["operationId"] for ops in document["paths"].values() for op in ops.values()]
 
 
-def test_the_docs_page_renders_every_operation_in_headless_chromium(platform: State) -> None:
+def test_the_docs_page_renders_every_operation_in_headless_chromium(
+    platform: State, tmp_path: Path
+) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("no chromium on PATH (Debian: apt-get install chromium)")
     rendered = subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-         "--virtual-time-budget=20000", "--dump-dom", f"{platform.rest_url}/docs"],
-        capture_output=True, text=True, timeout=120, check=True,
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
+         "--dump-dom", f"{platform.rest_url}/docs"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
     assert "Shop platform API reference" in rendered
     for package, path in DOCUMENTS.items():

@@ -1,8 +1,8 @@
 """Event workers as real processes: killed mid-message, stopped while busy, racing each other.
 
-Each test runs an event gateway and workers of its own on a queue of its own,
-behind an Envoy of its own, so it can kill and stop them; Redis, MongoDB and
-the Routing stub are the platform's.
+Each test runs an event gateway and workers of its own on a queue of its own, so it
+can kill and stop them, and delivers to the gateway over native gRPC (no edge);
+Redis, MongoDB and the Routing stub are the session's.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import grpc
 import pytest
 import redis
 from pymongo.database import Database
 
 from services.event.domain import EVENT_TYPE
 from services.launcher import PYTHONPATH, infra, procs
-from services.launcher.platform import State, start_service
+from services.launcher.platform import start_service
 from stubs.shipments import shipment_id
-from tests.edges import running_edge, running_service
+from tests.edges import running_service
 from tests.upstream_admin import StubAdmin
 from tests.webhooks import (
     COURIER,
@@ -46,22 +46,31 @@ TENANT = COURIER.tenant
 CURSOR_SECRET = "integration-test-cursor-secret"
 
 
+@dataclass(frozen=True)
+class Servers:
+    """Where the session's Redis, MongoDB-wire server and Routing stub listen."""
+
+    redis_url: str
+    mongo_url: str
+    routing_url: str
+
+
 @dataclass
 class Pipeline:
-    """An event gateway on a queue of its own behind an Envoy of its own; workers on demand."""
+    """An event gateway on a queue of its own; workers on demand."""
 
-    platform: State
+    servers: Servers
     queue: str
     run_dir: Path
     stack: ExitStack
     redis: redis.Redis
-    url: str = ""
+    gateway: grpc.Channel | None = None
 
     def env(self) -> dict[str, str]:
         return {
-            "REDIS_URL": self.platform.redis_url,
-            "MONGO_URL": self.platform.mongo_url,
-            "ROUTING_URL": self.platform.routing_url,
+            "REDIS_URL": self.servers.redis_url,
+            "MONGO_URL": self.servers.mongo_url,
+            "ROUTING_URL": self.servers.routing_url,
             "WEBHOOK_SOURCES": SOURCES,
             "CURSOR_SECRET": CURSOR_SECRET,
             "EVENT_QUEUE": self.queue,
@@ -87,9 +96,9 @@ class Pipeline:
                 procs.stop(proc)
 
     def deliver(self, shipment: str, event_id: str) -> None:
-        with httpx.Client(base_url=self.url) as http:
-            response = COURIER.deliver(http, status_event(shipment), event_id=event_id)
-        assert response.status_code == 202, response.text
+        assert self.gateway is not None
+        accepted = COURIER.ingest(self.gateway, status_event(shipment), event_id=event_id)
+        assert (accepted.id, accepted.duplicate) == (event_id, False)
 
     def pending(self) -> dict[str, int]:
         """Unacknowledged deliveries of the queue, per consumer."""
@@ -101,19 +110,19 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(platform: State, tmp_path: Path) -> Iterator[Pipeline]:
+def pipeline(
+    redis_url: str, mongo_url: str, routing_stub_url: str, tmp_path: Path
+) -> Iterator[Pipeline]:
     with ExitStack() as stack:
         made = Pipeline(
-            platform,
+            Servers(redis_url, mongo_url, routing_stub_url),
             f"events-{uuid.uuid4().hex[:8]}",
             tmp_path,
             stack,
-            stack.enter_context(redis.Redis.from_url(platform.redis_url)),
+            stack.enter_context(redis.Redis.from_url(redis_url)),
         )
         target = stack.enter_context(running_service("event", tmp_path, made.env()))
-        made.url = stack.enter_context(
-            running_edge(platform, tmp_path / "edge", event=target)
-        ).rest_url
+        made.gateway = stack.enter_context(grpc.insecure_channel(target))
         yield made
 
 
@@ -177,28 +186,28 @@ def test_a_message_delivered_twice_to_racing_workers_has_one_effect(
     assert len(routing.routes(TENANT, shipment)) == 1
 
 
-def test_ingestion_answers_503_when_redis_is_down(platform: State, tmp_path: Path) -> None:
+def test_ingestion_is_unavailable_when_redis_is_down(tmp_path: Path) -> None:
+    # tests/e2e/test_event_unavailable.py: the edge answers this with a 503 JSON error.
     dead_redis = f"redis://{infra.HOST}:{procs.free_port()}/0"
     env = {"REDIS_URL": dead_redis, "EVENT_REDIS_TIMEOUT_S": "0.5", "WEBHOOK_SOURCES": SOURCES,
            "CURSOR_SECRET": CURSOR_SECRET}  # fmt: skip
     with (
         running_service("event", tmp_path, env) as target,
-        running_edge(platform, tmp_path / "edge", event=target) as edge,
-        httpx.Client(base_url=edge.rest_url) as http,
+        grpc.insecure_channel(target) as gateway,
+        pytest.raises(grpc.RpcError) as refused,
     ):
-        response = COURIER.deliver(http, status_event(shipment_id(396)))
-    assert response.status_code == 503, response.text
-    assert response.json()["code"] == "unavailable"
+        COURIER.ingest(gateway, status_event(shipment_id(396)))
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_any_courier_type_is_processed_and_a_type_the_intake_refuses_is_dead_lettered_once(
     pipeline: Pipeline, mongo: Database[Document], routing: StubAdmin
 ) -> None:
     shipment, event_id = shipment_id(396), new_event_id()
-    with httpx.Client(base_url=pipeline.url) as http:
-        delivered = status_event(shipment, "delivered") | {"type": "shipment.delivered"}
-        response = COURIER.deliver(http, delivered, event_id=event_id)
-    assert response.status_code == 202, response.text
+    assert pipeline.gateway is not None
+    delivered = status_event(shipment, "delivered") | {"type": "shipment.delivered"}
+    accepted = COURIER.ingest(pipeline.gateway, delivered, event_id=event_id)
+    assert (accepted.id, accepted.duplicate) == (event_id, False)
     # A valid courier event under a type the intake answers with a 400, written past it.
     stream = f"queue:{pipeline.queue}"
     entries: Any = pipeline.redis.xrange(stream)

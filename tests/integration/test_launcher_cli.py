@@ -1,31 +1,21 @@
-"""The launcher as a user meets it: `./shop` and `python -m services.launcher` commands, and
-what a running platform leaves in its run directory."""
+"""The launcher as a user meets it without a running platform: `./shop` and
+`python -m services.launcher` commands (tests/e2e/test_running_platform.py has the
+commands against a running one)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-import redis
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.launcher import PYTHONPATH, ROOT, procs
-from services.launcher.platform import LauncherConfig, Platform, State
+from services.launcher import PYTHONPATH, ROOT
 
 
-def _mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def _launcher(run_dir: str | Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def launcher(run_dir: str | Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`./shop ARGS` as the script runs it (the venv's python, the repo on PYTHONPATH)."""
     base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     return subprocess.run(
@@ -35,67 +25,8 @@ def _launcher(run_dir: str | Path, *args: str, **env: str) -> subprocess.Complet
     )  # fmt: skip
 
 
-def _secrets(platform: State) -> dict[str, str]:
-    values: dict[str, str] = json.loads((Path(platform.run_dir) / "secrets.json").read_text())
-    return values
-
-
-def test_secrets_state_and_logs_are_readable_by_their_owner_only(platform: State) -> None:
-    run_dir = Path(platform.run_dir)
-    assert _mode(run_dir) == 0o700
-    assert _mode(run_dir / "logs") == 0o700
-    for name in ("state.json", "secrets.json", "redis/redis.conf"):
-        assert _mode(run_dir / name) == 0o600, name
-    logs = sorted((run_dir / "logs").glob("*.log"))
-    assert {"postgres.log", "redis.log", "envoy.log", "mongo-server.log"} <= {p.name for p in logs}
-    assert {log.name: _mode(log) for log in logs} == {log.name: 0o600 for log in logs}
-
-
-def test_redis_asks_for_the_generated_password(platform: State) -> None:
-    password = _secrets(platform)["redis_password"]
-    assert f":{password}@" in platform.redis_url
-    with redis.Redis.from_url(platform.redis_url) as client:
-        assert client.ping()
-    anonymous = platform.redis_url.replace(f":{password}@", "")
-    with redis.Redis.from_url(anonymous) as client, pytest.raises(redis.AuthenticationError):
-        client.ping()
-
-
-def test_status_shows_the_endpoints_without_passwords(platform: State) -> None:
-    shown = _launcher(platform.run_dir, "status")
-    assert shown.returncode == 0, shown.stderr
-    for endpoint in (platform.rest_url, platform.order_grpc_target, platform.erp_url):
-        assert endpoint in shown.stdout
-    assert "running" in shown.stdout
-    assert "STOPPED" not in shown.stdout
-    secrets = _secrets(platform)
-    for name in ("postgres_password", "redis_password"):
-        assert secrets[name] not in shown.stdout
-    assert "redis://:***@" in shown.stdout
-    assert "postgresql://postgres:***@" in shown.stdout
-
-
-async def test_the_admin_command_works_against_the_running_platform(
-    platform: State, engine: AsyncEngine, tenant: str
-) -> None:
-    made = _launcher(
-        platform.run_dir, "admin", "create-admin", "--tenant", tenant,
-        "--email", "ops@example.com", "--username", "ops",
-        SHOP_ADMIN_PASSWORD="correct horse battery staple", ARGON2_MEMORY_KIB="1024",
-        ARGON2_TIME_COST="1",
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    user_id = uuid.UUID(made.stdout.strip())
-    async with engine.connect() as conn:
-        role = await conn.scalar(
-            sa.text("SELECT role FROM users WHERE tenant_id = :t AND id = :id"),
-            {"t": tenant, "id": user_id},
-        )
-    assert role == "admin"
-
-
 def test_admin_without_a_running_platform_says_how_to_start_one(tmp_path: Path) -> None:
-    refused = _launcher(
+    refused = launcher(
         tmp_path, "admin", "create-admin", "--tenant", "t", "--email", "e@example.com",
         "--username", "e",
     )  # fmt: skip
@@ -105,12 +36,12 @@ def test_admin_without_a_running_platform_says_how_to_start_one(tmp_path: Path) 
 
 
 def test_down_and_status_with_nothing_running_say_so(tmp_path: Path) -> None:
-    down = _launcher(tmp_path, "down")
+    down = launcher(tmp_path, "down")
     assert (down.returncode, down.stdout) == (
         0,
         f"nothing to stop: no platform recorded in {tmp_path}\n",
     )
-    status = _launcher(tmp_path, "status")
+    status = launcher(tmp_path, "status")
     assert status.returncode == 0
     assert status.stdout.startswith("not running")
 
@@ -136,12 +67,3 @@ def test_an_unknown_command_is_refused(bare_clone: Path) -> None:
     assert refused.returncode == 2
     assert refused.stderr.startswith("shop: unknown command 'stat'\n")
     assert sorted(p.name for p in bare_clone.iterdir()) == ["shop"]
-
-
-def test_a_second_up_of_a_running_run_dir_says_it_runs(platform: State) -> None:
-    again = Platform(LauncherConfig.from_env({"RUN_DIR": platform.run_dir}))
-    with pytest.raises(procs.LaunchError, match=r"already running from .*run `\./shop down` first"):
-        again.up()
-    assert again.recorded() == State(
-        **json.loads((Path(platform.run_dir) / "state.json").read_text())
-    )

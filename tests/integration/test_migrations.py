@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
 from services.launcher import PYTHONPATH, ROOT
-from services.launcher.platform import State
 from services.migrations.tables import target_metadata
 
 ALEMBIC_INI = ROOT / "services" / "migrations" / "alembic.ini"
@@ -46,22 +45,22 @@ async def test_autogenerate_proposes_no_change_to_the_migrated_database(
         assert await conn.run_sync(_differences) == []
 
 
-def test_alembic_check_sees_every_table_through_its_environment(platform: State) -> None:
+def test_alembic_check_sees_every_table_through_its_environment(postgres_url: str) -> None:
     # `alembic check` runs autogenerate through env.py: a table module env.py
     # does not import would show up here as a table to drop.
-    result = _alembic(platform.database_url, "check")
+    result = _alembic(postgres_url, "check")
     assert result.returncode == 0, result.stderr
     assert "No new upgrade operations detected" in result.stdout + result.stderr
 
 
 @pytest.fixture
-async def scratch(platform: State, engine: AsyncEngine) -> AsyncIterator[str]:
-    """The URL of an empty database of its own on the platform's PostgreSQL."""
+async def scratch(postgres_url: str, engine: AsyncEngine) -> AsyncIterator[str]:
+    """The URL of an empty database of its own on the session's PostgreSQL."""
     name = f"migrations_{uuid.uuid4().hex[:12]}"
     async with engine.connect() as conn:
         admin = await conn.execution_options(isolation_level="AUTOCOMMIT")
         await admin.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(platform.database_url).set(database=name)
+    url = make_url(postgres_url).set(database=name)
     yield url.render_as_string(hide_password=False)
     async with engine.connect() as conn:
         admin = await conn.execution_options(isolation_level="AUTOCOMMIT")

@@ -15,18 +15,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit.config import ServerConfig
 from services.kit.server import create_server
-from services.launcher.platform import State
 from services.order.bootstrap import SERVICE_NAME, bootstrap
 from services.order.config import OrderConfig
 
 
 @pytest.fixture(scope="module")
-async def channel(platform: State) -> AsyncIterator[grpc.aio.Channel]:
+async def channel(postgres_url: str) -> AsyncIterator[grpc.aio.Channel]:
     config = OrderConfig(
         server=ServerConfig(
             bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
         ),
-        database_url=platform.database_url,
+        database_url=postgres_url,
         db_pool_size=2,
         cursor_secret=b"integration-test-cursor-secret",
         idempotency_ttl_s=3600,

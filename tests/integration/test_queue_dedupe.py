@@ -1,4 +1,4 @@
-"""The queue kit's dedupe with payload digests, and dead-letter ids, on the platform's real Redis."""
+"""The queue kit's dedupe with payload digests, and dead-letter ids, on a real Redis."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from redis.asyncio import Redis
 
 from services.kit import errors
 from services.kit.streams import DeadLetters, Message, Queue
-from services.launcher.platform import State
 
 
 @pytest.fixture
-async def queue(platform: State) -> AsyncIterator[Queue]:
-    client = Redis.from_url(platform.redis_url)
+async def queue(redis_url: str) -> AsyncIterator[Queue]:
+    client = Redis.from_url(redis_url)
     made = Queue(client, f"test-{uuid.uuid4().hex[:12]}")
     yield made
     await client.delete(made.keys.stream, made.keys.dead, f"test-dedupe:{made.name}")

@@ -1,4 +1,4 @@
-"""The queue kit on the platform's real Redis: delivery, bounds, retries, dead letters,
+"""The queue kit on a real Redis: delivery, bounds, retries, dead letters,
 reclaiming, shutdown and trace context. Every test has a queue of its own."""
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from services.kit.streams import (
     WorkerConfig,
 )
 from services.launcher import ROOT
-from services.launcher.platform import State
 from tests.draws import Fixed
 
 FAST_RETRY = RetryPolicy(max_attempts=3, base_s=0.01, cap_s=0.02)
@@ -42,8 +41,8 @@ BINARY = bytes(range(256))
 
 
 @pytest.fixture
-async def redis(platform: State) -> AsyncIterator[Redis]:
-    client = Redis.from_url(platform.redis_url)
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
 
@@ -487,14 +486,14 @@ asyncio.run(main(*sys.argv[1:]))
 
 
 async def test_the_message_of_a_killed_worker_process_is_handled_by_another(
-    queue: Queue, platform: State
+    queue: Queue, redis_url: str
 ) -> None:
     await queue.publish(message("evt-k"))
     doomed = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
         DOOMED_WORKER,
-        platform.redis_url,
+        redis_url,
         queue.name,
         stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,

@@ -1,4 +1,4 @@
-"""The global rate-limit service over native gRPC: a server on port 0, the platform's real Redis."""
+"""The global rate-limit service over native gRPC: a server on port 0, a real Redis."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from redis.asyncio import Redis
 
 from services.kit.config import ServerConfig
 from services.kit.server import create_server
-from services.launcher.platform import State
 from services.ratelimit.bootstrap import SERVICE_NAME, bootstrap
 from services.ratelimit.config import RateLimitConfig
 from services.ratelimit.rules import Rules
@@ -55,15 +54,15 @@ async def _serve(redis_url: str) -> AsyncIterator[grpc.aio.Channel]:
 
 
 @pytest.fixture(scope="module")
-async def channel(platform: State) -> AsyncIterator[grpc.aio.Channel]:
-    async with _serve(platform.redis_url) as ch:
+async def channel(redis_url: str) -> AsyncIterator[grpc.aio.Channel]:
+    async with _serve(redis_url) as ch:
         yield ch
 
 
 @pytest.fixture(scope="module")
-async def redis(platform: State) -> AsyncIterator[Redis]:
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
     """A client of the same Redis, for looking at the counters."""
-    client = Redis.from_url(platform.redis_url, decode_responses=True)
+    client = Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
 

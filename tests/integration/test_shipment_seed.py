@@ -1,4 +1,4 @@
-"""Seeding shipments and active orders into the platform's real MongoDB-wire server."""
+"""Seeding shipments and active orders into a real MongoDB-wire server."""
 
 from __future__ import annotations
 
@@ -15,15 +15,14 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.launcher import PYTHONPATH, ROOT
-from services.launcher.platform import State
 from stubs.shipments import ACTIVE_ORDERS, SHIPMENTS, seed_shipments, shipment_id
 
 Db = AsyncDatabase[dict[str, Any]]
 
 
 @pytest.fixture
-async def db(platform: State) -> AsyncIterator[Db]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(platform.mongo_url, tz_aware=True)
+async def db(mongo_url: str) -> AsyncIterator[Db]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_url, tz_aware=True)
     try:
         yield client.get_default_database("shop")
     finally:
@@ -120,9 +119,9 @@ async def test_every_tenant_gets_the_same_data(db: Db, tenant: str) -> None:
     assert len({d["destination"]["postal_code"] for d in mine}) > 1
 
 
-async def test_the_cli_seeds_and_prints_a_summary(db: Db, platform: State, tenant: str) -> None:
+async def test_the_cli_seeds_and_prints_a_summary(db: Db, mongo_url: str, tenant: str) -> None:
     cli = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "stubs.shipments", "--mongo-url", platform.mongo_url),
+        *(sys.executable, "-m", "stubs.shipments", "--mongo-url", mongo_url),
         *("--tenant", tenant, "--count", "75"),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -23,7 +23,6 @@ from services.kit.config import ServerConfig
 from services.kit.errors import StaleVersion
 from services.kit.server import create_server
 from services.launcher import ROOT
-from services.launcher.platform import State
 from services.user import admin, repository
 from services.user.bootstrap import UserApp, bootstrap
 from services.user.config import Argon2Params, UserConfig
@@ -38,15 +37,17 @@ Stub = user_pb2_grpc.UserServiceStub
 
 
 @pytest.fixture(scope="module")
-def config(platform: State, tmp_path_factory: pytest.TempPathFactory) -> UserConfig:
+def config(
+    postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> UserConfig:
     keys = tmp_path_factory.mktemp("jwt-keys")
     generate_key(keys / "signing.pem")
     return UserConfig(
         server=ServerConfig(
             bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
         ),
-        database_url=platform.database_url,
-        redis_url=platform.redis_url,
+        database_url=postgres_url,
+        redis_url=redis_url,
         db_pool_size=2,
         cursor_secret=b"integration-test-cursor-secret",
         jwt_issuer="shop-platform",
@@ -397,13 +398,13 @@ async def test_a_login_rehashes_a_password_stored_with_old_parameters(
     await login(stub, tenant, "ann")
 
 
-async def _admin_cli(platform: State, stdin: str, *args: str, **env: str) -> tuple[int, str]:
+async def _admin_cli(database_url: str, stdin: str, *args: str, **env: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services.user.admin", "create-admin", *args,
         cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'gen'}",
-             "DATABASE_URL": platform.database_url, "ARGON2_TIME_COST": "1",
+             "DATABASE_URL": database_url, "ARGON2_TIME_COST": "1",
              "ARGON2_MEMORY_KIB": "1024", **env},
     )  # fmt: skip
     out, err = await proc.communicate(stdin.encode())
@@ -412,26 +413,26 @@ async def _admin_cli(platform: State, stdin: str, *args: str, **env: str) -> tup
 
 
 async def test_the_admin_cli_creates_an_admin_who_can_log_in(
-    platform: State, stub: Stub, tenant: str
+    postgres_url: str, stub: Stub, tenant: str
 ) -> None:
     args = ("--tenant", tenant, "--email", "Root@Example.com", "--username", "root")
-    code, printed = await _admin_cli(platform, "", *args, SHOP_ADMIN_PASSWORD=PASSWORD)
+    code, printed = await _admin_cli(postgres_url, "", *args, SHOP_ADMIN_PASSWORD=PASSWORD)
     assert code == 0, printed
     answer = await login(stub, tenant, "root")
     assert (answer.user.id, answer.user.role) == (printed, "admin")
     assert jwt.decode(answer.access_token, options={"verify_signature": False})["role"] == "admin"
     # Run again (password on stdin this time) it is the same user, with the new password.
-    code, again = await _admin_cli(platform, "another long password\n", *args)
+    code, again = await _admin_cli(postgres_url, "another long password\n", *args)
     assert (code, again) == (0, printed)
     await login(stub, tenant, "root", password="another long password")
 
 
 async def test_the_admin_cli_promotes_an_existing_customer(
-    platform: State, stub: Stub, tenant: str
+    postgres_url: str, stub: Stub, tenant: str
 ) -> None:
     ann = await register(stub, tenant, "ann")
     args = ("--tenant", tenant, "--email", "ann@example.com", "--username", "ann")
-    code, printed = await _admin_cli(platform, f"{PASSWORD}\n", *args)
+    code, printed = await _admin_cli(postgres_url, f"{PASSWORD}\n", *args)
     assert (code, printed) == (0, ann.id)
     assert (await login(stub, tenant, "ann")).user.role == "admin"
 

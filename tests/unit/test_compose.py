@@ -308,7 +308,7 @@ def test_compose_config_with_the_docker_cli(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [docker, "compose", "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", "-q"],
-        capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
 
@@ -395,7 +395,7 @@ def test_envoy_healthcheck_sees_ready(spec: dict[str, Any], tmp_path: Path) -> N
         envoy = subprocess.Popen(
             [infra.executable("envoy"), "-c", str(config), "--concurrency", "1", "--disable-hot-restart",
              "--log-level", "warn"],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip
         try:
             deadline = time.monotonic() + 20

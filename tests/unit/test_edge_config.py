@@ -38,6 +38,7 @@ def test_envoy_validates_the_rendered_config(tmp_path: Path, settings: edge.Edge
     config.write_text(rendered)
     result = subprocess.run(
         [infra.executable("envoy"), "--mode", "validate", "-c", str(config)],
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
