@@ -75,12 +75,13 @@ class Work:
         """Replay the response stored for the claim's key, or run `effect` and store its."""
         if self._keys is None:
             raise RuntimeError("this unit of work was opened without an idempotency store")
-        c = claim
-        response = await self._keys.begin(self.conn, c.scope, c.key, c.operation, c.request_hash)
+        response = await self._keys.begin(
+            self.conn, claim.scope, claim.key, claim.operation, claim.request_hash
+        )
         if response is not None:
             return Outcome(stored.load(response), replayed=True)
         value = await effect()
-        await self._keys.finish(self.conn, c.scope, c.key, stored.dump(value))
+        await self._keys.finish(self.conn, claim.scope, claim.key, stored.dump(value))
         return Outcome(value, replayed=False)
 
 

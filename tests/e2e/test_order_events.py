@@ -1,9 +1,10 @@
 """Seed 001's `orders.closed` event from the REST API to a Redis stream.
 
 Closing an order through the edge writes one outbox row with the seed's
-fields; the outbox relay (the kit's, run here against the platform's
-database and Redis, routing orders to a queue of this test's own) publishes
-it and sets `published_at`.
+fields; the outbox relay (the relay process's code and routes, run here
+against the platform's database and Redis) publishes it to the `orders`
+stream and sets `published_at`. Another relay of the platform may take the
+row instead: relays take turns, and the row is published once either way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import json
 import re
 import time
-import uuid
 from datetime import datetime
 
 import redis
@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.kit.redis_client import create_redis
 from services.kit.streams.relay import Relay
 from services.launcher.platform import State
+from services.relay.config import ROUTES, parse_routes
 from tests.e2e.conftest import Api
 
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
@@ -62,10 +63,10 @@ async def test_a_closed_order_reaches_the_orders_stream_and_is_marked_published(
     assert _instant(row["payload"]["closedAt"]) == _instant(closed["closedAt"])
     assert TRACEPARENT.match(row["traceparent"]), row["traceparent"]
 
-    queue = f"orders-{uuid.uuid4().hex[:8]}"
+    routes = parse_routes(ROUTES)
     client = create_redis(platform.redis_url, timeout_s=5.0)
     try:
-        relay = Relay(engine, client, {"order": queue})
+        relay = Relay(engine, client, routes)
         deadline = time.monotonic() + 20
         while (await _row(engine, order["id"]))["published_at"] is None:
             assert time.monotonic() < deadline, "the relay did not publish the row"
@@ -76,10 +77,9 @@ async def test_a_closed_order_reaches_the_orders_stream_and_is_marked_published(
 
     entries = [
         fields
-        for _, fields in redis_client.xrange(f"queue:{queue}")
+        for _, fields in redis_client.xrange(f"queue:{routes['order']}")
         if fields[b"id"] == str(row["id"]).encode()
     ]
-    redis_client.delete(f"queue:{queue}")
     assert len(entries) == 1
     (entry,) = entries
     assert (entry[b"type"], entry[b"tenant"]) == (b"orders.closed", api.tenant.encode())
