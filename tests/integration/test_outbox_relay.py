@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ from shop.order.events.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
-from services.kit.inbox import inbox
+from services.kit.inbox import inbox, purge_older_than
 from services.kit.outbox import Event, outbox
 from services.kit.redis_client import create_redis
 from services.kit.streams import Message, Queue, Worker, WorkerConfig
@@ -301,4 +302,39 @@ async def test_relays_of_one_database_take_turns(
         await other.dispose()
     assert (holding.leader, holding.published) == (True, 1)
     assert (waiting.leader, waiting.published) == (False, 0)
+    assert len(lane.stream()) == 1
+
+
+async def test_inbox_records_past_the_redelivery_window_are_purged(lane: Lane) -> None:
+    async with UnitOfWork(lane.engine) as work:
+        for message_id in ("m-old", "m-new"):
+            assert await work.inbox.first_time(lane.queue, message_id)
+        await work.conn.execute(
+            sa.update(inbox)
+            .where(inbox.c.consumer == lane.queue, inbox.c.message_id == "m-old")
+            .values(processed_at=sa.func.now() - timedelta(days=8))
+        )
+    async with lane.engine.begin() as conn:
+        assert await purge_older_than(conn, timedelta(days=7)) >= 1
+        left = await conn.execute(
+            sa.select(inbox.c.message_id).where(inbox.c.consumer == lane.queue)
+        )
+        assert list(left.scalars()) == ["m-new"]
+    async with UnitOfWork(lane.engine) as work:
+        assert await work.inbox.first_time(lane.queue, "m-old")  # forgotten: applied again
+        assert not await work.inbox.first_time(lane.queue, "m-new")
+
+
+async def test_a_relay_that_cannot_reach_redis_marks_nothing(
+    lane: Lane, async_redis: Redis
+) -> None:
+    await lane.record("agg-1")
+    unreachable = create_redis(f"redis://{infra.HOST}:{procs.free_port()}", timeout_s=1.0)
+    try:
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await lane.relay(unreachable).relay_once()
+    finally:
+        await unreachable.aclose()
+    assert await lane.unpublished() == 1
+    assert (await lane.relay(async_redis).relay_once()).published == 1
     assert len(lane.stream()) == 1
