@@ -21,6 +21,10 @@ time (a leader per batch, not per process: whichever relay takes the lock
 next sees the previous batch's marks, because the lock is released only when
 that batch has committed, or aborted with its connection). Rows go out in
 `seq` order, which per aggregate is commit order (see `services.kit.outbox`).
+A relay cut off from PostgreSQL mid-batch may go on publishing that batch
+after another has taken over; each relay publishes from the oldest unmarked
+row in order, so those late copies are duplicates (skipped by the inbox) and
+the first copy of every event still comes after its aggregate's earlier ones.
 Parallel relays with `SKIP LOCKED` would be faster but let a second relay
 publish an aggregate's next event while the first still holds its previous
 one; one writer at a time is simple, and a batch of a hundred rows costs a
