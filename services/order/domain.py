@@ -20,7 +20,6 @@ from enum import StrEnum
 from typing import Any
 
 from services.kit import errors
-from services.kit.encoding import utc_rfc3339
 
 MAX_ITEMS = 100
 MAX_QUANTITY = 10_000
@@ -28,7 +27,6 @@ MAX_CENTS = 2**31 - 1
 MAX_SKU = 64
 MAX_CUSTOMER_REF = 128
 MAX_USER_ID = 128
-CLOSED_EVENT = "orders.closed"
 
 
 class OrderStatus(StrEnum):
@@ -156,16 +154,6 @@ class Order:
         self._expect(expected_version)
         self._require(OrderStatus.CONFIRMED, "close")
         return replace(self, status=OrderStatus.CLOSED)
-
-    def closed_event(self) -> dict[str, Any]:
-        """The `orders.closed` outbox payload."""
-        assert self.closed_at is not None
-        return {
-            "orderId": str(self.id),
-            "tenantId": self.tenant_id,
-            "totalCents": self.total_cents,
-            "closedAt": utc_rfc3339(self.closed_at),
-        }
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-safe snapshot (stored for idempotent replay)."""

@@ -7,14 +7,16 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import outbox
 from services.kit.cursor import CursorCodec, Page, TimeIdPosition, page_size, time_id_page
 from services.kit.idempotency import IdempotencyStore, KeyScope
-from services.order import repository
-from services.order.domain import CLOSED_EVENT, Caller, NewOrder, Order
+from services.kit.uow import Claim, Stored, UnitOfWork
+from services.order import events, repository
+from services.order.domain import Caller, NewOrder, Order
 
 DEFAULT_PAGE = 10
 MAX_PAGE = 100
+# A created order is stored with its key as the order itself.
+STORED_ORDER = Stored(Order.to_json, Order.from_json)
 
 
 @dataclass(frozen=True)
@@ -34,14 +36,12 @@ class Orders:
     async def create(self, caller: Caller, key: str, request_hash: str, new: NewOrder) -> Created:
         """Create the caller's draft, or replay the response first given for the
         caller's key (keys are per user: another user's same key is another order)."""
-        scope = KeyScope(caller.tenant, caller.user)
-        async with self._engine.begin() as conn:
-            stored = await self._idempotency.begin(conn, scope, key, "orders.create", request_hash)
-            if stored is not None:
-                return Created(Order.from_json(stored), replayed=True)
-            order = await repository.insert(conn, caller, new)
-            await self._idempotency.finish(conn, scope, key, order.to_json())
-        return Created(order, replayed=False)
+        claim = Claim(KeyScope(caller.tenant, caller.user), key, "orders.create", request_hash)
+        async with UnitOfWork(self._engine, self._idempotency) as work:
+            done = await work.idempotent(
+                claim, lambda: repository.insert(work.conn, caller, new), STORED_ORDER
+            )
+        return Created(done.value, done.replayed)
 
     async def get(self, caller: Caller, order_id: uuid.UUID) -> Order:
         async with self._engine.connect() as conn:
@@ -60,16 +60,12 @@ class Orders:
         self, caller: Caller, order_id: uuid.UUID, expected_version: int | None
     ) -> Order:
         """Close and write the `orders.closed` event in one transaction."""
-        async with self._engine.begin() as conn:
-            before = await repository.get(conn, caller, order_id)
-            saved = await repository.save_transition(conn, before, before.close(expected_version))
-            await outbox.add_event(
-                conn,
-                event_type=CLOSED_EVENT,
-                tenant_id=saved.tenant_id,
-                order_id=saved.id,
-                payload=saved.closed_event(),
+        async with UnitOfWork(self._engine) as work:
+            before = await repository.get(work.conn, caller, order_id)
+            saved = await repository.save_transition(
+                work.conn, before, before.close(expected_version)
             )
+            await work.outbox.add(events.closed(saved))
             return saved
 
     async def list(self, caller: Caller, limit: int, cursor: str) -> Page[Order]:

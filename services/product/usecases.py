@@ -20,8 +20,9 @@ from services.kit import context, errors
 from services.kit.cache import TtlCache
 from services.kit.cursor import CursorCodec, page_size
 from services.kit.idempotency import IdempotencyStore, KeyScope
+from services.kit.uow import Claim, Stored, UnitOfWork
 from services.product.domain import Product, ProductDraft, ProductNotFound, ProductView, Stock
-from services.product.upstreams import Erp, ErpPage, Warehouse
+from services.product.upstreams import Erp, ErpPage, Saved, Warehouse
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
@@ -30,6 +31,17 @@ UPSTREAM_FAILURES = (errors.Unavailable, errors.DeadlineExceeded)
 
 ProductKey = tuple[str, str, str, int]  # (kind, tenant, id or after-sku, limit)
 StockKey = tuple[str, tuple[str, ...]]  # (tenant, skus)
+
+# What a write stores with its key, to replay: the product, and for a create
+# whether it was new.
+STORED_SAVE = Stored(
+    lambda saved: {"product": saved.product.to_json(), "created": saved.created},
+    lambda stored: Saved(Product.from_json(stored["product"]), stored["created"]),
+)
+STORED_PRODUCT = Stored(
+    lambda product: {"product": product.to_json()},
+    lambda stored: Product.from_json(stored["product"]),
+)
 
 
 @dataclass(frozen=True)
@@ -185,18 +197,17 @@ class Catalog:
     ) -> Written:
         """Create or update by SKU, or replay the answer first given for this key."""
         scope = KeyScope(tenant, user)
-        async with self._engine.begin() as conn:
-            stored = await self._idempotency.begin(
-                conn, scope, key, "products.create", request_hash
-            )
-            if stored is not None:
-                return Written(Product.from_json(stored["product"]), stored["created"], True)
+
+        async def upsert() -> Saved:
             with context.budget(self._budgets.write_s):
-                saved = await self._erp.upsert(tenant, draft, scope.upstream_key(key))
-            answer = {"product": saved.product.to_json(), "created": saved.created}
-            await self._idempotency.finish(conn, scope, key, answer)
-        self._forget(tenant)
-        return Written(saved.product, saved.created, replayed=False)
+                return await self._erp.upsert(tenant, draft, scope.upstream_key(key))
+
+        claim = Claim(scope, key, "products.create", request_hash)
+        async with UnitOfWork(self._engine, self._idempotency) as work:
+            done = await work.idempotent(claim, upsert, STORED_SAVE)
+        if not done.replayed:
+            self._forget(tenant)
+        return Written(done.value.product, done.value.created, done.replayed)
 
     async def update(
         self,
@@ -210,19 +221,15 @@ class Catalog:
     ) -> Written:
         """Replace name, description and price at the expected version."""
         scope = KeyScope(tenant, user)
-        async with self._engine.begin() as conn:
-            stored = await self._idempotency.begin(
-                conn, scope, key, "products.update", request_hash
-            )
-            if stored is not None:
-                return Written(Product.from_json(stored["product"]), False, True)
+
+        async def replace() -> Product:
             with context.budget(self._budgets.write_s):
-                product = await self._erp.replace(
+                return await self._erp.replace(
                     tenant, product_id, draft, expected_version, scope.upstream_key(key)
                 )
-            await self._idempotency.finish(conn, scope, key, {"product": product.to_json()})
-        self._forget(tenant)
-        return Written(product, created=False, replayed=False)
+
+        claim = Claim(scope, key, "products.update", request_hash)
+        return await self._write(tenant, claim, replace)
 
     async def delete(
         self,
@@ -240,19 +247,25 @@ class Catalog:
             self._forget(tenant)
             return Written(product, created=False, replayed=False)
         scope = KeyScope(tenant, user)
-        async with self._engine.begin() as conn:
-            stored = await self._idempotency.begin(
-                conn, scope, key, "products.delete", request_hash
-            )
-            if stored is not None:
-                return Written(Product.from_json(stored["product"]), False, True)
+
+        async def delete() -> Product:
             with context.budget(self._budgets.write_s):
-                product = await self._erp.delete(
+                return await self._erp.delete(
                     tenant, product_id, expected_version, scope.upstream_key(key)
                 )
-            await self._idempotency.finish(conn, scope, key, {"product": product.to_json()})
-        self._forget(tenant)
-        return Written(product, created=False, replayed=False)
+
+        claim = Claim(scope, key, "products.delete", request_hash)
+        return await self._write(tenant, claim, delete)
+
+    async def _write(
+        self, tenant: str, claim: Claim, effect: Callable[[], Awaitable[Product]]
+    ) -> Written:
+        """An idempotent change of an existing product (never a creation)."""
+        async with UnitOfWork(self._engine, self._idempotency) as work:
+            done = await work.idempotent(claim, effect, STORED_PRODUCT)
+        if not done.replayed:
+            self._forget(tenant)
+        return Written(done.value, created=False, replayed=done.replayed)
 
     def _forget(self, tenant: str) -> None:
         """Drop the tenant's cached pages and items: the next read sees the write."""

@@ -1,5 +1,6 @@
 """The Alembic migrations against real PostgreSQL: they build exactly the tables the
-services define, and revision 0003 gives existing rows the owners it documents."""
+services define, revision 0003 gives existing rows the owners it documents, and 0004
+turns existing outbox rows into order events of the generic outbox, in their order."""
 
 from __future__ import annotations
 
@@ -112,5 +113,59 @@ async def test_0003_leaves_existing_orders_to_admins_and_old_keys_to_nobody(
         async with created.connect() as conn:
             keys = (await conn.execute(sa.text("SELECT count(*) FROM idempotency_keys"))).scalar()
             assert keys == 1  # the oldest row per (tenant, key) survives
+    finally:
+        await created.dispose()
+
+
+async def test_0004_makes_existing_outbox_rows_order_events_in_their_order(
+    scratch: str,
+) -> None:
+    assert _alembic(scratch, "upgrade", "0003").returncode == 0
+    older, newer = uuid.uuid4(), uuid.uuid4()
+    created = db.create_engine(scratch, pool_size=1)
+    try:
+        async with created.begin() as conn:
+            for order_id, minutes in ((newer, 1), (older, 60)):
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO outbox (id, event_type, order_id, tenant_id, payload,"
+                        " created_at) VALUES (gen_random_uuid(), 'orders.closed', :order,"
+                        " 'acme', CAST(:payload AS jsonb), now() - make_interval(mins => :minutes))"
+                    ),
+                    {
+                        "order": order_id,
+                        "payload": f'{{"orderId": "{order_id}"}}',
+                        "minutes": minutes,
+                    },
+                )
+        upgraded = _alembic(scratch, "upgrade", "head")
+        assert upgraded.returncode == 0, upgraded.stderr
+        async with created.connect() as conn:
+            assert await conn.run_sync(_differences) == []
+            rows = await conn.execute(
+                sa.text(
+                    "SELECT aggregate_type, aggregate_id, order_id, seq, traceparent,"
+                    " payload->>'orderId', published_at FROM outbox ORDER BY seq"
+                )
+            )
+            assert [tuple(row) for row in rows] == [
+                ("order", str(older), older, 1, "", str(older), None),
+                ("order", str(newer), newer, 2, "", str(newer), None),
+            ]
+            # New rows continue the numbering; another aggregate has no order_id.
+            added = await conn.execute(
+                sa.text(
+                    "INSERT INTO outbox (id, aggregate_type, aggregate_id, event_type,"
+                    " tenant_id, payload) VALUES (gen_random_uuid(), 'product', 'p-1',"
+                    " 'products.changed', 'acme', '{}') RETURNING seq, order_id"
+                )
+            )
+            assert tuple(added.one()) == (3, None)
+            await conn.commit()
+        downgraded = _alembic(scratch, "downgrade", "0003")
+        assert downgraded.returncode == 0, downgraded.stderr
+        async with created.connect() as conn:
+            orders = await conn.execute(sa.text("SELECT order_id FROM outbox ORDER BY created_at"))
+            assert list(orders.scalars()) == [older, newer]  # the product event is gone
     finally:
         await created.dispose()

@@ -1,0 +1,1 @@
+"""The outbox relay process: the kit's relay over the platform's database and Redis."""

@@ -1,0 +1,93 @@
+"""Seed 001's `orders.closed` event from the REST API to a Redis stream.
+
+Closing an order through the edge writes one outbox row with the seed's
+fields; the outbox relay (the relay process's code and routes, run here
+against the platform's database and Redis) publishes it to the `orders`
+stream and sets `published_at`. Another relay of the platform may take the
+row instead: relays take turns, and the row is published once either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from datetime import datetime
+
+import redis
+import sqlalchemy as sa
+from google.protobuf import json_format
+from shop.order.events.v1 import events_pb2
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kit.redis_client import create_redis
+from services.kit.streams.relay import Relay
+from services.launcher.platform import State
+from services.relay.config import ROUTES, parse_routes
+from tests.e2e.conftest import Api
+
+TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+async def _row(engine: AsyncEngine, order_id: str) -> sa.RowMapping:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            sa.text(
+                "SELECT id, event_type, order_id, tenant_id, payload, published_at,"
+                " aggregate_type, aggregate_id, traceparent FROM outbox WHERE order_id = :id"
+            ),
+            {"id": order_id},
+        )
+        return result.mappings().one()
+
+
+async def test_a_closed_order_reaches_the_orders_stream_and_is_marked_published(
+    platform: State, api: Api, engine: AsyncEngine, redis_client: redis.Redis
+) -> None:
+    order = api.draft()
+    api.confirm(order["id"], 1, 4200)
+    closed = api.close(order["id"]).json()
+
+    row = await _row(engine, order["id"])
+    assert (row["event_type"], str(row["order_id"]), row["tenant_id"]) == (
+        "orders.closed",
+        order["id"],
+        api.tenant,
+    )
+    assert (row["aggregate_type"], row["aggregate_id"]) == ("order", order["id"])
+    assert row["published_at"] is None
+    assert set(row["payload"]) == {"orderId", "tenantId", "totalCents", "closedAt"}
+    assert (row["payload"]["orderId"], row["payload"]["tenantId"]) == (order["id"], api.tenant)
+    assert row["payload"]["totalCents"] == 4200
+    assert _instant(row["payload"]["closedAt"]) == _instant(closed["closedAt"])
+    assert TRACEPARENT.match(row["traceparent"]), row["traceparent"]
+
+    routes = parse_routes(ROUTES)
+    client = create_redis(platform.redis_url, timeout_s=5.0)
+    try:
+        relay = Relay(engine, client, routes)
+        deadline = time.monotonic() + 20
+        while (await _row(engine, order["id"]))["published_at"] is None:
+            assert time.monotonic() < deadline, "the relay did not publish the row"
+            if not (await relay.relay_once()).published:
+                await asyncio.sleep(0.05)
+    finally:
+        await client.aclose()
+
+    entries = [
+        fields
+        for _, fields in redis_client.xrange(f"queue:{routes['order']}")
+        if fields[b"id"] == str(row["id"]).encode()
+    ]
+    assert len(entries) == 1
+    (entry,) = entries
+    assert (entry[b"type"], entry[b"tenant"]) == (b"orders.closed", api.tenant.encode())
+    assert entry[b"traceparent"].decode() == row["traceparent"]
+    assert json.loads(entry[b"payload"]) == row["payload"]
+    event = json_format.Parse(entry[b"payload"], events_pb2.OrderClosed())
+    assert (event.order_id, event.tenant_id, event.total_cents) == (order["id"], api.tenant, 4200)
+
+
+def _instant(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -1,0 +1,205 @@
+"""The kit's unit of work on the platform's PostgreSQL: all or nothing, and idempotent writes.
+
+Each test records events of an aggregate type of its own, so the rows it
+counts are its own (no relay routes these types).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from shop.order.events.v1 import events_pb2
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kit import errors
+from services.kit.idempotency import IdempotencyStore, KeyScope, idempotency_keys
+from services.kit.inbox import inbox
+from services.kit.outbox import Event, outbox
+from services.kit.uow import Claim, Stored, UnitOfWork, Work
+
+
+class Boom(Exception):
+    """What a failing step raises."""
+
+
+@dataclass
+class Scene:
+    """One test's engine, aggregate type and caller."""
+
+    engine: AsyncEngine
+    keys: IdempotencyStore
+    aggregate: str
+    scope: KeyScope
+
+    def event(self, aggregate_id: str = "a-1") -> Event:
+        contract = events_pb2.OrderClosed(order_id=aggregate_id, tenant_id=self.scope.tenant)
+        return Event(self.aggregate, aggregate_id, self.scope.tenant, "test.happened", contract)
+
+    def claim(self, key: str = "key-1", request_hash: str = "h1", **scope: str) -> Claim:
+        who = KeyScope(**{"tenant": self.scope.tenant, "user": self.scope.user, **scope})
+        return Claim(who, key, "things.create", request_hash)
+
+    async def events(self) -> list[str]:
+        """The aggregate ids of this test's outbox rows, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(outbox.c.aggregate_id)
+                .where(outbox.c.aggregate_type == self.aggregate)
+                .order_by(outbox.c.seq)
+            )
+            return list(rows.scalars())
+
+    async def keys_held(self) -> int:
+        async with self.engine.connect() as conn:
+            count = await conn.execute(
+                sa.select(sa.func.count()).where(idempotency_keys.c.tenant_id == self.scope.tenant)
+            )
+            return int(count.scalar_one())
+
+    async def inbox_records(self) -> int:
+        async with self.engine.connect() as conn:
+            count = await conn.execute(
+                sa.select(sa.func.count()).where(inbox.c.consumer == self.aggregate)
+            )
+            return int(count.scalar_one())
+
+
+@pytest.fixture
+async def scene(engine: AsyncEngine, tenant: str) -> AsyncIterator[Scene]:
+    aggregate = f"test-{uuid.uuid4().hex[:12]}"
+    yield Scene(engine, IdempotencyStore(), aggregate, KeyScope(tenant, "u-1"))
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(outbox).where(outbox.c.aggregate_type == aggregate))
+        await conn.execute(sa.delete(inbox).where(inbox.c.consumer == aggregate))
+
+
+# A thing made by an effect: stored with its key as {"id": ...}.
+STORED_ID = Stored[str](lambda made: {"id": made}, lambda stored: stored["id"])
+
+
+def making(work: Work, scene: Scene, made: list[str]) -> Any:
+    """An effect that records one event and returns a new id (also appended to `made`)."""
+
+    async def effect() -> str:
+        thing = f"thing-{len(made) + 1}"
+        made.append(thing)
+        await work.outbox.add(scene.event(thing))
+        return thing
+
+    return effect
+
+
+async def test_everything_done_in_a_unit_of_work_commits_together(scene: Scene) -> None:
+    made: list[str] = []
+    async with UnitOfWork(scene.engine, scene.keys) as work:
+        assert await work.inbox.first_time(scene.aggregate, "m-1")
+        await work.idempotent(scene.claim(), making(work, scene, made), STORED_ID)
+        await work.outbox.add(scene.event("a-2"))
+    assert await scene.events() == ["thing-1", "a-2"]
+    assert await scene.keys_held() == 1
+    assert await scene.inbox_records() == 1
+
+
+async def test_an_error_rolls_back_the_writes_the_outbox_the_inbox_and_the_claim(
+    scene: Scene,
+) -> None:
+    made: list[str] = []
+
+    async def failing_midway() -> None:
+        async with UnitOfWork(scene.engine, scene.keys) as work:
+            assert await work.inbox.first_time(scene.aggregate, "m-1")
+            await work.idempotent(scene.claim(), making(work, scene, made), STORED_ID)
+            await work.outbox.add(scene.event("a-2"))
+            raise Boom
+
+    with pytest.raises(Boom):
+        await failing_midway()
+    assert made == ["thing-1"]  # the effect ran, and left nothing behind
+    assert await scene.events() == []
+    assert await scene.keys_held() == 0
+    assert await scene.inbox_records() == 0
+
+
+async def test_the_same_key_and_request_replays_the_stored_response(scene: Scene) -> None:
+    made: list[str] = []
+    outcomes = []
+    for _ in range(3):
+        async with UnitOfWork(scene.engine, scene.keys) as work:
+            outcomes.append(
+                await work.idempotent(scene.claim(), making(work, scene, made), STORED_ID)
+            )
+    assert [(o.value, o.replayed) for o in outcomes] == [
+        ("thing-1", False),
+        ("thing-1", True),
+        ("thing-1", True),
+    ]
+    assert made == ["thing-1"]
+    assert await scene.events() == ["thing-1"]
+
+
+async def test_a_key_reused_with_another_request_or_operation_is_refused(scene: Scene) -> None:
+    made: list[str] = []
+    async with UnitOfWork(scene.engine, scene.keys) as work:
+        await work.idempotent(scene.claim(request_hash="h1"), making(work, scene, made), STORED_ID)
+    other_operation = Claim(scene.scope, "key-1", "things.delete", "h1")
+    for claim in (scene.claim(request_hash="h2"), other_operation):
+        with pytest.raises(errors.IdempotencyKeyReused):
+            async with UnitOfWork(scene.engine, scene.keys) as work:
+                await work.idempotent(claim, making(work, scene, made), STORED_ID)
+    assert made == ["thing-1"]
+
+
+async def test_another_users_equal_key_is_another_write(scene: Scene) -> None:
+    made: list[str] = []
+    for user in ("u-1", "u-2"):
+        async with UnitOfWork(scene.engine, scene.keys) as work:
+            done = await work.idempotent(
+                scene.claim(user=user), making(work, scene, made), STORED_ID
+            )
+            assert not done.replayed
+    assert made == ["thing-1", "thing-2"]
+
+
+async def test_a_failed_effect_releases_the_key_for_a_retry(scene: Scene) -> None:
+    async def failing() -> str:
+        raise Boom
+
+    with pytest.raises(Boom):
+        async with UnitOfWork(scene.engine, scene.keys) as work:
+            await work.idempotent(scene.claim(), failing, STORED_ID)
+    made: list[str] = []
+    async with UnitOfWork(scene.engine, scene.keys) as work:
+        done = await work.idempotent(scene.claim(), making(work, scene, made), STORED_ID)
+    assert (done.value, done.replayed) == ("thing-1", False)
+
+
+async def test_concurrent_requests_with_one_key_run_the_effect_once(scene: Scene) -> None:
+    made: list[str] = []
+
+    async def request() -> tuple[str, bool]:
+        async with UnitOfWork(scene.engine, scene.keys) as work:
+            effect = making(work, scene, made)
+
+            async def slow() -> str:
+                await asyncio.sleep(0.3)  # the others arrive while the key is held
+                made_id: str = await effect()
+                return made_id
+
+            done = await work.idempotent(scene.claim(), slow, STORED_ID)
+            return done.value, done.replayed
+
+    results = await asyncio.gather(*[request() for _ in range(4)])
+    assert sorted(results) == [("thing-1", False)] + [("thing-1", True)] * 3
+    assert await scene.events() == ["thing-1"]
+
+
+async def test_an_idempotent_write_needs_a_store(scene: Scene) -> None:
+    async with UnitOfWork(scene.engine) as work:
+        with pytest.raises(RuntimeError):
+            await work.idempotent(scene.claim(), making(work, scene, []), STORED_ID)
