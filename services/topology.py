@@ -146,6 +146,12 @@ PROCESSES: tuple[Process, ...] = (
         needs=("REDIS_URL", "MONGO_URL", "ROUTING_URL"),
         replicas=Replicas("EVENT_WORKERS", "EVENT_WORKER_NAME"), note="{where} (health)",
     ),
+    # Moves outbox rows onto queue-kit streams; any number may run (they take turns).
+    Process(
+        "relay", "outbox relay", Kind.WORKER, Port("RELAY_PORT", 7061),
+        module="services.relay", bind_setting="RELAY_GRPC_BIND",
+        needs=("DATABASE_URL", "REDIS_URL"), note="{where} (health)",
+    ),
     Process(
         "erp", "ERP stub", Kind.STUB, Port("ERP_PORT", 8101), provides="ERP_URL",
         note="{where} (faults: PUT {where}/_admin/faults)",

@@ -67,21 +67,21 @@ class Work:
         self.conn = conn
         self.outbox = Outbox(conn)
         self.inbox = Inbox(conn)
-        self._keys = keys
+        self._idempotency = keys
 
     async def idempotent(
         self, claim: Claim, effect: Callable[[], Awaitable[R]], stored: Stored[R]
     ) -> Outcome[R]:
         """Replay the response stored for the claim's key, or run `effect` and store its."""
-        if self._keys is None:
+        if self._idempotency is None:
             raise RuntimeError("this unit of work was opened without an idempotency store")
-        response = await self._keys.begin(
+        response = await self._idempotency.begin(
             self.conn, claim.scope, claim.key, claim.operation, claim.request_hash
         )
         if response is not None:
             return Outcome(stored.load(response), replayed=True)
         value = await effect()
-        await self._keys.finish(self.conn, claim.scope, claim.key, stored.dump(value))
+        await self._idempotency.finish(self.conn, claim.scope, claim.key, stored.dump(value))
         return Outcome(value, replayed=False)
 
 
@@ -90,14 +90,14 @@ class UnitOfWork:
 
     def __init__(self, engine: AsyncEngine, keys: IdempotencyStore | None = None) -> None:
         self._engine = engine
-        self._keys = keys
+        self._idempotency = keys
         self._transaction: AbstractAsyncContextManager[AsyncConnection] | None = None
 
     async def __aenter__(self) -> Work:
         if self._transaction is not None:
             raise RuntimeError("a unit of work is entered once")
         self._transaction = self._engine.begin()
-        return Work(await self._transaction.__aenter__(), self._keys)
+        return Work(await self._transaction.__aenter__(), self._idempotency)
 
     async def __aexit__(
         self,

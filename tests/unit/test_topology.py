@@ -24,6 +24,7 @@ from services.launcher.platform import LauncherConfig, State, dev_env_hook
 from services.order.config import OrderConfig
 from services.product.config import ProductConfig
 from services.ratelimit.config import RateLimitConfig
+from services.relay.config import RelayProcessConfig
 from services.topology import Exposed, Kind, Port, Process, Replicas
 from services.user.config import UserConfig
 from tests.unit.test_compose import drift
@@ -31,24 +32,24 @@ from tests.unit.test_compose import drift
 EPHEMERAL = range(32768, 61000)
 # A server and a worker of the kinds the next issues add, one entry each.
 INVENTORY = Process(
-    "inventory", "inventory service", Kind.SERVER, Port("INVENTORY_GRPC_PORT", 7061),
+    "inventory", "inventory service", Kind.SERVER, Port("INVENTORY_GRPC_PORT", 7062),
     module="services.inventory", bind_setting="INVENTORY_GRPC_BIND",
     health="shop.inventory.v1.InventoryService", cluster=True,
     exposes=(Exposed("shop.inventory.v1.InventoryService", "shop.inventory.v1.inventory_pb2",
                      "7s", {"Reserve": "2s"}),),
     needs=("DATABASE_URL", "CURSOR_SECRET"), note="{where} (stock ledger)",
 )  # fmt: skip
-RELAY = Process(
-    "relay", "outbox relay", Kind.WORKER, Port("RELAY_PORT", 7071), module="services.relay",
-    bind_setting="RELAY_GRPC_BIND", needs=("DATABASE_URL", "REDIS_URL"),
-    replicas=Replicas("RELAY_WORKERS", "RELAY_WORKER_NAME", default=2), note="{where} (health)",
+NOTIFIER = Process(
+    "notifier", "notifier", Kind.WORKER, Port("NOTIFIER_PORT", 7071), module="services.notifier",
+    bind_setting="NOTIFIER_GRPC_BIND", needs=("DATABASE_URL", "REDIS_URL"),
+    replicas=Replicas("NOTIFIER_WORKERS", "NOTIFIER_WORKER_NAME", default=2), note="{where} (health)",
 )  # fmt: skip
 
 
 @pytest.fixture
 def extended(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The topology with INVENTORY and RELAY added, for one test."""
-    monkeypatch.setattr(topology, "PROCESSES", (*topology.PROCESSES, INVENTORY, RELAY))
+    """The topology with INVENTORY and NOTIFIER added, for one test."""
+    monkeypatch.setattr(topology, "PROCESSES", (*topology.PROCESSES, INVENTORY, NOTIFIER))
 
 
 # --- the real table -------------------------------------------------------------------------
@@ -83,6 +84,7 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "RATELIMIT_GRPC_PORT": 7054,
         "EVENT_GRPC_PORT": 7055,
         "EVENT_WORKER_PORT": 7056,
+        "RELAY_PORT": 7061,
         "ERP_PORT": 8101,
         "WAREHOUSE_PORT": 8102,
         "ROUTING_PORT": 8103,
@@ -105,6 +107,7 @@ def test_the_claimed_ports_are_todays_components() -> None:
         ("rate-limit service", "RATELIMIT_GRPC_PORT", 7054),
         ("event gateway", "EVENT_GRPC_PORT", 7055),
         ("event worker 1", "EVENT_WORKER_PORT", 7056),
+        ("outbox relay", "RELAY_PORT", 7061),
         ("ERP stub", "ERP_PORT", 8101),
         ("Warehouse stub", "WAREHOUSE_PORT", 8102),
         ("Routing stub", "ROUTING_PORT", 8103),
@@ -159,6 +162,7 @@ CONFIGS = {
     "ratelimit": RateLimitConfig.from_env,
     "event": EventConfig.from_env,
     "event-worker": WorkerProcessConfig.from_env,
+    "relay": RelayProcessConfig.from_env,
 }
 SAMPLES = {
     "DATABASE_URL": "postgresql://shop:pw@db:5432/shop",
@@ -263,24 +267,24 @@ def test_a_run_dir_keeps_its_secrets_and_gains_new_ones(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_launcher_config_and_the_claimed_ports() -> None:
     defaults = LauncherConfig(run_dir=Path())
-    assert defaults.port("INVENTORY_GRPC_PORT") == 7061
-    config = LauncherConfig.from_env({"INVENTORY_GRPC_PORT": "7161", "RELAY_WORKERS": "3"})
-    assert config.port("INVENTORY_GRPC_PORT") == 7161
-    assert config.replica_count(RELAY) == 3
+    assert defaults.port("INVENTORY_GRPC_PORT") == 7062
+    config = LauncherConfig.from_env({"INVENTORY_GRPC_PORT": "7162", "NOTIFIER_WORKERS": "3"})
+    assert config.port("INVENTORY_GRPC_PORT") == 7162
+    assert config.replica_count(NOTIFIER) == 3
     claims = ports.claimed(config)
-    assert ("inventory service", "INVENTORY_GRPC_PORT", 7161) in claims
-    assert [c for c in claims if c[1] == "RELAY_PORT"] == [
-        ("outbox relay 1", "RELAY_PORT", 7071),
-        ("outbox relay 2", "RELAY_PORT", 7072),
-        ("outbox relay 3", "RELAY_PORT", 7073),
+    assert ("inventory service", "INVENTORY_GRPC_PORT", 7162) in claims
+    assert [c for c in claims if c[1] == "NOTIFIER_PORT"] == [
+        ("notifier 1", "NOTIFIER_PORT", 7071),
+        ("notifier 2", "NOTIFIER_PORT", 7072),
+        ("notifier 3", "NOTIFIER_PORT", 7073),
     ]
-    assert LauncherConfig(run_dir=Path()).replica_count(RELAY) == 2
+    assert LauncherConfig(run_dir=Path()).replica_count(NOTIFIER) == 2
 
 
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_tests_free_ports() -> None:
     config = LauncherConfig.on_free_ports(Path(), {"DATABASE_URL": "postgresql://x/db"})
-    assert config.port("INVENTORY_GRPC_PORT") == config.port("RELAY_PORT") == 0
+    assert config.port("INVENTORY_GRPC_PORT") == config.port("NOTIFIER_PORT") == 0
     assert ports.claimed(config) == []
     assert config.urls == {"DATABASE_URL": "postgresql://x/db"}
 
@@ -289,13 +293,13 @@ def test_a_new_entry_reaches_the_tests_free_ports() -> None:
 def test_a_new_entry_reaches_the_start_order() -> None:
     order = [p.name for p in topology.start_order()]
     assert order.index("postgres") < order.index("inventory") < order.index("envoy")
-    assert order.index("redis") < order.index("relay") < order.index("envoy")
+    assert order.index("redis") < order.index("notifier") < order.index("envoy")
 
 
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_edge_clusters_and_routes() -> None:
     assert topology.clusters()["inventory"] == "shop.inventory.v1.InventoryService"
-    assert "relay" not in topology.clusters()
+    assert "notifier" not in topology.clusters()
     upstreams = {name: edge_routes.Endpoint("h", 1) for name in topology.clusters()}
     cluster = next(c for c in edge_routes.clusters(upstreams) if c["name"] == "inventory")
     check = cluster["health_checks"][0]["grpc_health_check"]
@@ -315,30 +319,33 @@ def test_a_new_entry_reaches_the_edge_clusters_and_routes() -> None:
 
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_compose_settings_and_the_drift_check() -> None:
-    assert compose.settings().upstreams["inventory"] == edge_routes.Endpoint("inventory", 7061)
+    assert compose.settings().upstreams["inventory"] == edge_routes.Endpoint("inventory", 7062)
     expected = compose.expected_services()
     assert expected["inventory"] == compose.ComposeService(
         "inventory",
         ("python", "-m", "services.inventory"),
-        {"DATABASE_URL": None, "CURSOR_SECRET": None, "INVENTORY_GRPC_BIND": "0.0.0.0:7061"},
-        health_port=7061,
+        {"DATABASE_URL": None, "CURSOR_SECRET": None, "INVENTORY_GRPC_BIND": "0.0.0.0:7062"},
+        health_port=7062,
         health_service="shop.inventory.v1.InventoryService",
     )
-    assert expected["relay"].command == ("python", "-m", "services.relay")
+    assert expected["notifier"].command == ("python", "-m", "services.notifier")
     spec: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert drift(spec, expected) == ["inventory: no compose service", "relay: no compose service"]
+    assert drift(spec, expected) == [
+        "inventory: no compose service",
+        "notifier: no compose service",
+    ]
 
 
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_state_and_the_ready_banner(tmp_path: Path) -> None:
     state = State(
         rest_url="http://127.0.0.1:8080",
-        targets={"inventory": ["127.0.0.1:7061"], "relay": ["127.0.0.1:7071", "127.0.0.1:7072"]},
+        targets={"inventory": ["127.0.0.1:7062"], "notifier": ["127.0.0.1:7071", "127.0.0.1:7072"]},
     )
-    assert state.target("inventory") == "127.0.0.1:7061"
+    assert state.target("inventory") == "127.0.0.1:7062"
     shown = dict(endpoints(state, tmp_path))
-    assert shown["inventory service"] == "127.0.0.1:7061 (stock ledger)"
-    assert shown["outbox relays"] == "127.0.0.1:7071, 127.0.0.1:7072 (health)"
+    assert shown["inventory service"] == "127.0.0.1:7062 (stock ledger)"
+    assert shown["notifiers"] == "127.0.0.1:7071, 127.0.0.1:7072 (health)"
 
 
 def test_a_state_recorded_by_another_version_still_stops(tmp_path: Path) -> None:
