@@ -1,4 +1,4 @@
-"""The outbox relay and the inbox against the platform's PostgreSQL and Redis.
+"""The outbox relay and the inbox against the session's PostgreSQL and Redis.
 
 Each test relays an aggregate type of its own to a queue of its own, so the
 rows it relays and the stream it reads are its own. A relay killed between
@@ -35,7 +35,20 @@ from services.kit.streams import Message, Queue, Worker, WorkerConfig
 from services.kit.streams.relay import Relay, RelayConfig
 from services.kit.uow import UnitOfWork
 from services.launcher import PYTHONPATH, infra, procs
-from services.launcher.platform import State, start_service
+from services.launcher.platform import start_service
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Where the session's PostgreSQL and Redis listen."""
+
+    database_url: str
+    redis_url: str
+
+
+@pytest.fixture
+def servers(postgres_url: str, redis_url: str) -> Servers:
+    return Servers(postgres_url, redis_url)
 
 
 @dataclass
@@ -94,8 +107,8 @@ async def lane(engine: AsyncEngine, redis_client: redis.Redis, tenant: str) -> A
 
 
 @pytest.fixture
-async def async_redis(platform: State) -> AsyncIterator[Redis]:
-    client = create_redis(platform.redis_url, timeout_s=5.0)
+async def async_redis(servers: Servers) -> AsyncIterator[Redis]:
+    client = create_redis(servers.redis_url, timeout_s=5.0)
     yield client
     await client.aclose()
 
@@ -206,13 +219,15 @@ async def test_the_inbox_applies_a_message_once_under_concurrent_redelivery(
         assert records.scalar_one() == 1
 
 
-def _relay_process(platform: State, lane: Lane, run_dir: Path, name: str, batch: int) -> procs.Proc:
+def _relay_process(
+    servers: Servers, lane: Lane, run_dir: Path, name: str, batch: int
+) -> procs.Proc:
     target = f"{infra.HOST}:{procs.free_port()}"
     env = {
         **os.environ,
         "PYTHONPATH": PYTHONPATH,
-        "DATABASE_URL": platform.database_url,
-        "REDIS_URL": platform.redis_url,
+        "DATABASE_URL": servers.database_url,
+        "REDIS_URL": servers.redis_url,
         "RELAY_ROUTES": f"{lane.aggregate}={lane.queue}",
         "RELAY_BATCH": str(batch),
         "RELAY_POLL_MS": "20",
@@ -222,12 +237,12 @@ def _relay_process(platform: State, lane: Lane, run_dir: Path, name: str, batch:
 
 
 @pytest.fixture
-def relays(platform: State, lane: Lane, tmp_path: Path) -> Iterator[list[procs.Proc]]:
+def relays(servers: Servers, lane: Lane, tmp_path: Path) -> Iterator[list[procs.Proc]]:
     """Two relay processes of the lane, stopped after the test."""
     with ExitStack() as stack:
         started = []
         for name in ("relay-a", "relay-b"):
-            proc = _relay_process(platform, lane, tmp_path, name, batch=3)
+            proc = _relay_process(servers, lane, tmp_path, name, batch=3)
             stack.callback(lambda p=proc: p.popen.poll() is None and procs.stop(p))
             started.append(proc)
         yield started
@@ -256,14 +271,14 @@ async def test_two_relay_processes_publish_each_event_once_in_order_per_aggregat
 
 
 async def test_a_relay_killed_between_publishing_and_marking_publishes_again(
-    platform: State, lane: Lane, tmp_path: Path, async_redis: Redis
+    servers: Servers, lane: Lane, tmp_path: Path, async_redis: Redis
 ) -> None:
     row = await lane.record("agg-1", total=5)
     # With the row locked, the relay publishes it and then waits to mark it.
     async with lane.engine.connect() as conn:
         transaction = await conn.begin()
         await conn.execute(sa.select(outbox.c.id).where(outbox.c.id == row).with_for_update())
-        proc = _relay_process(platform, lane, tmp_path, "relay-killed", batch=10)
+        proc = _relay_process(servers, lane, tmp_path, "relay-killed", batch=10)
         try:
             deadline = time.monotonic() + 15
             while not lane.stream():
@@ -288,10 +303,10 @@ async def test_a_relay_killed_between_publishing_and_marking_publishes_again(
 
 
 async def test_relays_of_one_database_take_turns(
-    platform: State, lane: Lane, async_redis: Redis
+    servers: Servers, lane: Lane, async_redis: Redis
 ) -> None:
     await lane.record("agg-1")
-    other = db.create_engine(platform.database_url, pool_size=1)
+    other = db.create_engine(servers.database_url, pool_size=1)
     try:
         async with lane.engine.connect() as conn:
             transaction = await conn.begin()

@@ -1,4 +1,4 @@
-"""Routing by message type and middleware around every attempt, on the platform's real Redis.
+"""Routing by message type and middleware around every attempt, on the session's real Redis.
 
 Every test has a queue of its own; the worker helpers are the queue kit tests'.
 """
@@ -33,7 +33,6 @@ from services.kit.streams import (
     Tracing,
     Worker,
 )
-from services.launcher.platform import State
 from tests.integration.test_queue_kit import (
     _recording_provider,
     eventually,
@@ -47,8 +46,8 @@ FAST_RETRY = RetryPolicy(max_attempts=3, base_s=0.01, cap_s=0.02)
 
 
 @pytest.fixture
-async def redis(platform: State) -> AsyncIterator[Redis]:
-    client = Redis.from_url(platform.redis_url)
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
 

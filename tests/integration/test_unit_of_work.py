@@ -1,4 +1,4 @@
-"""The kit's unit of work on the platform's PostgreSQL: all or nothing, and idempotent writes.
+"""The kit's unit of work on the session's PostgreSQL: all or nothing, and idempotent writes.
 
 Each test records events of an aggregate type of its own, so the rows it
 counts are its own (no relay routes these types).
