@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from services import topology
 from services.launcher import ROOT
 
 README = ROOT / "README.md"
@@ -159,3 +160,14 @@ def test_the_readme_links_the_architecture_and_the_index() -> None:
     links = relative_links(README)
     assert "docs/ARCHITECTURE.md" in links
     assert "docs/README.md" in links
+
+
+def test_the_readme_lists_every_default_port() -> None:
+    """The README's table of where things listen keeps up with the topology's defaults."""
+    section = _section(README.read_text(), "Where a running platform listens")
+    missing = {
+        setting: port
+        for setting, port in topology.default_ports().items()
+        if f"`{port}`" not in section and f":{port}`" not in section
+    }
+    assert missing == {}, "README.md, 'Where a running platform listens', lacks these defaults"

@@ -40,7 +40,6 @@ message of an aggregate at a time (retries go to the back of the queue).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -56,7 +55,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.kit import outbox
-from services.kit.backoff import full_jitter
+from services.kit.backoff import full_jitter, pause
 from services.kit.config import ConfigError
 from services.kit.streams.message import Message
 from services.kit.streams.queue import Queue
@@ -168,14 +167,8 @@ class Relay:
                     "outbox relay failed; retrying",
                     extra={"error": type(exc).__name__, "retry_in_s": round(wait_s, 3)},
                 )
-                await _sleep_until(stop, wait_s)
+                await pause(stop, wait_s)
                 continue
             failures = 0
             if batch.published < self.config.batch:
-                await _sleep_until(stop, self.config.poll_ms / 1000)
-
-
-async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
-    """Wait `seconds`, or less if `stop` is set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+                await pause(stop, self.config.poll_ms / 1000)

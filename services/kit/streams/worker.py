@@ -22,7 +22,6 @@ messages stay pending and are reclaimed by another worker.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -32,6 +31,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from services.kit.backoff import pause
 from services.kit.config import ConfigError
 from services.kit.streams import outcomes
 from services.kit.streams.message import Fields, as_text, now_ms
@@ -131,7 +131,7 @@ class Worker:
                 log.warning(
                     "queue read failed", extra={"queue": self._queue.name, "error": str(exc)}
                 )
-                await _pause(stop, REDIS_RETRY_S)
+                await pause(stop, REDIS_RETRY_S)
                 continue
             if not entries:
                 self._reclaim_at = 0.0  # idle: a good moment to look for abandoned messages
@@ -205,7 +205,7 @@ class Worker:
                 "cannot create the consumer group",
                 extra={"queue": self._queue.name, "error": error},
             )
-            await _pause(stop, REDIS_RETRY_S)
+            await pause(stop, REDIS_RETRY_S)
 
     async def _schedule(self, stop: asyncio.Event) -> None:
         """Move due retries back to the stream until `stop`; safe in any number of processes."""
@@ -223,7 +223,7 @@ class Worker:
                 log.warning(
                     "retry scheduler failed", extra={"queue": self._queue.name, "error": str(exc)}
                 )
-            await _pause(stop, self._config.scheduler_interval_s)
+            await pause(stop, self._config.scheduler_interval_s)
 
 
 def _check_client(redis: Redis, config: WorkerConfig) -> None:
@@ -258,9 +258,3 @@ def _entries(reply: Any) -> Iterator[tuple[bytes, Fields | None]]:
         if entries and isinstance(entries[0], list):
             entries = entries[0]
         yield from entries
-
-
-async def _pause(stop: asyncio.Event, seconds: float) -> None:
-    """Sleep `seconds`, or less if `stop` is set meanwhile."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
