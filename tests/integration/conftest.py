@@ -8,9 +8,14 @@ stops collection with a message saying where it belongs: tests/e2e/.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
+
+from services.kit.streams import Queue
 
 # Fixtures that start, or talk through, the whole platform and its Envoy.
 PLATFORM_FIXTURES = frozenset({"platform", "http", "api"})
@@ -43,3 +48,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "routing_stub_url) and start only the service under test, or move a test of "
             "the whole platform through Envoy to tests/e2e/."
         )
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    """An asyncio client of the session's Redis."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def queue(redis: Redis) -> AsyncIterator[Queue]:
+    """A queue of the test's own on the session's Redis, its keys deleted afterwards."""
+    made = Queue(redis, f"test-{uuid.uuid4().hex[:12]}")
+    yield made
+    keys = made.keys
+    await redis.delete(keys.stream, keys.delayed, keys.dead, keys.stats)

@@ -40,21 +40,6 @@ FAST_RETRY = RetryPolicy(max_attempts=3, base_s=0.01, cap_s=0.02)
 BINARY = bytes(range(256))
 
 
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def queue(redis: Redis) -> AsyncIterator[Queue]:
-    made = Queue(redis, f"test-{uuid.uuid4().hex[:12]}")
-    yield made
-    keys = made.keys
-    await redis.delete(keys.stream, keys.delayed, keys.dead, keys.stats)
-
-
 def worker_config(**overrides: Any) -> WorkerConfig:
     settings: dict[str, Any] = {
         "consumer": f"test-{uuid.uuid4().hex[:8]}",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,7 +16,6 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from redis.asyncio import Redis
 
 from services.kit import context
 from services.kit.streams import (
@@ -34,6 +32,7 @@ from services.kit.streams import (
     Worker,
 )
 from tests.integration.test_queue_kit import (
+    FAST_RETRY,
     _recording_provider,
     eventually,
     message,
@@ -41,23 +40,6 @@ from tests.integration.test_queue_kit import (
     stats_reach,
     worker_config,
 )
-
-FAST_RETRY = RetryPolicy(max_attempts=3, base_s=0.01, cap_s=0.02)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def queue(redis: Redis) -> AsyncIterator[Queue]:
-    made = Queue(redis, f"test-{uuid.uuid4().hex[:12]}")
-    yield made
-    keys = made.keys
-    await redis.delete(keys.stream, keys.delayed, keys.dead, keys.stats)
 
 
 @asynccontextmanager
