@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 from services import topology
 from services.kit.config import redact_url
 from services.kit.dev import SECRETS_FILE
-from services.launcher import codegen, procs
+from services.launcher import PYTHONPATH, ROOT, codegen, procs
 from services.launcher.platform import (
     DEMO_ADMIN_EMAIL,
     DEMO_TENANT,
@@ -74,10 +75,9 @@ def _status(platform: Platform) -> int:
 
 
 def _admin(platform: Platform, argv: list[str]) -> int:
-    """The user service's operator commands against this run dir's database."""
-    from services.user import admin  # only this command needs the user service's code
-
-    env = dict(os.environ)
+    """The user service's operator commands (`python -m services.user.admin`) against
+    this run dir's database."""
+    env = {**os.environ, "PYTHONPATH": PYTHONPATH}
     recorded = platform.recorded()
     if not env.get("DATABASE_URL"):
         if recorded is None or not recorded.database_url:
@@ -91,7 +91,8 @@ def _admin(platform: Platform, argv: list[str]) -> int:
                 return 1
         else:
             env["DATABASE_URL"] = recorded.database_url
-    return admin.main(argv, env)
+    command = [sys.executable, "-m", "services.user.admin", *argv]
+    return subprocess.run(command, env=env, cwd=ROOT, check=False).returncode
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -71,3 +71,16 @@ def test_use_cases_do_not_import_grpc() -> None:
         if module.split(".")[0] == "grpc"
     }
     assert offenders == set()
+
+
+def test_the_launcher_imports_no_service_code() -> None:
+    """It starts processes from the topology and loads a service's `dev_env` hook by
+    name only when it starts that service (docs/ADDING.md)."""
+    allowed = {"services.kit", "services.launcher", "services.topology"}
+    offenders = {
+        f"{path.relative_to(ROOT)}: {module}"
+        for path in (SERVICES / "launcher").rglob("*.py")
+        for module in _imports(path)
+        if module.startswith("services.") and _top(module) not in allowed
+    }
+    assert offenders == set()
