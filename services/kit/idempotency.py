@@ -140,10 +140,3 @@ class IdempotencyStore:
             .where(scope.where(), idempotency_keys.c.key == key)
             .values(response_json=response)
         )
-
-    async def purge_expired(self, conn: AsyncConnection) -> int:
-        """Delete keys past their expiry; returns how many."""
-        result = await conn.execute(
-            sa.delete(idempotency_keys).where(idempotency_keys.c.expires_at <= sa.func.now())
-        )
-        return int(result.rowcount)

@@ -18,8 +18,6 @@ Records older than the longest redelivery window can be purged.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -56,9 +54,3 @@ class Inbox:
             .returning(inbox.c.message_id)
         )
         return recorded.first() is not None
-
-
-async def purge_older_than(conn: AsyncConnection, age: timedelta) -> int:
-    """Delete records processed more than `age` ago; returns how many."""
-    result = await conn.execute(sa.delete(inbox).where(inbox.c.processed_at < sa.func.now() - age))
-    return int(result.rowcount)

@@ -1,8 +1,10 @@
 """Run an outbox relay: `python -m services.relay` (config from the environment).
 
 It publishes the outbox's unpublished rows to their queues and marks them
-(`services.kit.streams.relay`), with a health endpoint on RELAY_GRPC_BIND;
-on SIGTERM it finishes its batch and stops.
+(`services.kit.streams.relay`), and sweeps the kit's tables of expired
+idempotency keys, old inbox records and old published outbox rows
+(`services.kit.housekeeping`), with a health endpoint on RELAY_GRPC_BIND; on
+SIGTERM it finishes its batch and stops.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
+from services.kit.housekeeping import Housekeeping
 from services.kit.redis_client import create_redis
 from services.kit.server import run_worker
 from services.kit.streams.relay import Relay
@@ -26,9 +29,10 @@ class RelayProcess:
     engine: AsyncEngine
     redis: Redis
     relay: Relay
+    housekeeping: Housekeeping
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.relay.run(stop)
+        await asyncio.gather(self.relay.run(stop), self.housekeeping.run(stop))
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -37,10 +41,12 @@ class RelayProcess:
 
 def bootstrap(config: RelayProcessConfig) -> RelayProcess:
     """Wire one relay process from its configuration."""
-    # One batch at a time: one database connection, one Redis connection.
-    engine = db.create_engine(config.database_url, pool_size=1)
+    # One batch at a time and one sweep at a time: a database connection each, and
+    # one Redis connection.
+    engine = db.create_engine(config.database_url, pool_size=2)
     redis = create_redis(config.redis_url, timeout_s=5.0, max_connections=2)
-    return RelayProcess(engine, redis, Relay(engine, redis, config.routes, config.relay))
+    relay = Relay(engine, redis, config.routes, config.relay)
+    return RelayProcess(engine, redis, relay, Housekeeping(engine, config.housekeeping))
 
 
 async def main() -> None:

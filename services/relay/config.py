@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
-from services.kit.config import ConfigError, ServerConfig, env_int, env_str
+from services.kit.config import ConfigError, ServerConfig, env_float, env_int, env_str
+from services.kit.housekeeping import HousekeepingConfig
 from services.kit.streams.relay import RelayConfig
 
 # Which queue each aggregate type's events go to, unless RELAY_ROUTES says otherwise.
@@ -35,6 +37,7 @@ class RelayProcessConfig:
     redis_url: str
     routes: Mapping[str, str]
     relay: RelayConfig
+    housekeeping: HousekeepingConfig
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> RelayProcessConfig:
@@ -46,5 +49,10 @@ class RelayProcessConfig:
             relay=RelayConfig(
                 batch=env_int(env, "RELAY_BATCH", 100),
                 poll_ms=env_int(env, "RELAY_POLL_MS", 200),
+            ),
+            housekeeping=HousekeepingConfig(
+                interval_s=env_float(env, "HOUSEKEEPING_INTERVAL_S", 300.0),
+                inbox_retention=timedelta(days=env_int(env, "INBOX_RETENTION_DAYS", 30)),
+                outbox_retention=timedelta(days=env_int(env, "OUTBOX_RETENTION_DAYS", 7)),
             ),
         )

@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from shop.order.events.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
-from services.kit.inbox import inbox, purge_older_than
+from services.kit.inbox import inbox
 from services.kit.outbox import Event, outbox
 from services.kit.redis_client import create_redis
 from services.kit.streams import Message, Queue, Worker, WorkerConfig
@@ -318,26 +317,6 @@ async def test_relays_of_one_database_take_turns(
     assert (holding.leader, holding.published) == (True, 1)
     assert (waiting.leader, waiting.published) == (False, 0)
     assert len(lane.stream()) == 1
-
-
-async def test_inbox_records_past_the_redelivery_window_are_purged(lane: Lane) -> None:
-    async with UnitOfWork(lane.engine) as work:
-        for message_id in ("m-old", "m-new"):
-            assert await work.inbox.first_time(lane.queue, message_id)
-        await work.conn.execute(
-            sa.update(inbox)
-            .where(inbox.c.consumer == lane.queue, inbox.c.message_id == "m-old")
-            .values(processed_at=sa.func.now() - timedelta(days=8))
-        )
-    async with lane.engine.begin() as conn:
-        assert await purge_older_than(conn, timedelta(days=7)) >= 1
-        left = await conn.execute(
-            sa.select(inbox.c.message_id).where(inbox.c.consumer == lane.queue)
-        )
-        assert list(left.scalars()) == ["m-new"]
-    async with UnitOfWork(lane.engine) as work:
-        assert await work.inbox.first_time(lane.queue, "m-old")  # forgotten: applied again
-        assert not await work.inbox.first_time(lane.queue, "m-new")
 
 
 async def test_a_relay_that_cannot_reach_redis_marks_nothing(
