@@ -186,9 +186,8 @@ class FaultInjector:
         # Drawn before the first await, so concurrent requests take the stream in arrival order.
         delay_s = (config.latency_ms + rng.uniform(0, config.jitter_ms)) / 1000
         roll = rng.random()
-        if (
-            config.decline_rate > 0
-        ):  # drawn only then, so configs without declines keep their streams
+        # Drawn only when asked for, so configs without declines keep their streams.
+        if config.decline_rate > 0:
             request[_DECLINE_DRAW] = (config, rng.random())
         if delay_s > 0:
             self._record(request, "latency")
