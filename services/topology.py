@@ -165,6 +165,15 @@ PROCESSES: tuple[Process, ...] = (
         note="{where} (2 s per call; faults: PUT {where}/_admin/faults)",
     ),
     Process(
+        "payments", "Payment provider stub", Kind.STUB, Port("PAYMENTS_PORT", 8104),
+        provides="PAYMENTS_URL",
+        note="{where} (declines, timeouts: PUT {where}/_admin/faults; GET {where}/_admin/ledger)",
+    ),
+    Process(
+        "notifications", "Notification stub", Kind.STUB, Port("NOTIFY_PORT", 8105),
+        provides="NOTIFY_URL", note="{where} (sent: GET {where}/_admin/messages)",
+    ),
+    Process(
         "postgres", "PostgreSQL", Kind.INFRA, Port("POSTGRES_PORT", 15432),
         provides="DATABASE_URL", note="{where}",
     ),

@@ -1,22 +1,26 @@
-"""Fakes of the systems outside the platform (ERP, Warehouse, Routing), each its own process.
+"""Fakes of the systems outside the platform (ERP, Warehouse, Routing, Payment provider,
+notifications), each its own process.
 
-Run one with `python -m stubs erp|warehouse|routing`. What both share lives here: the
-upstream error body, deliberately not the platform's (the gateway maps it),
+Run one with `python -m stubs <name>`. What they share lives here: the upstream
+error body, deliberately not the platform's (the gateway maps it),
 
     {"error": {"code": "<word>", "message": "..."}}
 
-the required `X-Tenant-Id` header, strict JSON input and RFC 3339 UTC
-timestamps. Fault injection and the `/_admin/` API are in `stubs.faults`.
+the required `X-Tenant-Id` header, strict JSON input, RFC 3339 UTC timestamps
+and the records kept per required `Idempotency-Key` (`Keyed`). Fault injection
+and the `/_admin/` API are in `stubs.faults`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
 from aiohttp import web
 
@@ -26,6 +30,7 @@ MAX_INT32 = 2**31 - 1
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
 
 
 class UpstreamError(Exception):
@@ -76,6 +81,54 @@ def tenant_of(request: web.Request) -> str:
     if not 0 < len(tenant) <= 128 or not tenant.isascii() or not tenant.isprintable():
         raise bad_request(f"{TENANT_HEADER} header is required (1-128 printable ASCII characters)")
     return tenant
+
+
+def idempotency_key(request: web.Request) -> str:
+    """The required `Idempotency-Key` header; 400 without a usable one."""
+    key = request.headers.get("Idempotency-Key", "")
+    if not 0 < len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise bad_request("Idempotency-Key header is required (1-255 printable ASCII characters)")
+    return key
+
+
+def fingerprint(request: Any) -> str:
+    """What a replay must match: a parsed request's meaning (a dataclass), not its JSON spelling."""
+    text = json.dumps(dataclasses.asdict(request), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class Keyed(Generic[T]):
+    """What was made under each (tenant, Idempotency-Key), with the request that made it.
+
+    No method awaits: a handler that checks `made` and then calls `remember`
+    without awaiting in between makes one record per key, however many requests
+    carry it at once.
+    """
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._made: dict[tuple[str, str], tuple[str, T]] = {}
+
+    def made(self, tenant: str, key: str, request_fingerprint: str) -> T | None:
+        """The record made under this key, or None; 409 when the key came with another request."""
+        stored = self._made.get((tenant, key))
+        if stored is None:
+            return None
+        if stored[0] != request_fingerprint:
+            message = f"Idempotency-Key was already used for a different {self._what}"
+            raise UpstreamError(409, "idempotency_conflict", message)
+        return stored[1]
+
+    def get(self, tenant: str, key: str) -> T | None:
+        """The record made under this key, whatever the request; None when never seen."""
+        stored = self._made.get((tenant, key))
+        return None if stored is None else stored[1]
+
+    def remember(self, tenant: str, key: str, request_fingerprint: str, record: T) -> None:
+        self._made[tenant, key] = (request_fingerprint, record)
+
+    def clear(self) -> None:
+        self._made.clear()
 
 
 def _reject_constant(name: str) -> NoReturn:

@@ -1,4 +1,6 @@
-"""Run one stub: `python -m stubs erp|routing|warehouse --host 127.0.0.1 --port 8101 [--data DIR]`.
+"""Run one stub: `python -m stubs <name> --host 127.0.0.1 --port 8101 [--data DIR]`.
+
+The names: erp, notifications, payments, routing, warehouse.
 
 `STUB_FAULTS` (JSON, the body `PUT /_admin/faults` takes) sets the faults it
 starts with; unset or empty, a stub starts with its `DEFAULT_FAULTS` entry, if
@@ -20,11 +22,13 @@ import uvloop
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from stubs import TENANT_HEADER, UpstreamError, erp, routing, warehouse
+from stubs import TENANT_HEADER, UpstreamError, erp, notifications, payments, routing, warehouse
 from stubs.faults import FaultConfig, FaultInjector
 
 APPS: dict[str, Callable[[Path, FaultInjector], web.Application]] = {
     "erp": erp.create_app,
+    "notifications": notifications.create_app,
+    "payments": payments.create_app,
     "routing": routing.create_app,
     "warehouse": warehouse.create_app,
 }

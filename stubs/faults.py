@@ -15,9 +15,17 @@ An affected request (path under `path_prefix`, tenant equal to `tenant`, when
 set) is aborted without a response when `down`; otherwise it waits
 `latency_ms + uniform(0, jitter_ms)`, then answers `error_status` with
 probability `error_rate`, or hangs `hang_s` and answers 504 with probability
-`timeout_rate`. Setting a config starts `random.Random(seed)`, and every
-affected request draws from it in arrival order, so one seed and one request
-sequence always give the same faults.
+`timeout_rate`. With `phase: "after"` the error and the hang come after the
+stub has handled the request: its change is made, but the client sees a 5xx or
+gives up waiting (a lost or late answer, which an idempotent retry or a
+reconciler must resolve). Setting a config starts `random.Random(seed)`, and
+every affected request draws from it in arrival order, so one seed and one
+request sequence always give the same faults.
+
+Declines are a refusal only a stub that takes payments makes: an affected charge
+(of `decline_amount_cents`, when set) is declined with probability
+`decline_rate`, answered by the stub itself as a refused charge with
+`decline_code` (see `stubs.payments`; `FaultInjector.decline_code`).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import asyncio
 import dataclasses
 import math
 import random
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,6 +46,10 @@ from stubs import TENANT_HEADER, Handler, bad_request, error_response, parse_obj
 
 ADMIN_PREFIX = "/_admin/"
 FAULT_KINDS = ("latency", "error", "timeout", "down")
+PHASES = ("before", "after")
+_DECLINE_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+# Where the middleware leaves a request's decline draw for the handler.
+_DECLINE_DRAW = "decline_draw"
 
 
 def _number(config: dict[str, Any], name: str, high: float) -> float:
@@ -71,6 +84,10 @@ class FaultConfig:
     seed: int | None = None
     path_prefix: str | None = None
     tenant: str | None = None
+    phase: str = "before"
+    decline_rate: float = 0.0
+    decline_code: str = "card_declined"
+    decline_amount_cents: int | None = None
 
     @classmethod
     def from_json(cls, value: object) -> FaultConfig:
@@ -99,6 +116,15 @@ class FaultConfig:
         if prefix is not None and not prefix.startswith("/"):
             raise bad_request("path_prefix must start with /")
         _optional_str(config, "tenant")
+        if config["phase"] not in PHASES:
+            raise bad_request(f"phase must be one of {', '.join(PHASES)}")
+        _number(config, "decline_rate", 1)
+        code = config["decline_code"]
+        if not isinstance(code, str) or not _DECLINE_CODE.fullmatch(code):
+            raise bad_request(f"decline_code must match {_DECLINE_CODE.pattern}")
+        amount = config["decline_amount_cents"]
+        if amount is not None and (type(amount) is not int or amount < 1):
+            raise bad_request("decline_amount_cents must be a positive integer or null")
         return cls(**config)
 
     @classmethod
@@ -160,17 +186,35 @@ class FaultInjector:
         # Drawn before the first await, so concurrent requests take the stream in arrival order.
         delay_s = (config.latency_ms + rng.uniform(0, config.jitter_ms)) / 1000
         roll = rng.random()
+        # Drawn only when asked for, so configs without declines keep their streams.
+        if config.decline_rate > 0:
+            request[_DECLINE_DRAW] = (config, rng.random())
         if delay_s > 0:
             self._record(request, "latency")
             await asyncio.sleep(delay_s)
+        if config.phase == "after" and roll < config.error_rate + config.timeout_rate:
+            await handler(request)  # the change is made; its answer is what gets lost
         if roll < config.error_rate:
             self._record(request, "error")
             return error_response(config.error_status, "injected_fault", "injected error")
         if roll < config.error_rate + config.timeout_rate:
             self._record(request, "timeout")
+            # A client that gives up cancels this wait (handler cancellation), not the change.
             await asyncio.sleep(config.hang_s)
             return error_response(504, "injected_fault", "injected timeout")
         return await handler(request)
+
+    def decline_code(self, request: web.Request, amount_cents: int) -> str | None:
+        """The code to decline this charge with, or None: the affected request's draw
+        against the config it arrived under."""
+        drawn = request.get(_DECLINE_DRAW)
+        if drawn is None:
+            return None
+        config, roll = drawn
+        if config.decline_amount_cents not in (None, amount_cents) or roll >= config.decline_rate:
+            return None
+        request["fault"] = "decline"  # for the access log; the stub's own records count them
+        return str(config.decline_code)
 
     def _record(self, request: web.Request, kind: str) -> None:
         self.faults[kind] += 1

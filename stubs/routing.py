@@ -19,11 +19,10 @@ memory and are never evicted. A real routing engine is slow, so `python -m stubs
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,9 +30,12 @@ from typing import Any
 from aiohttp import web
 
 from stubs import (
+    Keyed,
     UpstreamError,
     bad_request,
+    fingerprint,
     format_ts,
+    idempotency_key,
     only_fields,
     parse_object,
     str_field,
@@ -92,10 +94,6 @@ class RouteRequest:
             priority=priority,
         )
 
-    def fingerprint(self) -> str:
-        """What a replay must match: the request's meaning, not its JSON spelling."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-
 
 @dataclass(frozen=True)
 class Route:
@@ -148,20 +146,17 @@ class Routes:
 
     def __init__(self) -> None:
         self._by_id: dict[tuple[str, str], Route] = {}  # (tenant, route_id)
-        self._by_key: dict[tuple[str, str], tuple[str, Route]] = {}  # (tenant, key) -> (fp, route)
+        self._by_key: Keyed[Route] = Keyed("route request")
         self._by_shipment: dict[tuple[str, str], list[Route]] = {}  # oldest first
 
     def create(self, tenant: str, key: str, request: RouteRequest) -> tuple[Route, bool]:
         """The route made under this key (replayed), or a new one; and whether it is new."""
-        fingerprint = request.fingerprint()
-        stored = self._by_key.get((tenant, key))
+        request_fingerprint = fingerprint(request)
+        stored = self._by_key.made(tenant, key, request_fingerprint)
         if stored is not None:
-            if stored[0] != fingerprint:
-                message = "Idempotency-Key was already used for a different route request"
-                raise UpstreamError(409, "idempotency_conflict", message)
-            return stored[1], False
+            return stored, False
         route = decide(request, key, utc_now())
-        self._by_key[tenant, key] = (fingerprint, route)
+        self._by_key.remember(tenant, key, request_fingerprint, route)
         self._by_id[tenant, route.route_id] = route
         self._by_shipment.setdefault((tenant, route.shipment_id), []).append(route)
         return route, True
@@ -176,13 +171,6 @@ class Routes:
         return list(self._by_shipment.get((tenant, shipment_id), []))
 
 
-def _idempotency_key(request: web.Request) -> str:
-    key = request.headers.get("Idempotency-Key", "")
-    if not 0 < len(key) <= 255 or not key.isascii() or not key.isprintable():
-        raise bad_request("Idempotency-Key header is required (1-255 printable ASCII characters)")
-    return key
-
-
 class RoutingApi:
     """The HTTP handlers over Routes."""
 
@@ -190,7 +178,7 @@ class RoutingApi:
         self.store = store
 
     async def create(self, request: web.Request) -> web.Response:
-        tenant, key = tenant_of(request), _idempotency_key(request)
+        tenant, key = tenant_of(request), idempotency_key(request)
         body = await request.read()
         # Nothing below awaits: the key check and storing the new route are one step, so
         # concurrent requests with one key make one route.

@@ -88,6 +88,8 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "ERP_PORT": 8101,
         "WAREHOUSE_PORT": 8102,
         "ROUTING_PORT": 8103,
+        "PAYMENTS_PORT": 8104,
+        "NOTIFY_PORT": 8105,
         "POSTGRES_PORT": 15432,
         "REDIS_PORT": 16379,
         "MONGO_PORT": 17017,
@@ -111,6 +113,8 @@ def test_the_claimed_ports_are_todays_components() -> None:
         ("ERP stub", "ERP_PORT", 8101),
         ("Warehouse stub", "WAREHOUSE_PORT", 8102),
         ("Routing stub", "ROUTING_PORT", 8103),
+        ("Payment provider stub", "PAYMENTS_PORT", 8104),
+        ("Notification stub", "NOTIFY_PORT", 8105),
         ("PostgreSQL", "POSTGRES_PORT", 15432),
         ("Redis", "REDIS_PORT", 16379),
         ("MongoDB-wire server", "MONGO_PORT", 17017),
@@ -172,6 +176,8 @@ SAMPLES = {
     "ERP_URL": "http://erp:8101",
     "WAREHOUSE_URL": "http://warehouse:8102",
     "ROUTING_URL": "http://routing:8103",
+    "PAYMENTS_URL": "http://payments:8104",
+    "NOTIFY_URL": "http://notifications:8105",
     "WEBHOOK_SOURCES": json.dumps(
         {
             "courier": {
