@@ -50,9 +50,20 @@ EDGE = topology.of_kind(Kind.EDGE)[0]
 Doc = dict[str, Any]
 
 
+def kustomize_major(kubectl: str) -> int:
+    """The major version of the kustomize built into kubectl (0 when it does not say)."""
+    result = subprocess.run(
+        [kubectl, "version", "--client"], capture_output=True, text=True, timeout=60
+    )
+    found = re.search(r"Kustomize Version: v(\d+)", result.stdout)
+    return int(found[1]) if found else 0
+
+
 def kustomize(overlay: str) -> list[Doc]:
     if KUBECTL is None:
         pytest.skip("no kubectl on PATH: `kubectl kustomize` cannot build the overlays")
+    if kustomize_major(KUBECTL) < 4:
+        pytest.skip("kubectl's kustomize predates v4 (no `patches` or `replicas` fields)")
     result = subprocess.run(
         [KUBECTL, "kustomize", str(k8s.OUT / "overlays" / overlay)],
         capture_output=True, text=True, timeout=120,
