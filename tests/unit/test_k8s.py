@@ -1,6 +1,6 @@
 """The Kubernetes manifests (deploy/k8s/), checked offline against the topology.
 
-The files must be exactly what `tools.k8s_manifests` renders from
+The files must be exactly what `tools.k8s` renders from
 services/topology.py. Each overlay is built with `kubectl kustomize` (skipped
 where kubectl is absent; the base's own documents are checked either way) and
 every document passes `kubernetes-validate --strict` against the Kubernetes
@@ -35,8 +35,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services import topology
 from services.launcher import ROOT, compose, infra, procs
+from services.launcher.codegen import DESCRIPTOR_PATH
+from services.launcher.edge import LUA
 from services.topology import Kind
-from tools import k8s_manifests as k8s
+from tools.k8s import common, edge, policies, render, workloads
 
 # The oldest release the manifests target: gRPC probes, matchLabelKeys in topology
 # spread constraints and the restricted Pod Security Standard are all on by default.
@@ -45,7 +47,7 @@ OVERLAYS = ("dev", "prod")
 KUBECTL = shutil.which("kubectl")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|PRIVATE_KEY", re.IGNORECASE)
 URL_PASSWORD = re.compile(r"://[^/:@\s]+:([^@\s]+)@")
-APPS = k8s.apps()
+APPS = common.apps()
 EDGE = topology.of_kind(Kind.EDGE)[0]
 Doc = dict[str, Any]
 
@@ -65,7 +67,7 @@ def kustomize(overlay: str) -> list[Doc]:
     if kustomize_major(KUBECTL) < 4:
         pytest.skip("kubectl's kustomize predates v4 (no `patches` or `replicas` fields)")
     result = subprocess.run(
-        [KUBECTL, "kustomize", str(k8s.OUT / "overlays" / overlay)],
+        [KUBECTL, "kustomize", str(common.OUT / "overlays" / overlay)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -76,8 +78,8 @@ def base_documents() -> list[Doc]:
     """The base's resources as written, without kustomize (no generated ConfigMaps)."""
     return [
         doc
-        for name in k8s.base_files()
-        for doc in yaml.safe_load_all((k8s.BASE / name).read_text())
+        for name in render.base_files()
+        for doc in yaml.safe_load_all((common.BASE / name).read_text())
         if doc
     ]
 
@@ -114,23 +116,23 @@ def strings(node: object) -> Iterator[str]:
 def test_manifests_are_rendered_from_the_topology() -> None:
     stale = [
         str(path.relative_to(ROOT))
-        for path, text in k8s.render().items()
+        for path, text in render.render().items()
         if not path.is_file() or path.read_text() != text
     ]
     stale += [
         str(copied.relative_to(ROOT))
-        for source, copied in k8s.copies()
+        for source, copied in render.copies()
         if not copied.is_file() or copied.read_bytes() != source.read_bytes()
     ]
     assert not stale, (
         f"{stale} differ from services/topology.py: run "
-        "`PYTHONPATH=.:gen .venv/bin/python -m tools.k8s_manifests` and commit the result"
+        "`PYTHONPATH=.:gen .venv/bin/python -m tools.k8s` and commit the result"
     )
 
 
 def test_deploy_holds_no_file_the_renderer_does_not_own() -> None:
-    owned = set(k8s.render()) | {copied for _, copied in k8s.copies()}
-    found = {p for p in k8s.OUT.rglob("*") if p.is_file()}
+    owned = set(render.render()) | {copied for _, copied in render.copies()}
+    found = {p for p in common.OUT.rglob("*") if p.is_file()}
     assert found - owned == set()
 
 
@@ -138,7 +140,7 @@ def test_a_need_without_a_source_stops_the_render() -> None:
     order = topology.by_name("order")
     unknown = type(order)(**{**order.__dict__, "needs": (*order.needs, "PAYMENT_URL")})
     with pytest.raises(ValueError, match="PAYMENT_URL"):
-        k8s.app_env(unknown)
+        workloads.app_env(unknown)
 
 
 # --- schemas ---------------------------------------------------------------------------
@@ -166,7 +168,7 @@ def test_every_overlay_validates_strictly(rendered: tuple[str, list[Doc]]) -> No
 
 
 def test_strict_validation_refuses_an_unknown_field() -> None:
-    deployment = copy.deepcopy(k8s.app_deployment(topology.by_name("order")))
+    deployment = copy.deepcopy(workloads.app_deployment(topology.by_name("order")))
     container(deployment)["readinesProbe"] = container(deployment).pop("readinessProbe")
     assert len(validate([deployment])) == 1
 
@@ -189,7 +191,7 @@ def process_problems(docs: list[Doc], env: str) -> list[str]:
         spec = deploy["spec"]
         pod = spec["template"]["spec"]
         box = container(deploy)
-        if spec["selector"]["matchLabels"] != k8s.selector(name):
+        if spec["selector"]["matchLabels"] != common.selector(name):
             found.append(f"{name}: selects {spec['selector']['matchLabels']}")
         if env == "prod" and spec["replicas"] < 2:
             found.append(f"{name}: {spec['replicas']} replica in prod")
@@ -205,7 +207,7 @@ def process_problems(docs: list[Doc], env: str) -> list[str]:
             found.append(f"{name}: {process.bind_setting} is {binds.get(process.bind_setting)}")
         if "preStop" not in box.get("lifecycle", {}):
             found.append(f"{name}: no preStop drain")
-        if pod.get("terminationGracePeriodSeconds", 30) <= k8s.PRE_STOP_S + 5:
+        if pod.get("terminationGracePeriodSeconds", 30) <= common.PRE_STOP_S + 5:
             found.append(f"{name}: the grace period leaves no time to drain")
         limits = box.get("resources", {}).get("limits", {})
         requests = box.get("resources", {}).get("requests", {})
@@ -222,10 +224,10 @@ def process_problems(docs: list[Doc], env: str) -> list[str]:
             ]
             if service is None or ports != [(port, "grpc")]:
                 found.append(f"{name}: Service ports {ports}, not [({port}, 'grpc')]")
-            elif service["spec"]["selector"] != k8s.selector(name):
+            elif service["spec"]["selector"] != common.selector(name):
                 found.append(f"{name}: the Service selects {service['spec']['selector']}")
         budget = budgets.get(name)
-        if budget is None or budget["spec"]["selector"]["matchLabels"] != k8s.selector(name):
+        if budget is None or budget["spec"]["selector"]["matchLabels"] != common.selector(name):
             found.append(f"{name}: no PodDisruptionBudget")
     return found
 
@@ -308,8 +310,11 @@ def test_every_need_comes_from_the_settings_or_the_secret(rendered: tuple[str, l
         settings = settings_of(docs, box)
         env = {e["name"]: e for e in box["env"]}
         for need in process.needs:
-            if need in k8s.SECRET_SETTINGS:
-                assert env[need]["valueFrom"]["secretKeyRef"] == {"name": k8s.SECRET, "key": need}
+            if need in common.SECRET_SETTINGS:
+                assert env[need]["valueFrom"]["secretKeyRef"] == {
+                    "name": common.SECRET,
+                    "key": need,
+                }
             else:
                 assert need in settings, f"{process.name} gets no {need}"
     user = deployments["user"]
@@ -318,7 +323,7 @@ def test_every_need_comes_from_the_settings_or_the_secret(rendered: tuple[str, l
     volumes = {v["name"]: v for v in user["spec"]["template"]["spec"]["volumes"]}
     for key in keys:
         volume = volumes[mounts[str(Path(key).parent)]]
-        assert volume["secret"]["secretName"] == k8s.JWT_SECRET
+        assert volume["secret"]["secretName"] == common.JWT_SECRET
 
 
 def secret_values(docs: list[Doc]) -> list[str]:
@@ -337,7 +342,7 @@ def secret_values(docs: list[Doc]) -> list[str]:
         for box in spec.get("containers", []):
             for env in box.get("env", []):
                 if "value" in env and (
-                    SECRET_NAME.search(env["name"]) or env["name"] in k8s.SECRET_SETTINGS
+                    SECRET_NAME.search(env["name"]) or env["name"] in common.SECRET_SETTINGS
                 ):
                     found.append(f"{where}: {env['name']} has a value")
     return found
@@ -362,7 +367,7 @@ def test_the_secret_check_sees_a_literal() -> None:
 def test_the_databases_are_external_services(rendered: tuple[str, list[Doc]]) -> None:
     _, docs = rendered
     services = of_kind(docs, "Service")
-    for name in k8s.DATABASE_PORTS:
+    for name in common.DATABASE_PORTS:
         assert services[name]["spec"]["type"] == "ExternalName"
     assert not of_kind(docs, "StatefulSet")
 
@@ -386,9 +391,9 @@ def test_envoy_loads_the_compose_config_from_its_configmap(rendered: tuple[str, 
     volume = next(v for v in deploy["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")
     config = of_kind(docs, "ConfigMap")[volume["configMap"]["name"]]
     assert config["data"]["envoy.yaml"] == compose.OUTPUT.read_text()
-    assert config["data"]["edge.lua"] == k8s.LUA.read_text()
+    assert config["data"]["edge.lua"] == LUA.read_text()
     assert base64.b64decode(config["binaryData"]["descriptor.binpb"]) == (
-        k8s.DESCRIPTOR_PATH.read_bytes()
+        DESCRIPTOR_PATH.read_bytes()
     )
     assert security_problems(EDGE.name, deploy["spec"]["template"]["spec"], box) == []
     service = of_kind(docs, "Service")[EDGE.name]
@@ -413,7 +418,7 @@ def test_envoy_dials_every_cluster_by_its_service_name(rendered: tuple[str, list
 
 def test_envoy_readiness_is_the_compose_healthcheck() -> None:
     spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert spec["services"]["envoy"]["healthcheck"]["test"][1:] == k8s.envoy_ready()
+    assert spec["services"]["envoy"]["healthcheck"]["test"][1:] == edge.envoy_ready()
 
 
 def test_envoy_pre_stop_drains_and_fails_readiness(tmp_path: Path) -> None:
@@ -426,7 +431,7 @@ def test_envoy_pre_stop_drains_and_fails_readiness(tmp_path: Path) -> None:
             compose.settings_here(edge_port=procs.free_port(), admin_port=admin)
         )
     )
-    deploy = k8s.envoy_documents()[0]
+    deploy = edge.envoy_documents()[0]
     box = container(deploy)
     port = f"/{compose.settings().admin_port}"
 
@@ -460,7 +465,7 @@ def test_the_migration_job_runs_what_compose_runs(rendered: tuple[str, list[Doc]
     spec = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert box["command"] == spec["services"]["migrate"]["command"]
     assert box["image"] == container(of_kind(docs, "Deployment")["order"])["image"]
-    assert box["env"] == [k8s.secret_env("DATABASE_URL")]
+    assert box["env"] == [common.secret_env("DATABASE_URL")]
     assert security_problems("migrate", job["spec"]["template"]["spec"], box) == []
 
 
@@ -503,11 +508,11 @@ def test_every_pod_is_denied_by_default(rendered: tuple[str, list[Doc]]) -> None
 def ingress_problems(docs: list[Doc]) -> list[str]:
     """Who else than Envoy may connect to a service, and what else Envoy takes."""
     labels = pod_labels(docs)
-    envoy = {"podSelector": {"matchLabels": k8s.selector(EDGE.name)}}
+    envoy = {"podSelector": {"matchLabels": common.selector(EDGE.name)}}
     found = []
     for process in APPS:
         ingress = rules(docs, labels[process.name], "ingress")
-        allowed = [{"from": [envoy], "ports": k8s.tcp(process.port.default)}]
+        allowed = [{"from": [envoy], "ports": policies.tcp(process.port.default)}]
         if ingress != (allowed if process.cluster else []):
             found.append(f"{process.name} takes {ingress}")
     edge_in = [rule_ports(r) for r in rules(docs, labels[EDGE.name], "ingress")]
@@ -524,7 +529,7 @@ def test_only_envoy_reaches_the_services(rendered: tuple[str, list[Doc]]) -> Non
 def test_only_the_services_reach_the_databases(rendered: tuple[str, list[Doc]]) -> None:
     _, docs = rendered
     labels = pod_labels(docs)
-    for name, port in k8s.DATABASE_PORTS.items():
+    for name, port in common.DATABASE_PORTS.items():
         setting = topology.by_name(name).provides
         reaching = {
             pod
