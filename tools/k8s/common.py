@@ -85,7 +85,7 @@ def check_needs(process: Process) -> None:
     if missing:
         raise ValueError(
             f"{process.name} needs {missing}: add each to SECRET_SETTINGS or BASE_SETTINGS "
-            "in tools/k8s/"
+            "in tools/k8s/common.py"
         )
 
 
