@@ -31,4 +31,12 @@ ENV PYTHONPATH=/app:/app/gen
 USER shop
 EXPOSE 7051
 
+# The gRPC health service of the process on HEALTH_PORT (the default command's order
+# service unless set); HEALTH_SERVICE names one service, empty asks about the server.
+# docker-compose.yml gives every service its own check, Kubernetes its own probes.
+ENV HEALTH_PORT=7051 \
+    HEALTH_SERVICE=""
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; r = g.HealthStub(grpc.insecure_channel('127.0.0.1:' + os.environ['HEALTH_PORT'])).Check(h.HealthCheckRequest(service=os.environ['HEALTH_SERVICE']), timeout=3); sys.exit(r.status != h.HealthCheckResponse.SERVING)"]
+
 CMD ["python", "-m", "services.order"]

@@ -1,0 +1,137 @@
+"""The NetworkPolicies and the databases' ExternalName Services.
+
+Ingress: only Envoy reaches a server, on its gRPC port. Egress: Envoy reaches only the
+servers; every server, worker and the migration Job only the ports of what its topology
+`needs` (the databases sit outside the cluster, where a policy can name ports, not hosts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from services import topology
+from services.launcher import compose
+from services.topology import Kind
+
+from .common import DATABASE_PORTS, HTTP_PORTS, PART_OF, Doc, apps, meta, selector
+
+
+def external_service(name: str, host: str, port: int) -> Doc:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(name, "database"),
+        "spec": {
+            "type": "ExternalName",
+            "externalName": host,
+            "ports": [{"name": name, "port": port}],
+        },
+    }
+
+
+def external_services(domain: str) -> list[Doc]:
+    return [external_service(n, f"{n}.{domain}", p) for n, p in DATABASE_PORTS.items()]
+
+
+def policy(name: str, pods: dict[str, str], types: list[str], **rules: Any) -> Doc:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": PART_OF}},
+        "spec": {
+            "podSelector": {"matchLabels": pods} if pods else {},
+            "policyTypes": types,
+            **rules,
+        },
+    }
+
+
+def tcp(*ports: int | str) -> list[Doc]:
+    return [{"protocol": "TCP", "port": p} for p in ports]
+
+
+def anywhere() -> list[Doc]:
+    """Any address outside the cluster and any pod in it (ipBlock alone may miss pods)."""
+    return [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"namespaceSelector": {}}]
+
+
+def egress_ports(needs: Iterable[str]) -> list[int]:
+    """The ports a process's needs take it to: its databases and outside HTTP systems."""
+    providers = {p.provides: p for p in topology.of_kind(Kind.INFRA, Kind.STUB)}
+    ports: list[int] = []
+    for need in needs:
+        provider = providers.get(need)
+        if provider is None:
+            continue
+        if provider.kind is Kind.INFRA:
+            ports.append(DATABASE_PORTS[provider.name])
+        else:
+            ports.extend((*HTTP_PORTS, provider.port.default))
+    return sorted(set(ports))
+
+
+def network_policies() -> list[Doc]:
+    edge = topology.of_kind(Kind.EDGE)[0]
+    envoy = selector(edge.name)
+    dns = [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {},
+                    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        }
+    ]
+    docs = [
+        policy("default-deny", {}, ["Ingress", "Egress"]),
+        policy("allow-dns", {}, ["Egress"], egress=dns),
+        policy(
+            "edge-ingress",
+            envoy,
+            ["Ingress"],
+            ingress=[{"ports": tcp(compose.settings().edge_port)}],
+        ),
+        policy(
+            "edge-egress",
+            envoy,
+            ["Egress"],
+            egress=[
+                {
+                    "to": [{"podSelector": {"matchLabels": selector(name)}}],
+                    "ports": tcp(topology.by_name(name).port.default),
+                }
+                for name in topology.clusters()
+            ],
+        ),
+    ]
+    for name in topology.clusters():
+        process = topology.by_name(name)
+        docs.append(
+            policy(
+                f"{name}-ingress",
+                selector(name),
+                ["Ingress"],
+                ingress=[
+                    {
+                        "from": [{"podSelector": {"matchLabels": envoy}}],
+                        "ports": tcp(process.port.default),
+                    }
+                ],
+            )
+        )
+    clients = [(p.name, p.needs) for p in apps()] + [("migrate", ("DATABASE_URL",))]
+    for name, needs in clients:
+        ports = egress_ports(needs)
+        if ports:
+            docs.append(
+                policy(
+                    f"{name}-egress",
+                    selector(name),
+                    ["Egress"],
+                    egress=[{"to": anywhere(), "ports": tcp(*ports)}],
+                )
+            )
+    return docs
