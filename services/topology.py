@@ -102,6 +102,7 @@ _GRPC = "{where} (direct gRPC, reflection on)"
 def _metrics(setting: str, default: int) -> Port:
     return Port(setting, default, "metrics")
 
+
 PROCESSES: tuple[Process, ...] = (
     Process(
         "order", "order service", Kind.SERVER, Port("ORDER_GRPC_PORT", 7051),

@@ -22,34 +22,42 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram
-from prometheus_client import generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 log = logging.getLogger("shop.metrics")
 
 # --- RPCs (services.kit.interceptors) ------------------------------------------------------
 
 _RPC = ("grpc_service", "grpc_method", "grpc_type")
-GRPC_STARTED = Counter(
-    "grpc_server_started_total", "RPCs started on the server.", _RPC
-)
+GRPC_STARTED = Counter("grpc_server_started_total", "RPCs started on the server.", _RPC)
 GRPC_HANDLED = Counter(
-    "grpc_server_handled_total", "RPCs completed on the server, by status code.",
+    "grpc_server_handled_total",
+    "RPCs completed on the server, by status code.",
     (*_RPC, "grpc_code"),
 )
 GRPC_HANDLING = Histogram(
-    "grpc_server_handling_seconds", "Time from the RPC's start to its status, on the server.",
+    "grpc_server_handling_seconds",
+    "Time from the RPC's start to its status, on the server.",
     _RPC,
 )
 
 # --- upstream HTTP calls (services.kit.upstream, services.kit.breaker) ---------------------
 
 UPSTREAM_CALLS = Counter(
-    "shop_upstream_calls_total", "Calls to an upstream, by how they ended.",
+    "shop_upstream_calls_total",
+    "Calls to an upstream, by how they ended.",
     ("upstream", "outcome"),
 )
 UPSTREAM_ATTEMPTS = Counter(
-    "shop_upstream_attempts_total", "HTTP attempts sent to an upstream (retries included).",
+    "shop_upstream_attempts_total",
+    "HTTP attempts sent to an upstream (retries included).",
     ("upstream",),
 )
 UPSTREAM_RETRIES = Counter(
@@ -57,14 +65,17 @@ UPSTREAM_RETRIES = Counter(
 )
 UPSTREAM_BUDGET_REFUSALS = Counter(
     "shop_upstream_retry_budget_refusals_total",
-    "Retries not made because the retry budget was spent.", ("upstream",),
+    "Retries not made because the retry budget was spent.",
+    ("upstream",),
 )
 UPSTREAM_DURATION = Histogram(
-    "shop_upstream_call_duration_seconds", "A whole upstream call, retries included.",
+    "shop_upstream_call_duration_seconds",
+    "A whole upstream call, retries included.",
     ("upstream",),
 )
 BREAKER_STATE = Gauge(
-    "shop_breaker_state", "The circuit breaker's state: 1 for the state it is in, else 0.",
+    "shop_breaker_state",
+    "The circuit breaker's state: 1 for the state it is in, else 0.",
     ("upstream", "state"),
 )
 BREAKER_REJECTIONS = Counter(
@@ -77,33 +88,40 @@ BREAKER_TRANSITIONS = Counter(
 # --- caches (services.kit.cache) and idempotency (services.kit.idempotency) ----------------
 
 CACHE_LOOKUPS = Counter(
-    "shop_cache_lookups_total", "Cache gets: hit (fresh), miss (loaded), stale (served after "
-    "a failed load).", ("cache", "result"),
+    "shop_cache_lookups_total",
+    "Cache gets: hit (fresh), miss (loaded), stale (served after a failed load).",
+    ("cache", "result"),
 )
 IDEMPOTENT_REPLAYS = Counter(
-    "shop_idempotency_replays_total", "Requests answered from a stored idempotent response.",
-    ("scope",),
+    "shop_idempotency_replays_total",
+    "Requests answered from a stored idempotent response.",
+    ("operation",),
 )
 
 # --- queues (services.kit.streams) ---------------------------------------------------------
 
 QUEUE_SETTLED = Counter(
-    "shop_queue_messages_total", "Messages settled by workers: processed, retried, deferred, "
-    "dead_lettered.", ("queue", "outcome"),
+    "shop_queue_settled_total",
+    "Messages settled by workers: processed, retried, deferred, dead_lettered.",
+    ("queue", "outcome"),
 )
 QUEUE_RECLAIMED = Counter(
     "shop_queue_reclaimed_total", "Messages taken over from a stopped consumer.", ("queue",)
 )
 QUEUE_HANDLER = Histogram(
-    "shop_queue_handler_duration_seconds", "One handler attempt, by its result.",
+    "shop_queue_handler_duration_seconds",
+    "One handler attempt, by its result.",
     ("queue", "result"),
 )
 QUEUE_DEPTH = Gauge(
-    "shop_queue_messages", "Messages in a queue by where they are: stream (not yet settled), "
-    "pending (delivered, unacked), delayed (waiting to retry), dead.", ("queue", "state"),
+    "shop_queue_depth_messages",
+    "Messages in a queue by where they are: stream (not yet settled), "
+    "pending (delivered, unacked), delayed (waiting to retry), dead.",
+    ("queue", "state"),
 )
 OUTBOX_LAG = Gauge(
-    "shop_outbox_lag_seconds", "Age of the oldest unpublished outbox row (0 when none).",
+    "shop_outbox_lag_seconds",
+    "Age of the oldest unpublished outbox row (0 when none).",
     ("route",),
 )
 OUTBOX_PUBLISHED = Counter(
@@ -112,14 +130,17 @@ OUTBOX_PUBLISHED = Counter(
 
 # --- database (services.kit.db) and rate limits (services.ratelimit) -----------------------
 
-DB_POOL_IN_USE = Gauge(
-    "shop_db_pool_connections", "SQLAlchemy pool connections by state (in_use, idle).",
+DB_POOL = Gauge(
+    "shop_db_pool_connections",
+    "SQLAlchemy pool connections by state (in_use, idle).",
     ("state",),
 )
 RATELIMIT_DECISIONS = Counter(
-    "shop_ratelimit_decisions_total", "Rate-limit answers given to the edge, by descriptor "
-    "key and code (OK, OVER_LIMIT).", ("descriptor", "code"),
-)  # fmt: skip
+    "shop_ratelimit_decisions_total",
+    "Rate-limit answers per descriptor, by the rule's "
+    "policy (`unlimited` when none matched) and code (OK, OVER_LIMIT).",
+    ("policy", "code"),
+)
 
 
 # --- the endpoint --------------------------------------------------------------------------
@@ -172,4 +193,3 @@ async def serve(bind: str) -> Endpoint:
     bound = int(runner.addresses[0][1])
     log.info("metrics", extra={"metrics_port": bound})
     return Endpoint(bound, runner)
-

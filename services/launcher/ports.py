@@ -33,9 +33,11 @@ def claimed(config: LauncherConfig) -> list[tuple[str, str, int]]:
             claims.append((admin.label, admin.setting, config.port(admin.setting)))
         if process.metrics_port is not None:
             metrics, base = process.metrics_port, config.port(process.metrics_port.setting)
-            names = [process.label] if process.replicas is None else [
-                f"{process.label} {i + 1}" for i in range(count)
-            ]
+            names = (
+                [process.label]
+                if process.replicas is None
+                else [f"{process.label} {i + 1}" for i in range(count)]
+            )
             claims += [
                 (f"{name} metrics", metrics.setting, base and base + i)
                 for i, name in enumerate(names)
