@@ -22,14 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder
 
 log = logging.getLogger("shop.metrics")
 
@@ -164,10 +158,11 @@ async def refresh() -> None:
             log.warning("a metrics refresh failed", exc_info=True)
 
 
-async def _metrics(_request: web.Request) -> web.Response:
+async def _metrics(request: web.Request) -> web.Response:
     await refresh()
-    body = generate_latest(REGISTRY)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # The text format Prometheus asks for (OpenMetrics when its Accept header says so).
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encode(REGISTRY), headers={"Content-Type": content_type})
 
 
 @dataclass
