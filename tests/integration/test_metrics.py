@@ -1,6 +1,7 @@
 """Every process's Prometheus endpoint (services.kit.metrics) over real connections: the
 kit's server answers RPCs and its endpoint counts them under the gRPC ecosystem's
-names; a queue worker's endpoint counts what it processed, retried and dead-lettered."""
+names; a queue worker's endpoint counts what it processed, retried and dead-lettered;
+the upstream client, its breaker and the cache count what they did."""
 
 from __future__ import annotations
 
@@ -15,8 +16,11 @@ from redis.asyncio import Redis
 from shop.order.v1.order_pb2 import GetOrderRequest as Msg
 
 from services.kit import errors, metrics
+from services.kit.cache import TtlCache
 from services.kit.server import Registration, create_server
 from services.kit.streams import Message, Permanent, Queue
+from services.kit.upstream import Upstream, UpstreamPolicy
+from services.launcher import procs
 from tests.integration.test_queue_kit import eventually, running
 from tests.scrapes import Samples, scrape, value
 
@@ -183,3 +187,69 @@ async def test_a_worker_counts_processed_retried_and_dead_lettered_messages(
     depth = "shop_queue_depth_messages"
     assert value(samples, depth, {**q, "state": "dead"}) == 2
     assert value(samples, depth, {**q, "state": "pending"}) == 0
+
+
+# --- the kit's resilience mechanisms ---------------------------------------------------
+
+
+async def test_upstream_calls_retries_budget_refusals_and_the_breaker_are_counted(
+    endpoint: str,
+) -> None:
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    policy = UpstreamPolicy(
+        attempt_timeout_s=0.2,
+        deadline_s=2.0,
+        max_attempts=3,
+        backoff_base_s=0.01,
+        backoff_cap_s=0.02,
+        budget_ratio=0.1,
+        budget_burst=1,  # one retry, then the budget refuses
+        failure_threshold=2,
+        reset_timeout_s=30,
+    )
+    # Nothing listens there: every attempt is refused, which is always safe to retry.
+    up = Upstream(name, f"http://127.0.0.1:{procs.free_port()}", policy)
+    try:
+        with pytest.raises(errors.Unavailable) as failed:
+            await up.request("GET", "/products")
+        assert not isinstance(failed.value, errors.CircuitOpen)
+        with pytest.raises(errors.CircuitOpen):
+            await up.request("GET", "/products")
+    finally:
+        await up.aclose()
+    samples = await _scrape(endpoint)
+    of = {"upstream": name}
+    assert value(samples, "shop_upstream_calls_total", {**of, "outcome": "failed"}) == 1
+    assert value(samples, "shop_upstream_calls_total", {**of, "outcome": "rejected"}) == 1
+    assert value(samples, "shop_upstream_attempts_total", of) == 2
+    assert value(samples, "shop_upstream_retries_total", of) == 1
+    assert value(samples, "shop_upstream_retry_budget_refusals_total", of) == 1
+    assert value(samples, "shop_upstream_call_duration_seconds_count", of) == 2
+    assert value(samples, "shop_breaker_transitions_total", {**of, "to": "open"}) == 1
+    assert value(samples, "shop_breaker_rejections_total", of) == 1
+    assert value(samples, "shop_breaker_state", {**of, "state": "open"}) == 1
+    assert value(samples, "shop_breaker_state", {**of, "state": "closed"}) == 0
+
+
+async def test_cache_hits_misses_and_stale_answers_are_counted(endpoint: str) -> None:
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    now = [0.0]
+    cache: TtlCache[str, int] = TtlCache(
+        ttl=1, stale_ttl=10, max_entries=10, clock=lambda: now[0], name=name
+    )
+
+    async def load() -> int:
+        return 7
+
+    async def fail() -> int:
+        raise ConnectionError("the upstream is down")
+
+    assert (await cache.get("k", load)).value == 7  # miss
+    assert (await cache.get("k", load)).value == 7  # hit
+    now[0] = 5.0  # stale: the reload fails, the stale value is served
+    assert (await cache.get("k", fail, stale_on=(ConnectionError,))).stale
+    samples = await _scrape(endpoint)
+    of = {"cache": name}
+    assert value(samples, "shop_cache_lookups_total", {**of, "result": "hit"}) == 1
+    assert value(samples, "shop_cache_lookups_total", {**of, "result": "miss"}) == 2
+    assert value(samples, "shop_cache_lookups_total", {**of, "result": "stale"}) == 1
