@@ -56,6 +56,8 @@ def test_a_request_through_the_edge_moves_the_product_services_counters(
         "grpc_code": "OK",
     }
     before = value(scrape(url), "grpc_server_handled_total", labels)
+    (limits,) = platform.metrics["ratelimit"]
+    decided = value(scrape(limits), "shop_ratelimit_decisions_total")
     listed = httpx.get(
         f"{platform.rest_url}/v1/products", headers={"X-Tenant-Id": "demo"}, timeout=10
     )
@@ -66,6 +68,14 @@ def test_a_request_through_the_edge_moves_the_product_services_counters(
     assert value(after, "grpc_server_handling_seconds_count", timing) >= 1
     # The gateway reads the ERP through the kit's upstream client.
     assert value(after, "shop_upstream_attempts_total", {"upstream": "erp"}) >= 1
+    # The edge asked the rate-limit service about the request.
+    assert value(scrape(limits), "shop_ratelimit_decisions_total") > decided
+
+
+def test_envoy_serves_its_own_prometheus_stats(platform: State) -> None:
+    stats = httpx.get(f"{platform.envoy_admin_url}/stats/prometheus", timeout=5)
+    assert stats.status_code == 200
+    assert "envoy_cluster_upstream_rq_total" in stats.text
 
 
 def test_workers_report_their_queues_and_the_relay_its_lag(platform: State) -> None:

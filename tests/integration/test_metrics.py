@@ -21,7 +21,7 @@ from services.kit.server import Registration, create_server
 from services.kit.streams import Message, Permanent, Queue
 from services.kit.upstream import Upstream, UpstreamPolicy
 from services.launcher import procs
-from tests.integration.test_queue_kit import eventually, running
+from tests.integration.test_queue_kit import _taken_by_ghosts, eventually, running, stats_reach
 from tests.scrapes import Samples, scrape, value
 
 SERVICE = "test.metrics.v1.Probe"
@@ -187,6 +187,21 @@ async def test_a_worker_counts_processed_retried_and_dead_lettered_messages(
     depth = "shop_queue_depth_messages"
     assert value(samples, depth, {**q, "state": "dead"}) == 2
     assert value(samples, depth, {**q, "state": "pending"}) == 0
+
+
+async def test_a_worker_counts_the_messages_it_takes_over_from_a_stopped_consumer(
+    queue: Queue, endpoint: str
+) -> None:
+    async def handle(message: Message) -> None:
+        return None
+
+    await _taken_by_ghosts(queue, queue.redis, ghosts=1)
+    async with running(queue, handle, visibility_timeout_s=0.3, handler_timeout_s=0.2):
+        await eventually(stats_reach(queue, processed=1), within=3)
+    samples = await _scrape(endpoint)
+    q = {"queue": queue.name}
+    assert value(samples, "shop_queue_reclaimed_total", q) == 1
+    assert value(samples, "shop_queue_settled_total", {**q, "outcome": "processed"}) == 1
 
 
 # --- the kit's resilience mechanisms ---------------------------------------------------
