@@ -6,11 +6,14 @@ says where they are."""
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 import pytest
 
 from services import topology
 from services.launcher.platform import State
+from tests.e2e.conftest import Api
 from tests.integration.test_launcher_cli import launcher
 from tests.scrapes import scrape, value
 
@@ -99,3 +102,19 @@ def test_status_says_where_the_metrics_are(platform: State) -> None:
     for process in SERVERS_AND_WORKERS:
         for url in platform.metrics[process.name]:
             assert url in shown.stdout, process.name
+
+
+def test_an_idempotent_replay_and_the_pool_are_counted_by_the_order_service(
+    platform: State, api: Api
+) -> None:
+    (url,) = platform.metrics["order"]
+    before = value(scrape(url), "shop_idempotency_replays_total")
+    key = uuid.uuid4().hex
+    assert api.create(key).status_code == 201
+    assert value(scrape(url), "shop_idempotency_replays_total") == before
+    assert api.create(key).status_code == 200  # the stored response, replayed
+    after = scrape(url)
+    assert value(after, "shop_idempotency_replays_total") == before + 1
+    # The service's engine holds its connections in the pool between requests.
+    pooled = value(after, "shop_db_pool_connections", {"state": "idle"})
+    assert pooled + value(after, "shop_db_pool_connections", {"state": "in_use"}) >= 1
