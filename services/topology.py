@@ -84,12 +84,24 @@ class Process:
     dev_env: str = ""
     note: str = ""  # the ready banner's remark: {rest_url}, {secrets_file}, {where}
     admin_port: Port | None = None  # Envoy's admin interface
+    # The Prometheus endpoint of a server or worker (replicas on consecutive ports).
+    metrics_port: Port | None = None
+
+    @property
+    def metrics_bind_setting(self) -> str:
+        """`<PREFIX>_METRICS_BIND` beside `<PREFIX>_GRPC_BIND`: what ServerConfig reads."""
+        return self.bind_setting.replace("_GRPC_BIND", "_METRICS_BIND")
 
 
 # Settings the launcher makes itself for any process that needs them.
 LAUNCHER_SETTINGS = ("CURSOR_SECRET", "JWT_ISSUER", "JWT_AUDIENCE")
 
 _GRPC = "{where} (direct gRPC, reflection on)"
+
+
+def _metrics(setting: str, default: int) -> Port:
+    return Port(setting, default, "metrics")
+
 
 PROCESSES: tuple[Process, ...] = (
     Process(
@@ -98,6 +110,7 @@ PROCESSES: tuple[Process, ...] = (
         health="shop.order.v1.OrderService", cluster=True,
         exposes=(Exposed("shop.order.v1.OrderService", "shop.order.v1.order_pb2", "30s"),),
         needs=("DATABASE_URL", "CURSOR_SECRET"), note=_GRPC,
+        metrics_port=_metrics("ORDER_METRICS_PORT", 9151),
     ),
     Process(
         "product", "product gateway", Kind.SERVER, Port("PRODUCT_GRPC_PORT", 7052),
@@ -110,7 +123,7 @@ PROCESSES: tuple[Process, ...] = (
             Exposed("shop.product.v2.ProductService", "shop.product.v2.product_pb2", "15s"),
         ),
         needs=("DATABASE_URL", "CURSOR_SECRET", "ERP_URL", "WAREHOUSE_URL"),
-        note="{where} (v1 and v2)",
+        note="{where} (v1 and v2)", metrics_port=_metrics("PRODUCT_METRICS_PORT", 9152),
     ),
     Process(
         "user", "user service", Kind.SERVER, Port("USER_GRPC_PORT", 7053),
@@ -121,6 +134,7 @@ PROCESSES: tuple[Process, ...] = (
                "JWT_AUDIENCE"),
         dev_env="services.user.dev:dev_env",
         note="{where} (tokens; JWKS at {rest_url}/.well-known/jwks.json)",
+        metrics_port=_metrics("USER_METRICS_PORT", 9153),
     ),
     # Envoy's global rate-limit service: a cluster of the edge, not a route.
     Process(
@@ -128,6 +142,7 @@ PROCESSES: tuple[Process, ...] = (
         module="services.ratelimit", bind_setting="RATELIMIT_GRPC_BIND",
         health="envoy.service.ratelimit.v3.RateLimitService", cluster=True,
         needs=("REDIS_URL",), note="{where}",
+        metrics_port=_metrics("RATELIMIT_METRICS_PORT", 9154),
     ),
     Process(
         "event", "event gateway", Kind.SERVER, Port("EVENT_GRPC_PORT", 7055),
@@ -139,18 +154,21 @@ PROCESSES: tuple[Process, ...] = (
         dev_env="services.event.dev:dev_env",
         note="{where} (webhooks: POST {rest_url}/v1/events, source 'courier'; "
         "its `webhook_secret` is in {secrets_file})",
+        metrics_port=_metrics("EVENT_METRICS_PORT", 9155),
     ),
     Process(
         "event-worker", "event worker", Kind.WORKER, Port("EVENT_WORKER_PORT", 7056),
         module="services.event.worker", bind_setting="EVENT_WORKER_GRPC_BIND",
         needs=("REDIS_URL", "MONGO_URL", "ROUTING_URL"),
         replicas=Replicas("EVENT_WORKERS", "EVENT_WORKER_NAME"), note="{where} (health)",
+        metrics_port=_metrics("EVENT_WORKER_METRICS_PORT", 9156),
     ),
     # Moves outbox rows onto queue-kit streams; any number may run (they take turns).
     Process(
         "relay", "outbox relay", Kind.WORKER, Port("RELAY_PORT", 7061),
         module="services.relay", bind_setting="RELAY_GRPC_BIND",
         needs=("DATABASE_URL", "REDIS_URL"), note="{where} (health)",
+        metrics_port=_metrics("RELAY_METRICS_PORT", 9161),
     ),
     Process(
         "erp", "ERP stub", Kind.STUB, Port("ERP_PORT", 8101), provides="ERP_URL",
@@ -193,12 +211,14 @@ PROCESSES: tuple[Process, ...] = (
 
 
 def ports(processes: Iterable[Process]) -> list[Port]:
-    """Every port setting of these processes (Envoy's admin port included)."""
+    """Every port setting of these processes (Envoy's admin port and metrics ports included)."""
     found: list[Port] = []
     for process in processes:
         found.append(process.port)
         if process.admin_port is not None:
             found.append(process.admin_port)
+        if process.metrics_port is not None:
+            found.append(process.metrics_port)
     return found
 
 

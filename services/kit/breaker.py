@@ -11,7 +11,8 @@ aiobreaker, which the design names, lets every concurrent call through while
 half-open (a thundering herd on an upstream that is just recovering), and its
 last release predates Python 3.12; this is the small part of it the platform
 needs. A lock guards the transitions (never held across an await), so one
-breaker may be shared by tasks and threads.
+breaker may be shared by tasks and threads. Its state, transitions and
+rejections are exported as `shop_breaker_*` (services.kit.metrics).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.kit import errors
+from services.kit import errors, metrics
 
 log = logging.getLogger("shop.breaker")
 
@@ -65,6 +66,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._probing = False
         self.rejected = 0
+        self._show(State.CLOSED)
 
     @property
     def state(self) -> State:
@@ -85,6 +87,7 @@ class CircuitBreaker:
                 self._probing = True
                 return Permit(probe=True)
             self.rejected += 1
+            metrics.BREAKER_REJECTIONS.labels(self.name).inc()
             retry_after = max(self.reset_timeout - waited, 0.0)
         raise errors.CircuitOpen(
             f"{self.name} is unavailable (circuit open); retry in {retry_after:.1f}s",
@@ -130,4 +133,10 @@ class CircuitBreaker:
                 "circuit breaker state change",
                 extra={"upstream": self.name, "from": self._state.value, "to": to.value},
             )
+            metrics.BREAKER_TRANSITIONS.labels(self.name, to.value).inc()
+            self._show(to)
         self._state = to
+
+    def _show(self, current: State) -> None:
+        for state in State:
+            metrics.BREAKER_STATE.labels(self.name, state.value).set(int(state is current))

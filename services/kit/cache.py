@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
+from services.kit import metrics
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -102,6 +104,7 @@ class TtlCache(Generic[K, V]):
         stale_ttl: float,
         max_entries: int,
         clock: Callable[[], float] = time.monotonic,
+        name: str = "cache",
     ) -> None:
         # Written as `not x > 0` so NaN, which fails every comparison, is refused too.
         if not ttl > 0:
@@ -111,6 +114,11 @@ class TtlCache(Generic[K, V]):
         if max_entries < 1:
             raise ValueError("max_entries must be >= 1")
         self._ttl = ttl
+        # `shop_cache_lookups_total{cache=name}` (services.kit.metrics).
+        self._lookups = {
+            result: metrics.CACHE_LOOKUPS.labels(name, result)
+            for result in ("hit", "miss", "stale")
+        }
         self._max_age = ttl + stale_ttl
         self._max_entries = max_entries
         self._clock = clock
@@ -149,10 +157,12 @@ class TtlCache(Generic[K, V]):
                 if age < self._ttl:
                     self._entries.move_to_end(key)
                     self._counts["hits"] += 1
+                    self._lookups["hit"].inc()
                     return Cached(entry.value, stale=False, age=age)
                 if age >= self._max_age:
                     del self._entries[key]
             self._counts["misses"] += 1
+            self._lookups["miss"].inc()
             loading = self._loading.setdefault(key, _Loading())
             flight = loading.flights.get(loop)
             leader = False
@@ -248,4 +258,5 @@ class TtlCache(Generic[K, V]):
             if age >= self._max_age:
                 return None
             self._counts["stale_served"] += 1
+            self._lookups["stale"].inc()
             return Cached(entry.value, stale=True, age=age)

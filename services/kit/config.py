@@ -52,21 +52,25 @@ def env_float(env: Mapping[str, str], name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """What every gRPC server process needs: where to bind, log and trace."""
+    """What every gRPC server process needs: where to bind, log, trace and serve metrics."""
 
     bind: str
     log_level: str
     otlp_endpoint: str | None
     shutdown_grace_s: float
+    # host:port of the Prometheus endpoint (services.kit.metrics); None: none served.
+    metrics_bind: str | None = None
 
     @classmethod
     def from_env(cls, prefix: str, env: Mapping[str, str] = os.environ) -> ServerConfig:
-        """Read `<PREFIX>_GRPC_BIND`, `LOG_LEVEL`, `OTEL_EXPORTER_OTLP_ENDPOINT`, `SHUTDOWN_GRACE_S`."""
+        """Read `<PREFIX>_GRPC_BIND`, `<PREFIX>_METRICS_BIND`, `LOG_LEVEL`,
+        `OTEL_EXPORTER_OTLP_ENDPOINT`, `SHUTDOWN_GRACE_S`."""
         return cls(
             bind=env_str(env, f"{prefix}_GRPC_BIND", "127.0.0.1:50051"),
             log_level=env_str(env, "LOG_LEVEL", "INFO"),
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             shutdown_grace_s=env_float(env, "SHUTDOWN_GRACE_S", 5.0),
+            metrics_bind=env.get(f"{prefix}_METRICS_BIND") or None,
         )
 
 

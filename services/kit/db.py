@@ -1,9 +1,17 @@
-"""PostgreSQL access: one MetaData for the platform's tables, async engines on asyncpg."""
+"""PostgreSQL access: one MetaData for the platform's tables, async engines on asyncpg.
+
+Every engine made here is counted in `shop_db_pool_connections` (in use and
+idle, summed over the process's engines) on each metrics scrape.
+"""
 
 from __future__ import annotations
 
+import weakref
+
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from services.kit import metrics
 
 metadata = sa.MetaData(
     naming_convention={
@@ -31,10 +39,28 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     out of every SQLAlchemy error text, so a traceback in a log never carries
     a password hash, an email or an order's data.
     """
-    return create_async_engine(
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
         hide_parameters=True,
     )
+    _engines.add(engine)
+    return engine
+
+
+_engines: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()
+
+
+async def _sample_pools() -> None:
+    in_use = idle = 0
+    for engine in list(_engines):
+        pool = engine.pool
+        in_use += int(getattr(pool, "checkedout", lambda: 0)())
+        idle += int(getattr(pool, "checkedin", lambda: 0)())
+    metrics.DB_POOL.labels("in_use").set(in_use)
+    metrics.DB_POOL.labels("idle").set(idle)
+
+
+metrics.on_scrape(_sample_pools)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kit import errors
+from services.kit import errors, metrics
 from services.kit.db import metadata
 
 MAX_KEY_LENGTH = 255
@@ -129,6 +129,8 @@ class IdempotencyStore:
                 "Idempotency-Key was already used with a different request"
             )
         response: dict[str, Any] = row.response_json
+        if response is not None:
+            metrics.IDEMPOTENT_REPLAYS.labels(operation).inc()
         return response
 
     async def finish(

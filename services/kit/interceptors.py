@@ -7,12 +7,15 @@ request's strings against the platform's rules (services.kit.strings) before
 the handler sees them (each message of a request stream as it is received),
 turns a PlatformError into a rich gRPC status (via services.kit.status, the
 only mapping) with its Retry-After as a header, hides any other exception
-behind INTERNAL, and writes one access-log line with service, method, tenant,
-status and duration.
+behind INTERNAL, writes one access-log line with service, method, tenant,
+status and duration, and counts the RPC in the gRPC ecosystem's RED metrics
+(`grpc_server_started_total`, `grpc_server_handled_total`,
+`grpc_server_handling_seconds`; services.kit.metrics).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -24,7 +27,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 
-from services.kit import context, errors, identity, status, strings
+from services.kit import context, errors, identity, metrics, status, strings
 
 log = logging.getLogger("shop.rpc")
 
@@ -39,8 +42,11 @@ def _metadata(ctx: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
 
 @asynccontextmanager
 async def _observed(
-    rpc_method: str, access: int | None, ctx: grpc.aio.ServicerContext[Any, Any]
+    rpc_method: str, access: int | None, ctx: grpc.aio.ServicerContext[Any, Any], kind: str
 ) -> AsyncIterator[None]:
+    service, _, name = rpc_method.lstrip("/").partition("/")
+    labels = (service, name, _GRPC_TYPES[kind])
+    metrics.GRPC_STARTED.labels(*labels).inc()
     md = _metadata(ctx)
     remaining = ctx.time_remaining()
     tokens = (
@@ -64,20 +70,25 @@ async def _observed(
         code = ctx.code()
         outcome = code.name if isinstance(code, grpc.StatusCode) else "ABORTED"
         raise
+    except asyncio.CancelledError:
+        outcome = "CANCELLED"
+        raise
     except Exception:
         log.exception("unhandled error")
         rich = status.internal_status()
         outcome = rich.code.name
         await ctx.abort(rich.code, rich.details, rich.trailing_metadata)
     finally:
-        service, _, name = rpc_method.lstrip("/").partition("/")
+        elapsed = time.perf_counter() - started
+        metrics.GRPC_HANDLED.labels(*labels, outcome).inc()
+        metrics.GRPC_HANDLING.labels(*labels).observe(elapsed)
         log.info(
             "rpc",
             extra={
                 "rpc_service": service,
                 "rpc_method": name,
                 "status": outcome,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": round(elapsed * 1000, 3),
             },
         )
         context.request_id.reset(tokens[0])
@@ -171,7 +182,7 @@ def _kind(handler: Handler) -> str:
 
 def _wrap_unary(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def unary(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        async with _observed(rpc_method, access, ctx):
+        async with _observed(rpc_method, access, ctx, "unary_unary"):
             _checked(request)
             return await behavior(request, ctx)
 
@@ -180,7 +191,7 @@ def _wrap_unary(rpc_method: str, access: int | None, behavior: Any) -> Any:
 
 def _wrap_stream(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def stream(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async with _observed(rpc_method, access, ctx):
+        async with _observed(rpc_method, access, ctx, "unary_stream"):
             _checked(request)
             async for item in behavior(request, ctx):
                 yield item
@@ -197,7 +208,7 @@ async def _checked_each(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 def _wrap_client_stream(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def client_stream(requests: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        async with _observed(rpc_method, access, ctx):
+        async with _observed(rpc_method, access, ctx, "stream_unary"):
             return await behavior(_checked_each(requests), ctx)
 
     return client_stream
@@ -205,12 +216,20 @@ def _wrap_client_stream(rpc_method: str, access: int | None, behavior: Any) -> A
 
 def _wrap_bidi(rpc_method: str, access: int | None, behavior: Any) -> Any:
     async def bidi(requests: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async with _observed(rpc_method, access, ctx):
+        async with _observed(rpc_method, access, ctx, "stream_stream"):
             async for item in behavior(_checked_each(requests), ctx):
                 yield item
 
     return bidi
 
+
+# The gRPC ecosystem's `grpc_type` label of each handler kind.
+_GRPC_TYPES = {
+    "unary_unary": "unary",
+    "unary_stream": "server_stream",
+    "stream_unary": "client_stream",
+    "stream_stream": "bidi_stream",
+}
 
 # Per handler kind: how to build a handler of that kind, and the wrapper around its behaviour.
 _KINDS: dict[str, tuple[Callable[..., Handler], Callable[[str, int | None, Any], Any]]] = {

@@ -131,6 +131,19 @@ async def pending(
     return [Pending(**row._mapping) for row in result]
 
 
+async def lag_seconds(conn: AsyncConnection, aggregate_types: Collection[str]) -> dict[str, float]:
+    """Per aggregate type, the age of its oldest unpublished row (0 when none waits)."""
+    age = sa.func.extract("epoch", sa.func.now() - sa.func.min(outbox.c.created_at))
+    result = await conn.execute(
+        sa.select(outbox.c.aggregate_type, age)
+        .where(outbox.c.published_at.is_(None), outbox.c.aggregate_type.in_(aggregate_types))
+        .group_by(outbox.c.aggregate_type)
+    )
+    lags = dict.fromkeys(aggregate_types, 0.0)
+    lags.update({kind: max(float(seconds), 0.0) for kind, seconds in result.all()})
+    return lags
+
+
 async def mark_published(conn: AsyncConnection, ids: Sequence[uuid.UUID]) -> None:
     """Set `published_at` on these rows."""
     if ids:

@@ -4,8 +4,10 @@
 interceptor, and registers the standard health service and reflection, so
 every server is the same to Envoy, the launcher and grpcurl.
 `serve` runs it until SIGTERM/SIGINT and stops gracefully; `run` is a whole
-service's `main`: logs, tracing, build, serve. `run_worker` is the same for a
-queue worker, whose server carries only health (for the launcher and probes).
+service's `main`: logs, tracing, metrics, build, serve. `run_worker` is the same
+for a queue worker, whose server carries only health (for the launcher and
+probes). Both serve the process's Prometheus metrics on `<PREFIX>_METRICS_BIND`
+when it is set (the launcher and docker-compose.yml always set it).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from services.kit import identity, logs, tracing
+from services.kit import identity, logs, metrics, tracing
 from services.kit.config import ServerConfig
 from services.kit.interceptors import PlatformInterceptor
 
@@ -116,14 +118,26 @@ class HostedApp(Protocol):
     async def close(self) -> None: ...
 
 
+async def serve_metrics(config: ServerConfig) -> metrics.Endpoint | None:
+    """The process's metrics endpoint, when its config names one."""
+    if config.metrics_bind is None:
+        return None
+    return await metrics.serve(config.metrics_bind)
+
+
 async def run(name: str, config: ServerConfig, build: Callable[[], HostedApp]) -> None:
     """A service process: configure logs and tracing, build the app, serve until told to stop."""
     logs.configure(name, config.log_level)
     tracing.configure(name, config.otlp_endpoint)
     app = build()
+    endpoint = await serve_metrics(config)
     server, port, health = await create_server(app.registrations, config.bind)
     log.info("listening", extra={"port": port})
-    await serve(server, health, grace=config.shutdown_grace_s, on_stop=app.close)
+    try:
+        await serve(server, health, grace=config.shutdown_grace_s, on_stop=app.close)
+    finally:
+        if endpoint is not None:
+            await endpoint.close()
 
 
 class HostedWorker(Protocol):
@@ -139,6 +153,7 @@ async def run_worker(name: str, config: ServerConfig, build: Callable[[], Hosted
     logs.configure(name, config.log_level)
     tracing.configure(name, config.otlp_endpoint)
     app = build()
+    endpoint = await serve_metrics(config)
     server, port, health = await create_server([], config.bind)
     log.info("working", extra={"health_port": port})
     stop = stop_on_signals()
@@ -149,4 +164,6 @@ async def run_worker(name: str, config: ServerConfig, build: Callable[[], Hosted
         await health.enter_graceful_shutdown()
         await server.stop(0)
         await app.close()
+        if endpoint is not None:
+            await endpoint.close()
     log.info("stopped")

@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 from opentelemetry import propagate, trace
 
-from services.kit import context, errors
+from services.kit import context, errors, metrics
 from services.kit.backoff import full_jitter
 from services.kit.breaker import CircuitBreaker, Permit
 from services.kit.config import env_float, env_int
@@ -186,6 +186,27 @@ class Upstream:
         idempotent: bool | None = None,
     ) -> httpx.Response:
         """Send one logical request; retried only if `idempotent` (default: by method)."""
+        started, outcome = time.perf_counter(), "failed"
+        try:
+            response = await self._send(method, path, params, json, headers, idempotent)
+            outcome = "ok"
+            return response
+        except errors.CircuitOpen:
+            outcome = "rejected"
+            raise
+        finally:
+            metrics.UPSTREAM_CALLS.labels(self.name, outcome).inc()
+            metrics.UPSTREAM_DURATION.labels(self.name).observe(time.perf_counter() - started)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | list[tuple[str, str]] | None,
+        json: Any,
+        headers: Mapping[str, str] | None,
+        idempotent: bool | None,
+    ) -> httpx.Response:
         method = method.upper()
         retry_allowed = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         deadline = self._deadline()
@@ -203,6 +224,7 @@ class Upstream:
                     break
                 if not self.budget.withdraw():
                     self.counters.budget_exhausted += 1
+                    metrics.UPSTREAM_BUDGET_REFUSALS.labels(self.name).inc()
                     log.warning("retry budget exhausted", extra={"upstream": self.name})
                     break
                 log.info(
@@ -215,6 +237,7 @@ class Upstream:
                     },
                 )
                 self.counters.retries += 1
+                metrics.UPSTREAM_RETRIES.labels(self.name).inc()
                 await self._sleep(delay)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -242,6 +265,7 @@ class Upstream:
     ) -> httpx.Response:
         timeout = min(self.policy.attempt_timeout_s, remaining)
         self.counters.attempts += 1
+        metrics.UPSTREAM_ATTEMPTS.labels(self.name).inc()
         with tracer.start_as_current_span(
             f"{method} {self.name}",
             kind=trace.SpanKind.CLIENT,

@@ -40,7 +40,9 @@ def endpoints(s: State, run_dir: Path) -> list[tuple[str, str]]:
             else ", ".join(s.targets.get(p.name, []))
         )
         label = f"{p.label}s" if p.replicas else p.label
-        return label, p.note.format(where=where, rest_url=s.rest_url, secrets_file=secrets_file)
+        said = p.note.format(where=where, rest_url=s.rest_url, secrets_file=secrets_file)
+        scrape = s.metrics.get(p.name)
+        return label, f"{said}; metrics {', '.join(scrape)}" if scrape else said
 
     services = topology.of_kind(topology.Kind.SERVER, topology.Kind.WORKER)
     outside = topology.of_kind(topology.Kind.STUB, topology.Kind.INFRA)

@@ -92,6 +92,8 @@ def expected_service(process: Process) -> ComposeService:
     if process.kind in (Kind.SERVER, Kind.WORKER):
         environment: dict[str, str | None] = dict.fromkeys(process.needs)
         environment[process.bind_setting] = f"0.0.0.0:{port.default}"
+        if process.metrics_port is not None:
+            environment[process.metrics_bind_setting] = f"0.0.0.0:{process.metrics_port.default}"
         return ComposeService(
             process.name,
             ("python", "-m", process.module),

@@ -103,6 +103,8 @@ class State:
     # gRPC targets by process name (one per replica); URLs by setting (DATABASE_URL, ...).
     targets: dict[str, list[str]] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
+    # Prometheus endpoints by process name (one per replica).
+    metrics: dict[str, list[str]] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     stop_signals: dict[str, int] = field(default_factory=dict)
 

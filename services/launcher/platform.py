@@ -209,11 +209,16 @@ class Platform:
         if missing:
             raise procs.LaunchError(f"{process.label} needs {', '.join(missing)}")
         base = self.config.port(process.port.setting)
+        metrics_base = self.config.port(process.metrics_port.setting) if process.metrics_port else 0
         targets = self.state.targets.setdefault(process.name, [])
         for i in range(self.config.replica_count(process)):
             target = f"{infra.HOST}:{_port(base and base + i)}"
             targets.append(target)
             name, own = process.name, {process.bind_setting: target}
+            if process.metrics_port is not None:
+                scrape = f"{infra.HOST}:{_port(metrics_base and metrics_base + i)}"
+                own[process.metrics_bind_setting] = scrape
+                self.state.metrics.setdefault(process.name, []).append(f"http://{scrape}/metrics")
             if process.replicas is not None:
                 name = f"{process.name}-{i + 1}"
                 own[process.replicas.name_setting] = name

@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 
 def claimed(config: LauncherConfig) -> list[tuple[str, str, int]]:
     """(component, setting, port) for every fixed port `up` will listen on, one per
-    process of the topology (each replica on the next port); servers given by URL and
-    ports of 0 (any free one) claim none."""
+    process of the topology and one per metrics endpoint (each replica on the next
+    port); servers given by URL and ports of 0 (any free one) claim none."""
     claims: list[tuple[str, str, int]] = []
     for process in topology.PROCESSES:
         if process.provides and config.urls.get(process.provides):
@@ -31,6 +31,17 @@ def claimed(config: LauncherConfig) -> list[tuple[str, str, int]]:
         if process.admin_port is not None:
             admin = process.admin_port
             claims.append((admin.label, admin.setting, config.port(admin.setting)))
+        if process.metrics_port is not None:
+            metrics, base = process.metrics_port, config.port(process.metrics_port.setting)
+            names = (
+                [process.label]
+                if process.replicas is None
+                else [f"{process.label} {i + 1}" for i in range(count)]
+            )
+            claims += [
+                (f"{name} metrics", metrics.setting, base and base + i)
+                for i, name in enumerate(names)
+            ]
     return [claim for claim in claims if claim[2]]
 
 

@@ -58,11 +58,13 @@ def bootstrap(config: ProductConfig, *, engine: AsyncEngine | None = None) -> Pr
             ttl=config.product_ttl_s,
             stale_ttl=config.product_stale_s,
             max_entries=config.cache_max_entries,
+            name="products",
         ),
         stock=TtlCache(
             ttl=config.stock_ttl_s,
             stale_ttl=config.stock_stale_s,
             max_entries=config.cache_max_entries,
+            name="stock",
         ),
         budgets=Budgets(read_s=config.read_budget_s, write_s=config.write_budget_s),
     )

@@ -9,7 +9,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf import duration_pb2
 
-from services.kit import calls
+from services.kit import calls, metrics
 from services.ratelimit.rules import Descriptor
 from services.ratelimit.usecases import Decision, DescriptorStatus, RateLimiter
 
@@ -43,6 +43,14 @@ def _status(status: DescriptorStatus) -> rls_pb2.RateLimitResponse.DescriptorSta
     return msg
 
 
+def count(decision: Decision) -> None:
+    """Each descriptor's answer in `shop_ratelimit_decisions_total`, by its rule's policy."""
+    for status in decision.statuses:
+        policy = status.rule.policy if status.rule is not None else "unlimited"
+        code = "OVER_LIMIT" if status.over_limit else "OK"
+        metrics.RATELIMIT_DECISIONS.labels(policy, code).inc()
+
+
 class RateLimitServicer:
     """envoy.service.ratelimit.v3.RateLimitService over the RateLimiter."""
 
@@ -59,4 +67,5 @@ class RateLimitServicer:
         # Envoy sends 0 when the route sets no hits_addend: it means one hit.
         hits = request.hits_addend or 1
         decision = await self._limiter.check(request.domain, descriptors, hits, self._clock())
+        count(decision)
         return to_proto(decision)

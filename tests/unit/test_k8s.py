@@ -506,14 +506,25 @@ def test_every_pod_is_denied_by_default(rendered: tuple[str, list[Doc]]) -> None
 
 
 def ingress_problems(docs: list[Doc]) -> list[str]:
-    """Who else than Envoy may connect to a service, and what else Envoy takes."""
+    """Who else than Envoy may connect to a service (beside Prometheus on the metrics
+    port only), and what else Envoy takes."""
     labels = pod_labels(docs)
     envoy = {"podSelector": {"matchLabels": common.selector(EDGE.name)}}
+    scraper = {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": common.selector("prometheus")},
+    }
     found = []
     for process in APPS:
         ingress = rules(docs, labels[process.name], "ingress")
         allowed = [{"from": [envoy], "ports": policies.tcp(process.port.default)}]
-        if ingress != (allowed if process.cluster else []):
+        if not process.cluster:
+            allowed = []
+        if process.metrics_port is not None:
+            allowed.append({"from": [scraper], "ports": policies.tcp(process.metrics_port.default)})
+        if sorted(json.dumps(r, sort_keys=True) for r in ingress) != sorted(
+            json.dumps(r, sort_keys=True) for r in allowed
+        ):
             found.append(f"{process.name} takes {ingress}")
     edge_in = [rule_ports(r) for r in rules(docs, labels[EDGE.name], "ingress")]
     if edge_in != [{compose.settings().edge_port}]:

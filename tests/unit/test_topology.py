@@ -85,6 +85,13 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "EVENT_GRPC_PORT": 7055,
         "EVENT_WORKER_PORT": 7056,
         "RELAY_PORT": 7061,
+        "ORDER_METRICS_PORT": 9151,
+        "PRODUCT_METRICS_PORT": 9152,
+        "USER_METRICS_PORT": 9153,
+        "RATELIMIT_METRICS_PORT": 9154,
+        "EVENT_METRICS_PORT": 9155,
+        "EVENT_WORKER_METRICS_PORT": 9156,
+        "RELAY_METRICS_PORT": 9161,
         "ERP_PORT": 8101,
         "WAREHOUSE_PORT": 8102,
         "ROUTING_PORT": 8103,
@@ -97,19 +104,27 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "ENVOY_ADMIN_PORT": 9901,
     }
     assert [port for port in defaults.values() if port in EPHEMERAL] == []
-    # Four event workers still fit before the next port in use.
-    assert len(set(defaults.values()) | {7057, 7058, 7059}) == len(defaults) + 3
+    # Four event workers (and their metrics endpoints) still fit before the next port in use.
+    extra = {7057, 7058, 7059, 9157, 9158, 9159}
+    assert len(set(defaults.values()) | extra) == len(defaults) + len(extra)
 
 
 def test_the_claimed_ports_are_todays_components() -> None:
     assert ports.claimed(LauncherConfig(run_dir=Path())) == [
         ("order service", "ORDER_GRPC_PORT", 7051),
+        ("order service metrics", "ORDER_METRICS_PORT", 9151),
         ("product gateway", "PRODUCT_GRPC_PORT", 7052),
+        ("product gateway metrics", "PRODUCT_METRICS_PORT", 9152),
         ("user service", "USER_GRPC_PORT", 7053),
+        ("user service metrics", "USER_METRICS_PORT", 9153),
         ("rate-limit service", "RATELIMIT_GRPC_PORT", 7054),
+        ("rate-limit service metrics", "RATELIMIT_METRICS_PORT", 9154),
         ("event gateway", "EVENT_GRPC_PORT", 7055),
+        ("event gateway metrics", "EVENT_METRICS_PORT", 9155),
         ("event worker 1", "EVENT_WORKER_PORT", 7056),
+        ("event worker 1 metrics", "EVENT_WORKER_METRICS_PORT", 9156),
         ("outbox relay", "RELAY_PORT", 7061),
+        ("outbox relay metrics", "RELAY_METRICS_PORT", 9161),
         ("ERP stub", "ERP_PORT", 8101),
         ("Warehouse stub", "WAREHOUSE_PORT", 8102),
         ("Routing stub", "ROUTING_PORT", 8103),
@@ -129,6 +144,8 @@ def test_event_workers_claim_consecutive_ports_and_given_servers_none() -> None:
     )
     claims = {(name, port) for name, _, port in ports.claimed(config)}
     assert {("event worker 1", 7156), ("event worker 2", 7157), ("event worker 3", 7158)} <= claims
+    metrics = {("event worker 1 metrics", 9156), ("event worker 2 metrics", 9157)}
+    assert metrics | {("event worker 3 metrics", 9158)} <= claims
     assert "PostgreSQL" not in {name for name, _ in claims}
     assert config.urls == {"DATABASE_URL": "postgresql://x/db"}
 
@@ -146,6 +163,8 @@ def test_every_server_and_worker_is_a_module_with_a_bind_setting() -> None:
     for process in topology.of_kind(Kind.SERVER, Kind.WORKER):
         assert importlib.util.find_spec(process.module) is not None, process.module
         assert process.bind_setting.endswith("_GRPC_BIND"), process.name
+        assert process.metrics_port is not None, f"{process.name} serves no metrics"
+        assert process.metrics_bind_setting.endswith("_METRICS_BIND"), process.name
     for process in topology.of_kind(Kind.SERVER):
         assert process.health, f"{process.name} has no health service"
     for _, exposed in topology.exposed():

@@ -122,6 +122,22 @@ def network_policies() -> list[Doc]:
                 ],
             )
         )
+    # Prometheus (pods labelled app.kubernetes.io/name=prometheus, in any namespace)
+    # may scrape each process's metrics port, and nothing else of it.
+    scraper = {
+        "namespaceSelector": {},
+        "podSelector": {"matchLabels": selector("prometheus")},
+    }
+    for process in apps():
+        if process.metrics_port is not None:
+            docs.append(
+                policy(
+                    f"{process.name}-metrics-ingress",
+                    selector(process.name),
+                    ["Ingress"],
+                    ingress=[{"from": [scraper], "ports": tcp(process.metrics_port.default)}],
+                )
+            )
     clients = [(p.name, p.needs) for p in apps()] + [("migrate", ("DATABASE_URL",))]
     for name, needs in clients:
         ports = egress_ports(needs)

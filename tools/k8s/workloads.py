@@ -48,6 +48,13 @@ def probes(process: Process) -> Doc:
 def app_env(process: Process) -> list[Doc]:
     check_needs(process)
     env: list[Doc] = [{"name": process.bind_setting, "value": f"0.0.0.0:{process.port.default}"}]
+    if process.metrics_port is not None:
+        env.append(
+            {
+                "name": process.metrics_bind_setting,
+                "value": f"0.0.0.0:{process.metrics_port.default}",
+            }
+        )
     if process.replicas is not None:
         # Each consumer of the group is named after its pod.
         env.append(
@@ -58,6 +65,27 @@ def app_env(process: Process) -> list[Doc]:
         )
     env.extend(secret_env(n) for n in process.needs if n in SECRET_SETTINGS)
     return env
+
+
+def container_ports(process: Process) -> list[Doc]:
+    """Its gRPC port, and the port its `/metrics` is scraped on."""
+    found = [{"name": "grpc", "containerPort": process.port.default, "protocol": "TCP"}]
+    if process.metrics_port is not None:
+        found.append(
+            {"name": "metrics", "containerPort": process.metrics_port.default, "protocol": "TCP"}
+        )
+    return found
+
+
+def scrape_annotations(process: Process) -> dict[str, str]:
+    """The `prometheus.io/*` annotations a Prometheus pod discovery reads."""
+    if process.metrics_port is None:
+        return {}
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(process.metrics_port.default),
+        "prometheus.io/path": "/metrics",
+    }
 
 
 def uses_signing_keys(process: Process) -> bool:
@@ -85,7 +113,7 @@ def app_deployment(process: Process) -> Doc:
         "name": name,
         "image": IMAGE,
         "command": ["python", "-m", process.module],
-        "ports": [{"name": "grpc", "containerPort": process.port.default, "protocol": "TCP"}],
+        "ports": container_ports(process),
         "env": app_env(process),
         "envFrom": [{"configMapRef": {"name": SETTINGS}}],
         **probes(process),
@@ -112,7 +140,14 @@ def deployment(process: Process, container: Doc, volumes: list[Doc], uid: int) -
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
             "template": {
-                "metadata": {"labels": labels(name, component(process))},
+                "metadata": {
+                    "labels": labels(name, component(process)),
+                    **(
+                        {"annotations": scrape_annotations(process)}
+                        if scrape_annotations(process)
+                        else {}
+                    ),
+                },
                 "spec": {
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,

@@ -5,7 +5,8 @@ awaits `next(message)` to go on (at most once) and re-raises whatever `next`
 raised. Passed to `Worker(..., middleware=[outer, inner])`, layers run in
 order, outermost first, around the handler on every attempt, retries
 included; the kit's `Tracing` is on by default and is outermost, so every
-other layer runs inside the attempt's span and request id.
+other layer runs inside the attempt's span and request id; the kit's
+`Metrics` (handler latency by result) is on by default right inside it.
 
 A layer sees the attempt's outcome as `next` returning or raising:
 `Permanent`, `Defer`, any other exception, or `HandlerTimeout` when the
@@ -26,13 +27,14 @@ message past the moment another worker may take it over.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from opentelemetry import propagate, trace
 
-from services.kit import context
+from services.kit import context, metrics
 from services.kit.streams.message import Message, describe_error
-from services.kit.streams.policy import Handler
+from services.kit.streams.policy import Defer, Handler, Permanent
 from services.kit.streams.queue import Queue
 
 Middleware = Callable[[Message, Handler], Awaitable[None]]
@@ -108,3 +110,35 @@ class Tracing:
                     raise
         finally:
             context.request_id.reset(token)
+
+
+def attempt_result(exc: BaseException | None) -> str:
+    """An attempt's result as `shop_queue_handler_duration_seconds` labels it."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, HandlerTimeout):
+        return "timeout"
+    if isinstance(exc, Defer):
+        return "deferred"
+    if isinstance(exc, Permanent):
+        return "permanent"
+    return "error"
+
+
+class Metrics:
+    """Each attempt's duration, by its result (ok, error, timeout, deferred, permanent)."""
+
+    def __init__(self, queue: Queue) -> None:
+        self._queue = queue.name
+
+    async def __call__(self, message: Message, next_: Handler) -> None:
+        started = time.perf_counter()
+        failure: BaseException | None = None
+        try:
+            await next_(message)
+        except Exception as exc:
+            failure = exc
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.QUEUE_HANDLER.labels(self._queue, attempt_result(failure)).observe(elapsed)

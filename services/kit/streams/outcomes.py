@@ -3,7 +3,8 @@
 Each outcome is one MULTI, so a message is never acked without its retry or
 dead letter being written, nor written twice by one worker. Acking also
 deletes the stream entry: a settled message has no reason to stay, and the
-stream's length then means work not yet done.
+stream's length then means work not yet done. Every settlement is counted in
+`shop_queue_settled_total` by its outcome (services.kit.metrics).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import json
 from collections.abc import Mapping
 
+from services.kit import metrics
 from services.kit.streams.message import Message, encode, now_ms
 from services.kit.streams.queue import Queue, stream_fields
 
@@ -27,6 +29,7 @@ async def ack(queue: Queue, entry_id: str) -> None:
     pipe.xdel(keys.stream, entry_id)
     pipe.hincrby(keys.stats, "processed", 1)
     await pipe.execute()
+    metrics.QUEUE_SETTLED.labels(queue.name, "processed").inc()
 
 
 async def retry_later(
@@ -41,6 +44,7 @@ async def retry_later(
     pipe.xdel(keys.stream, failed.entry_id)
     pipe.hincrby(keys.stats, counter, 1)
     await pipe.execute()
+    metrics.QUEUE_SETTLED.labels(queue.name, counter).inc()
 
 
 async def dead_letter(
@@ -56,6 +60,7 @@ async def dead_letter(
     pipe.xdel(keys.stream, entry_id)
     pipe.hincrby(keys.stats, "dead_lettered", 1)
     await pipe.execute()
+    metrics.QUEUE_SETTLED.labels(queue.name, "dead_lettered").inc()
 
 
 def dead_fields(message: Message, error: str, attempts: int) -> dict[str, bytes]:

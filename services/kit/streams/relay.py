@@ -54,7 +54,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kit import outbox
+from services.kit import metrics, outbox
 from services.kit.backoff import full_jitter, pause
 from services.kit.config import ConfigError
 from services.kit.streams.message import Message
@@ -146,11 +146,27 @@ class Relay:
                 failure = exc
                 break
             published.append(row.id)
+            metrics.OUTBOX_PUBLISHED.labels(row.aggregate_type).inc()
         await outbox.mark_published(conn, published)
         return Batch(len(published), leader=True), failure
 
+    async def sample_lag(self) -> None:
+        """The age of each route's oldest unpublished row into `shop_outbox_lag_seconds`."""
+        async with self._engine.connect() as conn:
+            lags = await outbox.lag_seconds(conn, self._queues.keys())
+        for route, seconds in lags.items():
+            metrics.OUTBOX_LAG.labels(route).set(seconds)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Relay until `stop` is set; a failing database or Redis is retried with backoff."""
+        """Relay until `stop` is set; a failing database or Redis is retried with backoff.
+        Meanwhile each scrape of the process's metrics reads the outbox lag."""
+        unwatch = metrics.on_scrape(self.sample_lag)
+        try:
+            await self._relay(stop)
+        finally:
+            unwatch()
+
+    async def _relay(self, stop: asyncio.Event) -> None:
         failures = 0
         while not stop.is_set():
             try:

@@ -31,11 +31,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from services.kit import metrics
 from services.kit.backoff import pause
 from services.kit.config import ConfigError
 from services.kit.streams import outcomes
 from services.kit.streams.message import Fields, as_text, now_ms
-from services.kit.streams.middleware import Middleware, Tracing
+from services.kit.streams.middleware import Metrics, Middleware, Tracing
 from services.kit.streams.policy import Handler, WorkerConfig
 from services.kit.streams.processing import Processor
 from services.kit.streams.queue import Queue
@@ -51,7 +52,9 @@ class Worker:
 
     `handler` takes every message (a `Router` sends each to the handler of its
     type). `middleware` runs around it on every attempt, outermost first, inside
-    the kit's `Tracing`, which `tracing=False` leaves out (see `middleware`).
+    the kit's `Tracing`, which `tracing=False` leaves out, and `Metrics` (see
+    `middleware`). While it runs, each scrape of the process's metrics reads the
+    queue's lengths (`shop_queue_depth_messages`).
     """
 
     def __init__(
@@ -70,7 +73,8 @@ class Worker:
         self._queue = queue
         self._config = config
         self._router = handler if isinstance(handler, Router) else None
-        layers = [Tracing(queue)] if tracing else []
+        layers: list[Middleware] = [Tracing(queue)] if tracing else []
+        layers.append(Metrics(queue))
         self._processor = Processor(
             queue, handler, config, rng or random.Random(), [*layers, *middleware]
         )
@@ -98,6 +102,7 @@ class Worker:
         log.info("consuming", extra={"queue": self._queue.name, **routes})
         await self._ensure_group(stop)
         scheduler = asyncio.create_task(self._schedule(stop), name=f"{self._queue} scheduler")
+        unwatch = metrics.on_scrape(self._sample)
         try:
             await self._consume(stop)
             while self._tasks:
@@ -105,6 +110,7 @@ class Worker:
         finally:
             # Nothing is left after a graceful stop; when run itself was cancelled
             # or failed, the rest is abandoned (and reclaimed elsewhere).
+            unwatch()
             scheduler.cancel()
             for task in self._tasks:
                 task.cancel()
@@ -138,6 +144,17 @@ class Worker:
             for entry_id, fields in entries:
                 self._start(entry_id, fields)
 
+    async def _sample(self) -> None:
+        """The queue's lengths into `shop_queue_depth_messages` (on each metrics scrape)."""
+        stats = await self._queue.stats()
+        for state, value in (
+            ("stream", stats.length),
+            ("pending", stats.pending),
+            ("delayed", stats.delayed),
+            ("dead", stats.dead),
+        ):
+            metrics.QUEUE_DEPTH.labels(self._queue.name, state).set(value)
+
     def _start(self, entry_id: str, fields: Fields | None) -> None:
         task = asyncio.create_task(self._processor.process(entry_id, fields))
         self._tasks.add(task)
@@ -170,6 +187,7 @@ class Worker:
         # Continuing from the cursor reaches the whole pending list however long it is.
         self._reclaim_cursor = as_text(cursor)
         for raw_id, flat, deliveries in claimed:
+            metrics.QUEUE_RECLAIMED.labels(self._queue.name).inc()
             entry_id = as_text(raw_id)
             fields: Fields = dict(zip(flat[::2], flat[1::2], strict=True))
             if deliveries > retry.max_attempts:
