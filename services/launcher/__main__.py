@@ -58,8 +58,10 @@ def endpoints(s: State, run_dir: Path) -> list[tuple[str, str]]:
 
 
 def _print_endpoints(state: State, run_dir: Path) -> None:
-    for name, where in endpoints(state, run_dir):
-        print(f"  {name:19} {where}")
+    shown = endpoints(state, run_dir)
+    width = max(len(name) for name, _ in shown)
+    for name, where in shown:
+        print(f"  {name:{width}} {where}")
 
 
 def _status(platform: Platform) -> int:
@@ -71,8 +73,10 @@ def _status(platform: Platform) -> int:
     if recorded.rest_url:
         _print_endpoints(recorded, platform.run_dir)
     print("processes")
-    for name, state in platform.status().items():
-        print(f"  {name:19} {state}")
+    processes = platform.status()
+    width = max((len(name) for name in processes), default=0)
+    for name, state in processes.items():
+        print(f"  {name:{width}} {state}")
     return 0
 
 

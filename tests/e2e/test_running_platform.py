@@ -62,6 +62,14 @@ def test_status_shows_the_endpoints_without_passwords(platform: State) -> None:
         assert secrets[name] not in shown.stdout
     assert "redis://:***@" in shown.stdout
     assert "postgresql://postgres:***@" in shown.stdout
+    # One column for the values, however long the longest name (a label that
+    # fills the column would run into its value).
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("  ")]
+    rest = next(line for line in rows if line.lstrip().startswith("REST edge"))
+    column = rest.index("http://")
+    endpoints = rows[: rows.index(next(r for r in rows if r.lstrip().startswith("logs"))) + 1]
+    assert {line[column - 1] for line in endpoints} == {" "}, shown.stdout
+    assert all(line[column] != " " for line in endpoints), shown.stdout
 
 
 async def test_the_admin_command_works_against_the_running_platform(
