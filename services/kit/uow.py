@@ -1,6 +1,6 @@
 """The unit of work: one connection, one transaction, and what belongs inside it.
 
-    async with UnitOfWork(engine, keys) as work:
+    async with UnitOfWork(engine, idempotency) as work:
         done = await work.idempotent(claim, lambda: repository.insert(work.conn, ...), ORDER)
         await work.outbox.add(event)
 
@@ -63,11 +63,11 @@ class Outcome(Generic[R]):
 class Work:
     """An open unit of work: its connection, outbox, inbox and idempotent writes."""
 
-    def __init__(self, conn: AsyncConnection, keys: IdempotencyStore | None) -> None:
+    def __init__(self, conn: AsyncConnection, idempotency: IdempotencyStore | None) -> None:
         self.conn = conn
         self.outbox = Outbox(conn)
         self.inbox = Inbox(conn)
-        self._idempotency = keys
+        self._idempotency = idempotency
 
     async def idempotent(
         self, claim: Claim, effect: Callable[[], Awaitable[R]], stored: Stored[R]
@@ -86,11 +86,11 @@ class Work:
 
 
 class UnitOfWork:
-    """`async with UnitOfWork(engine, keys) as work`: a transaction on a connection of its own."""
+    """`async with UnitOfWork(engine, idempotency) as work`: a transaction on a connection of its own."""
 
-    def __init__(self, engine: AsyncEngine, keys: IdempotencyStore | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, idempotency: IdempotencyStore | None = None) -> None:
         self._engine = engine
-        self._idempotency = keys
+        self._idempotency = idempotency
         self._transaction: AbstractAsyncContextManager[AsyncConnection] | None = None
 
     async def __aenter__(self) -> Work:

@@ -28,9 +28,11 @@ class Created:
 class Orders:
     """The order use cases over one database."""
 
-    def __init__(self, engine: AsyncEngine, keys: IdempotencyStore, cursors: CursorCodec) -> None:
+    def __init__(
+        self, engine: AsyncEngine, idempotency: IdempotencyStore, cursors: CursorCodec
+    ) -> None:
         self._engine = engine
-        self._idempotency = keys
+        self._idempotency = idempotency
         self._cursors = cursors
 
     async def create(self, caller: Caller, key: str, request_hash: str, new: NewOrder) -> Created:

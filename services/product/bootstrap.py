@@ -52,7 +52,7 @@ def bootstrap(config: ProductConfig, *, engine: AsyncEngine | None = None) -> Pr
         erp=Erp(erp),
         warehouse=Warehouse(warehouse),
         engine=engine,
-        keys=IdempotencyStore(timedelta(seconds=config.idempotency_ttl_s)),
+        idempotency=IdempotencyStore(timedelta(seconds=config.idempotency_ttl_s)),
         cursors=CursorCodec(config.cursor_secret),
         products=TtlCache(
             ttl=config.product_ttl_s,

@@ -112,14 +112,14 @@ class Catalog:
         erp: Erp,
         warehouse: Warehouse,
         engine: AsyncEngine,
-        keys: IdempotencyStore,
+        idempotency: IdempotencyStore,
         cursors: CursorCodec,
         products: TtlCache[ProductKey, Any],
         stock: TtlCache[StockKey, dict[str, Stock]],
         budgets: Budgets,
     ) -> None:
         self._erp, self._warehouse = erp, warehouse
-        self._engine, self._idempotency, self._cursors = engine, keys, cursors
+        self._engine, self._idempotency, self._cursors = engine, idempotency, cursors
         self._products, self._stock = products, stock
         self._budgets = budgets
 
