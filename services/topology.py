@@ -152,6 +152,16 @@ PROCESSES: tuple[Process, ...] = (
         module="services.relay", bind_setting="RELAY_GRPC_BIND",
         needs=("DATABASE_URL", "REDIS_URL"), note="{where} (health)",
     ),
+    # The stock ledger; ReservationService is internal (callers on the service port).
+    Process(
+        "inventory", "inventory service", Kind.SERVER, Port("INVENTORY_GRPC_PORT", 7062),
+        module="services.inventory", bind_setting="INVENTORY_GRPC_BIND",
+        health="shop.inventory.v1.InventoryService", cluster=True,
+        exposes=(
+            Exposed("shop.inventory.v1.InventoryService", "shop.inventory.v1.inventory_pb2", "10s"),
+        ),
+        needs=("DATABASE_URL", "CURSOR_SECRET"), note=_GRPC,
+    ),
     Process(
         "erp", "ERP stub", Kind.STUB, Port("ERP_PORT", 8101), provides="ERP_URL",
         note="{where} (faults: PUT {where}/_admin/faults)",

@@ -16,6 +16,7 @@ import yaml
 from services import topology
 from services.event import dev as event_dev
 from services.event.config import EventConfig, WorkerProcessConfig
+from services.inventory.config import InventoryConfig
 from services.kit import dev
 from services.kit.config import ConfigError
 from services.launcher import ROOT, compose, edge_policy, edge_routes, ports
@@ -85,6 +86,7 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "EVENT_GRPC_PORT": 7055,
         "EVENT_WORKER_PORT": 7056,
         "RELAY_PORT": 7061,
+        "INVENTORY_GRPC_PORT": 7062,
         "ERP_PORT": 8101,
         "WAREHOUSE_PORT": 8102,
         "ROUTING_PORT": 8103,
@@ -110,6 +112,7 @@ def test_the_claimed_ports_are_todays_components() -> None:
         ("event gateway", "EVENT_GRPC_PORT", 7055),
         ("event worker 1", "EVENT_WORKER_PORT", 7056),
         ("outbox relay", "RELAY_PORT", 7061),
+        ("inventory service", "INVENTORY_GRPC_PORT", 7062),
         ("ERP stub", "ERP_PORT", 8101),
         ("Warehouse stub", "WAREHOUSE_PORT", 8102),
         ("Routing stub", "ROUTING_PORT", 8103),
@@ -167,6 +170,7 @@ CONFIGS = {
     "event": EventConfig.from_env,
     "event-worker": WorkerProcessConfig.from_env,
     "relay": RelayProcessConfig.from_env,
+    "inventory": InventoryConfig.from_env,
 }
 SAMPLES = {
     "DATABASE_URL": "postgresql://shop:pw@db:5432/shop",
