@@ -160,7 +160,8 @@ PROCESSES: tuple[Process, ...] = (
         exposes=(
             Exposed("shop.inventory.v1.InventoryService", "shop.inventory.v1.inventory_pb2", "10s"),
         ),
-        needs=("DATABASE_URL", "CURSOR_SECRET"), note=_GRPC,
+        needs=("DATABASE_URL", "CURSOR_SECRET", "ERP_URL", "WAREHOUSE_URL"),
+        dev_env="services.inventory.dev:dev_env", note=_GRPC,
     ),
     Process(
         "erp", "ERP stub", Kind.STUB, Port("ERP_PORT", 8101), provides="ERP_URL",

@@ -11,7 +11,7 @@ from services.kit.server import run
 
 async def main() -> None:
     config = InventoryConfig.from_env()
-    await run("inventory", config.server, lambda: bootstrap(config, reaper=True))
+    await run("inventory", config.server, lambda: bootstrap(config, background=True))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Composition root of the inventory service: builds the real dependencies.
 
-The reaper runs as a task of the server process rather than as a worker of
+The reaper (and the periodic Warehouse sync) run as tasks of the server process rather than as a worker of
 its own: it is one short transaction every few seconds on the service's own
 tables, with SKIP LOCKED so any number of replicas may run it side by side,
 and it needs nothing the server does not already have.
@@ -18,11 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.inventory.config import InventoryConfig
 from services.inventory.servicer import InventoryServicer, ReservationServicer
-from services.inventory.usecases import Reservations, Stock
+from services.inventory.upstreams import Catalogue, Warehouse
+from services.inventory.usecases import Reservations, Stock, StockSync
 from services.kit import db
 from services.kit.cursor import CursorCodec
 from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
+from services.kit.upstream import Upstream
 
 SERVICE_NAME = inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"].full_name
 RESERVATION_SERVICE = inventory_pb2.DESCRIPTOR.services_by_name["ReservationService"].full_name
@@ -33,28 +35,44 @@ class InventoryApp:
     engine: AsyncEngine
     stock: Stock
     reservations: Reservations
+    sync: StockSync
+    upstreams: tuple[Upstream, ...]
     registrations: list[Registration]
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _reaper: asyncio.Task[None] | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def start_reaper(self, interval_s: float, batch: int) -> None:
-        """Run the reaper in the background until `close` (a running event loop needed)."""
-        self._reaper = asyncio.get_running_loop().create_task(
-            self.reservations.reap(self._stop, interval_s, batch)
-        )
+    def start_background(self, config: InventoryConfig) -> None:
+        """Run the reaper and the Warehouse sync until `close` (needs a running loop)."""
+        loop = asyncio.get_running_loop()
+        if config.reaper_interval_s > 0:
+            self._tasks.append(
+                loop.create_task(
+                    self.reservations.reap(
+                        self._stop, config.reaper_interval_s, config.reaper_batch
+                    )
+                )
+            )
+        if config.sync_tenants:
+            self._tasks.append(
+                loop.create_task(
+                    self.sync.run(self._stop, config.sync_tenants, config.sync_interval_s)
+                )
+            )
 
     async def close(self) -> None:
         self._stop.set()
-        if self._reaper is not None:
-            await self._reaper
+        for task in self._tasks:
+            await task
+        for upstream in self.upstreams:
+            await upstream.aclose()
         await self.engine.dispose()
 
 
 def bootstrap(
-    config: InventoryConfig, *, engine: AsyncEngine | None = None, reaper: bool = False
+    config: InventoryConfig, *, engine: AsyncEngine | None = None, background: bool = False
 ) -> InventoryApp:
     """Wire the service; pass `engine` to share one (tests), else one is created;
-    `reaper` starts the expired-reservation reaper (the process does)."""
+    `background` starts the reaper and the Warehouse sync (the process does)."""
     if engine is None:
         engine = db.create_engine(config.database_url, pool_size=config.db_pool_size)
     stock = Stock(
@@ -63,7 +81,10 @@ def bootstrap(
         CursorCodec(config.cursor_secret),
     )
     reservations = Reservations(engine)
-    inventory_servicer = InventoryServicer(stock)
+    erp = Upstream("erp", config.erp_url, config.erp)
+    warehouse = Upstream("warehouse", config.warehouse_url, config.warehouse)
+    sync = StockSync(engine, Catalogue(erp), Warehouse(warehouse), config.low_stock_threshold)
+    inventory_servicer = InventoryServicer(stock, sync)
     reservation_servicer = ReservationServicer(reservations)
 
     def add_inventory(server: grpc.aio.Server) -> None:
@@ -76,11 +97,13 @@ def bootstrap(
         engine,
         stock,
         reservations,
+        sync,
+        (erp, warehouse),
         [
             Registration(SERVICE_NAME, add_inventory),
             Registration(RESERVATION_SERVICE, add_reservations),
         ],
     )
-    if reaper and config.reaper_interval_s > 0:
-        app.start_reaper(config.reaper_interval_s, config.reaper_batch)
+    if background:
+        app.start_background(config)
     return app

@@ -320,3 +320,19 @@ async def lock_expired(
         .with_for_update(skip_locked=True)
     )
     return [(r.tenant_id, r.id) for r in rows]
+
+
+async def sync_on_hand(
+    conn: AsyncConnection, tenant: str, product_id: uuid.UUID, on_hand: int, threshold: int
+) -> tuple[StockLevel | None, StockLevel | None]:
+    """Make available + reserved equal the warehouse's on-hand units (available
+    never below zero), creating the row with `threshold`; (before, after), after
+    None when nothing changed."""
+    before = await get_stock(conn, tenant, product_id, for_update=True)
+    if before is None:
+        return None, await set_stock(conn, tenant, product_id, on_hand, threshold, None)
+    available = max(on_hand - before.reserved, 0)
+    if available == before.available:
+        return before, None
+    after = await set_stock(conn, tenant, product_id, available, before.low_stock_threshold, before)
+    return before, after

@@ -5,7 +5,7 @@ from __future__ import annotations
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 from services.inventory.domain import Reservation, StockLevel, merged_lines, ttl_seconds
-from services.inventory.usecases import Reservations, Stock
+from services.inventory.usecases import Reservations, Stock, StockSync
 from services.kit import calls, identity
 from services.kit.idempotency import fingerprint
 from services.kit.ids import parse_uuid
@@ -46,8 +46,15 @@ def reservation_to_proto(reservation: Reservation) -> inventory_pb2.Reservation:
 class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     """shop.inventory.v1.InventoryService over the Stock use cases."""
 
-    def __init__(self, stock: Stock) -> None:
+    def __init__(self, stock: Stock, sync: StockSync) -> None:
         self._stock = stock
+        self._sync = sync
+
+    async def SyncStock(
+        self, request: inventory_pb2.SyncStockRequest, context: Context
+    ) -> inventory_pb2.SyncStockResponse:
+        done = await self._sync.sync(identity.tenant(context))
+        return inventory_pb2.SyncStockResponse(products=done.products, changed=done.changed)
 
     async def GetStock(
         self, request: inventory_pb2.GetStockRequest, context: Context

@@ -24,6 +24,7 @@ from services.inventory.domain import (
     restock_values,
     settled_already,
 )
+from services.inventory.upstreams import Catalogue, Warehouse
 from services.kit import errors
 from services.kit.cursor import CursorCodec, page_size
 from services.kit.idempotency import IdempotencyStore, KeyScope
@@ -240,5 +241,66 @@ class Reservations:
                 log.info("released %d expired reservations", reaped)
             if reaped >= batch:
                 continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+
+
+@dataclass(frozen=True)
+class Synced:
+    products: int
+    changed: int
+
+
+class StockSync:
+    """Keeps each product's available + reserved equal to the Warehouse's units."""
+
+    def __init__(
+        self, engine: AsyncEngine, catalogue: Catalogue, warehouse: Warehouse, threshold: int
+    ) -> None:
+        self._engine = engine
+        self._catalogue = catalogue
+        self._warehouse = warehouse
+        self._threshold = threshold
+
+    async def sync(self, tenant: str) -> Synced:
+        """One tenant's catalogue against the Warehouse, in one transaction, rows in
+        product id order; `inventory.low_stock` for every product that crosses."""
+        products = sorted(await self._catalogue.products(tenant), key=lambda p: p.product_id)
+        units = await self._warehouse.available(tenant, [p.sku for p in products])
+        changed = 0
+        async with UnitOfWork(self._engine) as work:
+            for product in products:
+                before, after = await repository.sync_on_hand(
+                    work.conn,
+                    tenant,
+                    product.product_id,
+                    units.get(product.sku, 0),
+                    self._threshold,
+                )
+                if after is None:
+                    continue
+                changed += 1
+                if crossed_low(before, after):
+                    await work.outbox.add(events.low_stock(after))
+        return Synced(len(products), changed)
+
+    async def run(self, stop: asyncio.Event, tenants: Sequence[str], interval_s: float) -> None:
+        """Sync every tenant now, then every `interval_s` (0: once) until `stop`."""
+        while not stop.is_set():
+            for tenant in tenants:
+                try:
+                    done = await self.sync(tenant)
+                    log.info(
+                        "stock synced",
+                        extra={
+                            "tenant": tenant,
+                            "products": done.products,
+                            "changed": done.changed,
+                        },
+                    )
+                except Exception:
+                    log.exception("stock sync failed", extra={"tenant": tenant})
+            if interval_s <= 0:
+                return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)

@@ -13,6 +13,7 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from services.launcher.platform import State
 from tests import identity
 from tests.e2e.conftest import assert_error
+from tests.upstream_admin import StubAdmin
 
 pytestmark = pytest.mark.e2e
 
@@ -99,3 +100,22 @@ def test_the_reservation_service_is_not_reachable_through_the_edge(
                 timeout=5,
             )
     assert raised.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_the_demo_tenant_has_stock_from_the_warehouse(http: httpx.Client, platform: State) -> None:
+    """The running service syncs the demo tenant at start; an admin can sync on demand."""
+    demo = "demo"
+    bottle = "405e1102-b4ff-40c3-aaeb-2b2daf8b75e9"  # SKU-0001 in stubs/data
+    admin = identity.admin(http, platform, demo).headers()
+    synced = http.post("/v1/admin/inventory/sync", json={}, headers=admin)
+    assert synced.status_code == 200, synced.text
+    assert synced.json()["products"] > 0
+    warehouse = StubAdmin(platform.warehouse_url)
+    units = warehouse.as_tenant(demo, "GET", "/stock/SKU-0001").json()["available"]
+    stock = http.get(f"/v1/inventory/{bottle}", headers={"X-Tenant-Id": demo}).json()
+    assert stock["available"] + stock["reserved"] == units
+    assert stock["version"] >= 1
+    customer = identity.customer(http, demo).headers()
+    assert_error(
+        http.post("/v1/admin/inventory/sync", json={}, headers=customer), 403, "permission_denied"
+    )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 import sqlalchemy as sa
 from google.rpc import error_details_pb2, status_pb2
@@ -23,10 +25,25 @@ from services.inventory.config import InventoryConfig
 from services.kit.config import ServerConfig
 from services.kit.outbox import outbox
 from services.kit.server import create_server
+from services.kit.upstream import UpstreamPolicy
+from tests.upstream_admin import StubAdmin, running_stub
 
 
 @pytest.fixture(scope="module")
-async def served(postgres_url: str) -> AsyncIterator[tuple[InventoryApp, grpc.aio.Channel]]:
+def stubs(session_run_dir: Path) -> Iterator[tuple[str, str]]:
+    """The ERP and Warehouse stubs the sync reads (their URLs)."""
+    with (
+        running_stub("erp", session_run_dir) as erp,
+        running_stub("warehouse", session_run_dir) as warehouse,
+    ):
+        yield erp, warehouse
+
+
+@pytest.fixture(scope="module")
+async def served(
+    postgres_url: str, stubs: tuple[str, str]
+) -> AsyncIterator[tuple[InventoryApp, grpc.aio.Channel]]:
+    erp, warehouse = stubs
     config = InventoryConfig(
         server=ServerConfig(
             bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
@@ -37,6 +54,13 @@ async def served(postgres_url: str) -> AsyncIterator[tuple[InventoryApp, grpc.ai
         idempotency_ttl_s=3600,
         reaper_interval_s=0,
         reaper_batch=10,
+        erp_url=erp,
+        warehouse_url=warehouse,
+        erp=UpstreamPolicy(),
+        warehouse=UpstreamPolicy(),
+        sync_tenants=(),
+        sync_interval_s=0,
+        low_stock_threshold=5,
     )
     app = bootstrap(config)
     server, port, _health = await create_server(app.registrations, config.server.bind)
@@ -434,3 +458,67 @@ async def test_the_ledger_refuses_negative_stock_even_from_a_bug(
                 sa.text("UPDATE stock SET available = available - 2 WHERE tenant_id = :t"),
                 {"t": tenant},
             )
+
+
+def _erp_product(erp: StubAdmin, tenant: str, sku: str) -> httpx.Response:
+    return httpx.post(
+        f"{erp.url}/products",
+        json={"sku": sku, "name": sku, "price_cents": 100},
+        headers={"X-Tenant-Id": tenant, "Idempotency-Key": uuid4()},
+    )
+
+
+async def test_sync_takes_on_hand_from_the_warehouse_by_the_erps_skus(
+    channel: grpc.aio.Channel, stubs: tuple[str, str], engine: AsyncEngine, tenant: str
+) -> None:
+    erp, warehouse = StubAdmin(stubs[0]), StubAdmin(stubs[1])
+    products: dict[str, str] = {}
+    for sku in ("SKU-A", "SKU-B", "SKU-C"):
+        made = _erp_product(erp, tenant, sku)
+        assert made.status_code == 201, made.text
+        products[sku] = made.json()["id"]
+    for sku, on_hand, held in (("SKU-A", 12, 2), ("SKU-B", 3, 0)):
+        warehouse.as_tenant(
+            tenant, "PUT", f"/stock/{sku}", json={"on_hand": on_hand, "reserved": held}
+        ).raise_for_status()
+    stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+    synced = await stub.SyncStock(inventory_pb2.SyncStockRequest(), metadata=_service(tenant))
+    assert (synced.products, synced.changed) == (3, 3)
+    a = await _stock(channel, tenant, products["SKU-A"])
+    assert (a.available, a.reserved, a.low_stock_threshold, a.version) == (10, 0, 5, 1)
+    assert (await _stock(channel, tenant, products["SKU-B"])).available == 3
+    assert (await _stock(channel, tenant, products["SKU-C"])).version == 1  # stocked at zero
+
+    # Units held by reservations count as on hand: available is what is left of them.
+    reservations = inventory_pb2_grpc.ReservationServiceStub(channel)
+    await reservations.Reserve(
+        _reserve_request(uuid4(), (products["SKU-A"], 4)), metadata=_service(tenant)
+    )
+    warehouse.as_tenant(
+        tenant, "PUT", "/stock/SKU-A", json={"on_hand": 7, "reserved": 2}
+    ).raise_for_status()
+    again = await stub.SyncStock(inventory_pb2.SyncStockRequest(), metadata=_service(tenant))
+    assert (again.products, again.changed) == (3, 1)
+    a = await _stock(channel, tenant, products["SKU-A"])
+    assert (a.available, a.reserved) == (1, 4)
+    # 6 -> 1 crossed the threshold of 5: one event (SKU-B and SKU-C were created low).
+    rows = await _low_stock_rows(engine, tenant)
+    assert sorted(r["productId"] for r in rows) == sorted(
+        [products["SKU-A"], products["SKU-B"], products["SKU-C"]]
+    )
+
+
+async def test_sync_fails_whole_when_the_warehouse_is_down(
+    channel: grpc.aio.Channel, stubs: tuple[str, str], tenant: str
+) -> None:
+    erp, warehouse = StubAdmin(stubs[0]), StubAdmin(stubs[1])
+    made = _erp_product(erp, tenant, "SKU-D")
+    warehouse.faults(error_rate=1.0)
+    try:
+        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.SyncStock(inventory_pb2.SyncStockRequest(), metadata=_service(tenant))
+        assert _code(raised.value) in ("unavailable", "deadline_exceeded")
+    finally:
+        warehouse.clear()
+    assert (await _stock(channel, tenant, made.json()["id"])).version == 0

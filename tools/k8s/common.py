@@ -40,7 +40,7 @@ BASE_SETTINGS: dict[str, str] = {
     "JWT_AUDIENCE": "shop-api",
     "JWT_SIGNING_KEYS": "/keys/jwt-signing.pem",
     "IDEMPOTENCY_TTL_S": "3600",
-    "RELAY_ROUTES": "order=orders",
+    "RELAY_ROUTES": "order=orders,inventory=inventory",
 }
 
 

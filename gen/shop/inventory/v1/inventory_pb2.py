@@ -28,7 +28,7 @@ from shop.api.v1 import access_pb2 as shop_dot_api_dot_v1_dot_access__pb2
 from shop.api.v1 import http_pb2 as shop_dot_api_dot_v1_dot_http__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/inventory/v1/inventory.proto\x12\x11shop.inventory.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/api/v1/access.proto\x1a\x16shop/api/v1/http.proto\"\x96\x02\n\x05Stock\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1c\n\tavailable\x18\x03 \x01(\x05R\tavailable\x12\x1a\n\x08reserved\x18\x04 \x01(\x05R\x08reserved\x12.\n\x13low_stock_threshold\x18\x05 \x01(\x05R\x11lowStockThreshold\x12\x18\n\x07version\x18\x06 \x01(\x05R\x07version\x12>\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\tupdatedAt\x88\x01\x01\x42\r\n\x0b_updated_at\"0\n\x0fGetStockRequest\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\"C\n\x13ListLowStockRequest\x12\x14\n\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"|\n\x14ListLowStockResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x18.shop.inventory.v1.StockR\x05items\x12$\n\x0bnext_cursor\x18\x02 \x01(\tH\x00R\nnextCursor\x88\x01\x01\x42\x0e\n\x0c_next_cursor\"}\n\x0eRestockRequest\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1c\n\tavailable\x18\x02 \x01(\x05R\tavailable\x12.\n\x13low_stock_threshold\x18\x03 \x01(\x05R\x11lowStockThreshold\"L\n\x0fReservationLine\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\"\xbd\x02\n\x0bReservation\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x16\n\x06status\x18\x03 \x01(\tR\x06status\x12\x38\n\x05lines\x18\x04 \x03(\x0b\x32\".shop.inventory.v1.ReservationLineR\x05lines\x12\x39\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x39\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\"\x92\x01\n\x0eReserveRequest\x12%\n\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\x12\x38\n\x05lines\x18\x02 \x03(\x0b\x32\".shop.inventory.v1.ReservationLineR\x05lines\x12\x1f\n\x0bttl_seconds\x18\x03 \x01(\x05R\nttlSeconds\"7\n\x0eReleaseRequest\x12%\n\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\"6\n\rCommitRequest\x12%\n\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\">\n\x15GetReservationRequest\x12%\n\x0ereservation_id\x18\x01 \x01(\tR\rreservationId2\x89\x08\n\x10InventoryService\x12\x93\x02\n\x08GetStock\x12\".shop.inventory.v1.GetStockRequest\x1a\x18.shop.inventory.v1.Stock\"\xc8\x01\xa2\xbb\x18\x9d\x01\nw\n\x0bX-Tenant-Id\x1ahThe tenant whose stock to read; required without a token, and with one it must equal the token\'s tenant.\x12\"\n\x04\x45Tag\x1a\x1aThe stock version, quoted.\xa8\xbb\x18\x01\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/inventory/{product_id}\x12\xd9\x01\n\x0cListLowStock\x12&.shop.inventory.v1.ListLowStockRequest\x1a\'.shop.inventory.v1.ListLowStockResponse\"x\xa2\xbb\x18K\nI\n\x0bX-Tenant-Id\x1a:Optional; must equal the access token\'s tenant (else 403).\xa8\xbb\x18\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/admin/inventory/low-stock\x12\x82\x04\n\x07Restock\x12!.shop.inventory.v1.RestockRequest\x1a\x18.shop.inventory.v1.Stock\"\xb9\x03\xa2\xbb\x18\x85\x03\nI\n\x0bX-Tenant-Id\x1a:Optional; must equal the access token\'s tenant (else 403).\nc\n\x08If-Match\x10\x01\x1aUThe stock version the client last saw, e.g. \"1\"; \"0\" for a product without stock yet.\nq\n\x0fIdempotency-Key\x10\x01\x1a\\Client-chosen key; a retry with the same key and body replays the first response for 1 hour.\x12\"\n\x04\x45Tag\x1a\x1aThe stock version, quoted.\x12<\n\x13Idempotent-Replayed\x1a%\"true\" when the response is a replay.\xa8\xbb\x18\x03\x82\xd3\xe4\x93\x02%\x1a /v1/admin/inventory/{product_id}:\x01*2\xf0\x02\n\x12ReservationService\x12R\n\x07Reserve\x12!.shop.inventory.v1.ReserveRequest\x1a\x1e.shop.inventory.v1.Reservation\"\x04\xa8\xbb\x18\x03\x12R\n\x07Release\x12!.shop.inventory.v1.ReleaseRequest\x1a\x1e.shop.inventory.v1.Reservation\"\x04\xa8\xbb\x18\x03\x12P\n\x06\x43ommit\x12 .shop.inventory.v1.CommitRequest\x1a\x1e.shop.inventory.v1.Reservation\"\x04\xa8\xbb\x18\x03\x12`\n\x0eGetReservation\x12(.shop.inventory.v1.GetReservationRequest\x1a\x1e.shop.inventory.v1.Reservation\"\x04\xa8\xbb\x18\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/inventory/v1/inventory.proto\x12\x11shop.inventory.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/api/v1/access.proto\x1a\x16shop/api/v1/http.proto\"\x96\x02\n\x05Stock\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1c\n\tavailable\x18\x03 \x01(\x05R\tavailable\x12\x1a\n\x08reserved\x18\x04 \x01(\x05R\x08reserved\x12.\n\x13low_stock_threshold\x18\x05 \x01(\x05R\x11lowStockThreshold\x12\x18\n\x07version\x18\x06 \x01(\x05R\x07version\x12>\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x00R\tupdatedAt\x88\x01\x01\x42\r\n\x0b_updated_at\"\x12\n\x10SyncStockRequest\"I\n\x11SyncStockResponse\x12\x1a\n\x08products\x18\x01 \x01(\x05R\x08products\x12\x18\n\x07\x63hanged\x18\x02 \x01(\x05R\x07\x63hanged\"0\n\x0fGetStockRequest\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\"C\n\x13ListLowStockRequest\x12\x14\n\x05limit\x18\x01 \x01(\x05R\x05limit\x12\x16\n\x06\x63ursor\x18\x02 \x01(\tR\x06\x63ursor\"|\n\x14ListLowStockResponse\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x18.shop.inventory.v1.StockR\x05items\x12$\n\x0bnext_cursor\x18\x02 \x01(\tH\x00R\nnextCursor\x88\x01\x01\x42\x0e\n\x0c_next_cursor\"}\n\x0eRestockRequest\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1c\n\tavailable\x18\x02 \x01(\x05R\tavailable\x12.\n\x13low_stock_threshold\x18\x03 \x01(\x05R\x11lowStockThreshold\"L\n\x0fReservationLine\x12\x1d\n\nproduct_id\x18\x01 \x01(\tR\tproductId\x12\x1a\n\x08quantity\x18\x02 \x01(\x05R\x08quantity\"\xbd\x02\n\x0bReservation\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x16\n\x06status\x18\x03 \x01(\tR\x06status\x12\x38\n\x05lines\x18\x04 \x03(\x0b\x32\".shop.inventory.v1.ReservationLineR\x05lines\x12\x39\n\nexpires_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\texpiresAt\x12\x39\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x39\n\nupdated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\tupdatedAt\"\x92\x01\n\x0eReserveRequest\x12%\n\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\x12\x38\n\x05lines\x18\x02 \x03(\x0b\x32\".shop.inventory.v1.ReservationLineR\x05lines\x12\x1f\n\x0bttl_seconds\x18\x03 \x01(\x05R\nttlSeconds\"7\n\x0eReleaseRequest\x12%\n\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\"6\n\rCommitRequest\x12%\n\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\">\n\x15GetReservationRequest\x12%\n\x0ereservation_id\x18\x01 \x01(\tR\rreservationId2\xda\t\n\x10InventoryService\x12\x93\x02\n\x08GetStock\x12\".shop.inventory.v1.GetStockRequest\x1a\x18.shop.inventory.v1.Stock\"\xc8\x01\xa2\xbb\x18\x9d\x01\nw\n\x0bX-Tenant-Id\x1ahThe tenant whose stock to read; required without a token, and with one it must equal the token\'s tenant.\x12\"\n\x04\x45Tag\x1a\x1aThe stock version, quoted.\xa8\xbb\x18\x01\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/inventory/{product_id}\x12\xd9\x01\n\x0cListLowStock\x12&.shop.inventory.v1.ListLowStockRequest\x1a\'.shop.inventory.v1.ListLowStockResponse\"x\xa2\xbb\x18K\nI\n\x0bX-Tenant-Id\x1a:Optional; must equal the access token\'s tenant (else 403).\xa8\xbb\x18\x03\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/admin/inventory/low-stock\x12\x82\x04\n\x07Restock\x12!.shop.inventory.v1.RestockRequest\x1a\x18.shop.inventory.v1.Stock\"\xb9\x03\xa2\xbb\x18\x85\x03\nI\n\x0bX-Tenant-Id\x1a:Optional; must equal the access token\'s tenant (else 403).\nc\n\x08If-Match\x10\x01\x1aUThe stock version the client last saw, e.g. \"1\"; \"0\" for a product without stock yet.\nq\n\x0fIdempotency-Key\x10\x01\x1a\\Client-chosen key; a retry with the same key and body replays the first response for 1 hour.\x12\"\n\x04\x45Tag\x1a\x1aThe stock version, quoted.\x12<\n\x13Idempotent-Replayed\x1a%\"true\" when the response is a replay.\xa8\xbb\x18\x03\x82\xd3\xe4\x93\x02%\x1a /v1/admin/inventory/{product_id}:\x01*\x12\xce\x01\n\tSyncStock\x12#.shop.inventory.v1.SyncStockRequest\x1a$.shop.inventory.v1.SyncStockResponse\"v\xa2\xbb\x18K\nI\n\x0bX-Tenant-Id\x1a:Optional; must equal the access token\'s tenant (else 403).\xa8\xbb\x18\x03\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/admin/inventory/sync:\x01*2\xf0\x02\n\x12ReservationService\x12R\n\x07Reserve\x12!.shop.inventory.v1.ReserveRequest\x1a\x1e.shop.inventory.v1.Reservation\"\x04\xa8\xbb\x18\x03\x12R\n\x07Release\x12!.shop.inventory.v1.ReleaseRequest\x1a\x1e.shop.inventory.v1.Reservation\"\x04\xa8\xbb\x18\x03\x12P\n\x06\x43ommit\x12 .shop.inventory.v1.CommitRequest\x1a\x1e.shop.inventory.v1.Reservation\"\x04\xa8\xbb\x18\x03\x12`\n\x0eGetReservation\x12(.shop.inventory.v1.GetReservationRequest\x1a\x1e.shop.inventory.v1.Reservation\"\x04\xa8\xbb\x18\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVENTORYSERVICE'].methods_by_name['ListLowStock']._serialized_options = b'\242\273\030K\nI\n\013X-Tenant-Id\032:Optional; must equal the access token\'s tenant (else 403).\250\273\030\003\202\323\344\223\002\037\022\035/v1/admin/inventory/low-stock'
   _globals['_INVENTORYSERVICE'].methods_by_name['Restock']._loaded_options = None
   _globals['_INVENTORYSERVICE'].methods_by_name['Restock']._serialized_options = b'\242\273\030\205\003\nI\n\013X-Tenant-Id\032:Optional; must equal the access token\'s tenant (else 403).\nc\n\010If-Match\020\001\032UThe stock version the client last saw, e.g. \"1\"; \"0\" for a product without stock yet.\nq\n\017Idempotency-Key\020\001\032\\Client-chosen key; a retry with the same key and body replays the first response for 1 hour.\022\"\n\004ETag\032\032The stock version, quoted.\022<\n\023Idempotent-Replayed\032%\"true\" when the response is a replay.\250\273\030\003\202\323\344\223\002%\032 /v1/admin/inventory/{product_id}:\001*'
+  _globals['_INVENTORYSERVICE'].methods_by_name['SyncStock']._loaded_options = None
+  _globals['_INVENTORYSERVICE'].methods_by_name['SyncStock']._serialized_options = b'\242\273\030K\nI\n\013X-Tenant-Id\032:Optional; must equal the access token\'s tenant (else 403).\250\273\030\003\202\323\344\223\002\035\"\030/v1/admin/inventory/sync:\001*'
   _globals['_RESERVATIONSERVICE'].methods_by_name['Reserve']._loaded_options = None
   _globals['_RESERVATIONSERVICE'].methods_by_name['Reserve']._serialized_options = b'\250\273\030\003'
   _globals['_RESERVATIONSERVICE'].methods_by_name['Release']._loaded_options = None
@@ -51,28 +53,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESERVATIONSERVICE'].methods_by_name['GetReservation']._serialized_options = b'\250\273\030\003'
   _globals['_STOCK']._serialized_start=170
   _globals['_STOCK']._serialized_end=448
-  _globals['_GETSTOCKREQUEST']._serialized_start=450
-  _globals['_GETSTOCKREQUEST']._serialized_end=498
-  _globals['_LISTLOWSTOCKREQUEST']._serialized_start=500
-  _globals['_LISTLOWSTOCKREQUEST']._serialized_end=567
-  _globals['_LISTLOWSTOCKRESPONSE']._serialized_start=569
-  _globals['_LISTLOWSTOCKRESPONSE']._serialized_end=693
-  _globals['_RESTOCKREQUEST']._serialized_start=695
-  _globals['_RESTOCKREQUEST']._serialized_end=820
-  _globals['_RESERVATIONLINE']._serialized_start=822
-  _globals['_RESERVATIONLINE']._serialized_end=898
-  _globals['_RESERVATION']._serialized_start=901
-  _globals['_RESERVATION']._serialized_end=1218
-  _globals['_RESERVEREQUEST']._serialized_start=1221
-  _globals['_RESERVEREQUEST']._serialized_end=1367
-  _globals['_RELEASEREQUEST']._serialized_start=1369
-  _globals['_RELEASEREQUEST']._serialized_end=1424
-  _globals['_COMMITREQUEST']._serialized_start=1426
-  _globals['_COMMITREQUEST']._serialized_end=1480
-  _globals['_GETRESERVATIONREQUEST']._serialized_start=1482
-  _globals['_GETRESERVATIONREQUEST']._serialized_end=1544
-  _globals['_INVENTORYSERVICE']._serialized_start=1547
-  _globals['_INVENTORYSERVICE']._serialized_end=2580
-  _globals['_RESERVATIONSERVICE']._serialized_start=2583
-  _globals['_RESERVATIONSERVICE']._serialized_end=2951
+  _globals['_SYNCSTOCKREQUEST']._serialized_start=450
+  _globals['_SYNCSTOCKREQUEST']._serialized_end=468
+  _globals['_SYNCSTOCKRESPONSE']._serialized_start=470
+  _globals['_SYNCSTOCKRESPONSE']._serialized_end=543
+  _globals['_GETSTOCKREQUEST']._serialized_start=545
+  _globals['_GETSTOCKREQUEST']._serialized_end=593
+  _globals['_LISTLOWSTOCKREQUEST']._serialized_start=595
+  _globals['_LISTLOWSTOCKREQUEST']._serialized_end=662
+  _globals['_LISTLOWSTOCKRESPONSE']._serialized_start=664
+  _globals['_LISTLOWSTOCKRESPONSE']._serialized_end=788
+  _globals['_RESTOCKREQUEST']._serialized_start=790
+  _globals['_RESTOCKREQUEST']._serialized_end=915
+  _globals['_RESERVATIONLINE']._serialized_start=917
+  _globals['_RESERVATIONLINE']._serialized_end=993
+  _globals['_RESERVATION']._serialized_start=996
+  _globals['_RESERVATION']._serialized_end=1313
+  _globals['_RESERVEREQUEST']._serialized_start=1316
+  _globals['_RESERVEREQUEST']._serialized_end=1462
+  _globals['_RELEASEREQUEST']._serialized_start=1464
+  _globals['_RELEASEREQUEST']._serialized_end=1519
+  _globals['_COMMITREQUEST']._serialized_start=1521
+  _globals['_COMMITREQUEST']._serialized_end=1575
+  _globals['_GETRESERVATIONREQUEST']._serialized_start=1577
+  _globals['_GETRESERVATIONREQUEST']._serialized_end=1639
+  _globals['_INVENTORYSERVICE']._serialized_start=1642
+  _globals['_INVENTORYSERVICE']._serialized_end=2884
+  _globals['_RESERVATIONSERVICE']._serialized_start=2887
+  _globals['_RESERVATIONSERVICE']._serialized_end=3255
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,18 @@ class Stock(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     def __init__(self, product_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., available: _Optional[int] = ..., reserved: _Optional[int] = ..., low_stock_threshold: _Optional[int] = ..., version: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
+class SyncStockRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class SyncStockResponse(_message.Message):
+    __slots__ = ("products", "changed")
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    products: int
+    changed: int
+    def __init__(self, products: _Optional[int] = ..., changed: _Optional[int] = ...) -> None: ...
+
 class GetStockRequest(_message.Message):
     __slots__ = ("product_id",)
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -70,6 +70,11 @@ class InventoryServiceStub:
                 request_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.RestockRequest.SerializeToString,
                 response_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.Stock.FromString,
                 _registered_method=True)
+        self.SyncStock = channel.unary_unary(
+                '/shop.inventory.v1.InventoryService/SyncStock',
+                request_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.SyncStockRequest.SerializeToString,
+                response_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.SyncStockResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -139,6 +144,21 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncStock(self, request, context):
+        """Brings the tenant's ledger in step with the Warehouse now: for every live
+        product of the ERP's catalogue, available + reserved becomes the
+        Warehouse's available units of its SKU (available never below zero); a
+        product without a row gets one with the default threshold. The service
+        also does this at start and periodically for its configured tenants.
+        Errors:
+        UNAVAILABLE (unavailable): the ERP or the Warehouse failed (nothing changed).
+        DEADLINE_EXCEEDED (deadline_exceeded): they did not answer in time.
+        UNAUTHENTICATED, PERMISSION_DENIED: no token, or not an admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +176,11 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.Restock,
                     request_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.RestockRequest.FromString,
                     response_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.Stock.SerializeToString,
+            ),
+            'SyncStock': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncStock,
+                    request_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.SyncStockRequest.FromString,
+                    response_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.SyncStockResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +285,33 @@ class InventoryService:
             '/shop.inventory.v1.InventoryService/Restock',
             shop_dot_inventory_dot_v1_dot_inventory__pb2.RestockRequest.SerializeToString,
             shop_dot_inventory_dot_v1_dot_inventory__pb2.Stock.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncStock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.inventory.v1.InventoryService/SyncStock',
+            shop_dot_inventory_dot_v1_dot_inventory__pb2.SyncStockRequest.SerializeToString,
+            shop_dot_inventory_dot_v1_dot_inventory__pb2.SyncStockResponse.FromString,
             options,
             channel_credentials,
             insecure,
