@@ -303,6 +303,30 @@ async def move(
     return _reservation(row, await _lines(conn, tenant, reservation_id))
 
 
+async def extend(
+    conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID, ttl_s: int
+) -> Reservation | None:
+    """Move a live reservation's expiry to now + `ttl_s`; None when it is not `reserved`."""
+    row = (
+        await conn.execute(
+            sa.update(reservations)
+            .where(
+                reservations.c.tenant_id == tenant,
+                reservations.c.id == reservation_id,
+                reservations.c.status == ReservationStatus.RESERVED.value,
+            )
+            .values(
+                expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, ttl_s),
+                updated_at=sa.func.now(),
+            )
+            .returning(*reservations.c)
+        )
+    ).first()
+    if row is None:
+        return None
+    return _reservation(row, await _lines(conn, tenant, reservation_id))
+
+
 async def lock_expired(
     conn: AsyncConnection, limit: int, now: datetime | None = None
 ) -> list[tuple[str, uuid.UUID]]:

@@ -128,6 +128,14 @@ class ReservationServicer(inventory_pb2_grpc.ReservationServiceServicer):
         reservation_id = parse_uuid(request.reservation_id, "reservationId")
         return reservation_to_proto(await self._reservations.commit(tenant, reservation_id))
 
+    async def Extend(
+        self, request: inventory_pb2.ExtendRequest, context: Context
+    ) -> inventory_pb2.Reservation:
+        tenant = identity.tenant(context)
+        reservation_id = parse_uuid(request.reservation_id, "reservationId")
+        ttl = ttl_seconds(request.ttl_seconds)
+        return reservation_to_proto(await self._reservations.extend(tenant, reservation_id, ttl))
+
     async def GetReservation(
         self, request: inventory_pb2.GetReservationRequest, context: Context
     ) -> inventory_pb2.Reservation:

@@ -203,6 +203,15 @@ class Reservations:
             )
             return moved
 
+    async def extend(self, tenant: str, reservation_id: uuid.UUID, ttl_s: int) -> Reservation:
+        """Hold a live reservation `ttl_s` from now; InvalidTransition once it is not live."""
+        async with UnitOfWork(self._engine) as work:
+            extended = await repository.extend(work.conn, tenant, reservation_id, ttl_s)
+            if extended is not None:
+                return extended
+            found = await repository.get_reservation(work.conn, tenant, reservation_id)
+            return settled_already(found, ReservationStatus.RESERVED)
+
     async def get(self, tenant: str, reservation_id: uuid.UUID) -> Reservation:
         async with self._engine.connect() as conn:
             found = await repository.get_reservation(conn, tenant, reservation_id)
@@ -213,10 +222,11 @@ class Reservations:
     async def reap_once(self, batch: int, now: datetime | None = None) -> int:
         """Release up to `batch` expired live reservations in one transaction; how many.
 
-        The hook for the order pipeline's "never one being charged": a
-        reservation it must keep is committed, or reserved again with a later
-        expiry, before its `expires_at`; the reaper only takes rows it can lock
-        (SKIP LOCKED), so one a release or commit holds is left alone."""
+        The hook for the order pipeline's "never one being charged": it
+        `extend`s a reservation before charging and commits it after; the
+        reaper only takes rows it can lock (SKIP LOCKED), so one an extend,
+        release or commit holds is left alone, and an extend that lands after
+        the reaper's release is refused as not live."""
         async with UnitOfWork(self._engine) as work:
             expired = await repository.lock_expired(work.conn, batch, now)
             held: list[tuple[str, Line]] = []

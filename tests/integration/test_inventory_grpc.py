@@ -522,3 +522,37 @@ async def test_sync_fails_whole_when_the_warehouse_is_down(
     finally:
         warehouse.clear()
     assert (await _stock(channel, tenant, made.json()["id"])).version == 0
+
+
+async def test_an_extended_reservation_outlives_the_reaper_and_a_released_one_cannot_be(
+    channel: grpc.aio.Channel, app: InventoryApp, tenant: str
+) -> None:
+    product, held, gone = uuid4(), uuid4(), uuid4()
+    await _restock(channel, tenant, product, 10)
+    stub = inventory_pb2_grpc.ReservationServiceStub(channel)
+    for rid in (held, gone):
+        await stub.Reserve(_reserve_request(rid, (product, 1), ttl=1), metadata=_service(tenant))
+    extended = await stub.Extend(
+        inventory_pb2.ExtendRequest(reservation_id=held, ttl_seconds=3600),
+        metadata=_service(tenant),
+    )
+    assert extended.expires_at.ToDatetime(UTC) > datetime.now(UTC) + timedelta(minutes=59)
+    await app.reservations.reap_once(1000, now=datetime.now(UTC) + timedelta(seconds=5))
+    got = {
+        rid: (
+            await stub.GetReservation(
+                inventory_pb2.GetReservationRequest(reservation_id=rid), metadata=_service(tenant)
+            )
+        ).status
+        for rid in (held, gone)
+    }
+    assert got == {held: "reserved", gone: "released"}
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await stub.Extend(
+            inventory_pb2.ExtendRequest(reservation_id=gone, ttl_seconds=60),
+            metadata=_service(tenant),
+        )
+    assert (raised.value.code(), _code(raised.value)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "conflict",
+    )

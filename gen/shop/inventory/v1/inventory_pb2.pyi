@@ -122,6 +122,14 @@ class CommitRequest(_message.Message):
     reservation_id: str
     def __init__(self, reservation_id: _Optional[str] = ...) -> None: ...
 
+class ExtendRequest(_message.Message):
+    __slots__ = ("reservation_id", "ttl_seconds")
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    reservation_id: str
+    ttl_seconds: int
+    def __init__(self, reservation_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
 class GetReservationRequest(_message.Message):
     __slots__ = ("reservation_id",)
     RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]

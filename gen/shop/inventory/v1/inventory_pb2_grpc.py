@@ -359,6 +359,11 @@ class ReservationServiceStub:
                 request_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.CommitRequest.SerializeToString,
                 response_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.Reservation.FromString,
                 _registered_method=True)
+        self.Extend = channel.unary_unary(
+                '/shop.inventory.v1.ReservationService/Extend',
+                request_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.ExtendRequest.SerializeToString,
+                response_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.Reservation.FromString,
+                _registered_method=True)
         self.GetReservation = channel.unary_unary(
                 '/shop.inventory.v1.ReservationService/GetReservation',
                 request_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.GetReservationRequest.SerializeToString,
@@ -419,6 +424,21 @@ class ReservationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Extend(self, request, context):
+        """Holds a live reservation longer: its expiry becomes now + ttl_seconds,
+        so the reaper leaves it alone (the order pipeline extends a reservation
+        before it charges the order, and commits it once the charge succeeds).
+        Errors:
+        INVALID_ARGUMENT (invalid_argument): id not a canonical UUID, ttl
+        outside 1..86400.
+        NOT_FOUND (not_found): no such reservation in this tenant.
+        FAILED_PRECONDITION (conflict): the reservation is not `reserved` any
+        more (released, by a caller or the reaper, or committed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetReservation(self, request, context):
         """Returns one reservation. Errors:
         INVALID_ARGUMENT (invalid_argument): id not a canonical UUID.
@@ -444,6 +464,11 @@ def add_ReservationServiceServicer_to_server(servicer, server):
             'Commit': grpc.unary_unary_rpc_method_handler(
                     servicer.Commit,
                     request_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.CommitRequest.FromString,
+                    response_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.Reservation.SerializeToString,
+            ),
+            'Extend': grpc.unary_unary_rpc_method_handler(
+                    servicer.Extend,
+                    request_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.ExtendRequest.FromString,
                     response_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.Reservation.SerializeToString,
             ),
             'GetReservation': grpc.unary_unary_rpc_method_handler(
@@ -544,6 +569,33 @@ class ReservationService:
             target,
             '/shop.inventory.v1.ReservationService/Commit',
             shop_dot_inventory_dot_v1_dot_inventory__pb2.CommitRequest.SerializeToString,
+            shop_dot_inventory_dot_v1_dot_inventory__pb2.Reservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Extend(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.inventory.v1.ReservationService/Extend',
+            shop_dot_inventory_dot_v1_dot_inventory__pb2.ExtendRequest.SerializeToString,
             shop_dot_inventory_dot_v1_dot_inventory__pb2.Reservation.FromString,
             options,
             channel_credentials,
