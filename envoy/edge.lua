@@ -163,7 +163,7 @@ local GRPC_TO_CODE = {
 
 local CODE_TO_HTTP = {
   invalid_argument = "400", unauthenticated = "401", permission_denied = "403",
-  not_found = "404", conflict = "409", precondition_failed = "412",
+  not_found = "404", conflict = "409", insufficient_stock = "409", precondition_failed = "412",
   payload_too_large = "413", precondition_required = "428", rate_limited = "429",
   cancelled = "499", internal = "500", unimplemented = "501", unavailable = "503",
   deadline_exceeded = "504",

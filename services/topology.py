@@ -170,6 +170,18 @@ PROCESSES: tuple[Process, ...] = (
         needs=("DATABASE_URL", "REDIS_URL"), note="{where} (health)",
         metrics_port=_metrics("RELAY_METRICS_PORT", 9161),
     ),
+    # The stock ledger; ReservationService is internal (callers on the service port).
+    Process(
+        "inventory", "inventory service", Kind.SERVER, Port("INVENTORY_GRPC_PORT", 7062),
+        module="services.inventory", bind_setting="INVENTORY_GRPC_BIND",
+        health="shop.inventory.v1.InventoryService", cluster=True,
+        exposes=(
+            Exposed("shop.inventory.v1.InventoryService", "shop.inventory.v1.inventory_pb2", "10s"),
+        ),
+        needs=("DATABASE_URL", "CURSOR_SECRET", "ERP_URL", "WAREHOUSE_URL"),
+        metrics_port=_metrics("INVENTORY_METRICS_PORT", 9162),
+        dev_env="services.inventory.dev:dev_env", note=_GRPC,
+    ),
     Process(
         "erp", "ERP stub", Kind.STUB, Port("ERP_PORT", 8101), provides="ERP_URL",
         note="{where} (faults: PUT {where}/_admin/faults)",

@@ -51,6 +51,9 @@ ERROR_MODEL: tuple[ErrorCode, ...] = (
     ErrorCode("deadline_exceeded", S.DEADLINE_EXCEEDED, 504, (S.DEADLINE_EXCEEDED,), (408, 504)),
     ErrorCode("unimplemented", S.UNIMPLEMENTED, 501, (S.UNIMPLEMENTED,)),
     ErrorCode("cancelled", S.CANCELLED, 499, (S.CANCELLED,)),
+    # Not a race to retry (ABORTED) but a state to wait out: the stock is not
+    # there until a restock or a release changes it, hence FAILED_PRECONDITION.
+    ErrorCode("insufficient_stock", S.FAILED_PRECONDITION, 409),
 )  # fmt: skip
 
 BY_CODE: dict[str, ErrorCode] = {row.code: row for row in ERROR_MODEL}

@@ -9,7 +9,8 @@
     │   ├── StaleVersion          conflict            (If-Match names an old version)
     │   ├── AlreadyExists         conflict            (a unique name is taken)
     │   ├── IdempotencyKeyReused  conflict            (same key, different request)
-    │   └── InvalidTransition     conflict            (the resource is in the wrong state)
+    │   ├── InvalidTransition     conflict            (the resource is in the wrong state)
+    │   └── InsufficientStock     insufficient_stock  (fewer units available than asked)
     ├── PreconditionFailed        precondition_failed
     ├── PreconditionRequired      precondition_required
     ├── PayloadTooLarge           payload_too_large   (HTTP 413)
@@ -101,6 +102,12 @@ class IdempotencyKeyReused(Conflict):
 
 class InvalidTransition(Conflict):
     pass
+
+
+class InsufficientStock(Conflict):
+    """A reservation asked for more units than are available (HTTP 409, FAILED_PRECONDITION)."""
+
+    code = "insufficient_stock"
 
 
 class PreconditionFailed(PlatformError):

@@ -42,6 +42,7 @@ _BY_CODE: tuple[type[errors.PlatformError], ...] = (
     errors.NotFound,
     errors.Conflict,
     errors.StaleVersion,
+    errors.InsufficientStock,
     errors.PreconditionFailed,
     errors.PreconditionRequired,
     errors.PayloadTooLarge,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 
 from services.kit.config import ConfigError
-from services.relay.config import RelayProcessConfig, parse_routes
+from services.launcher import ROOT
+from services.relay.config import ROUTES, RelayProcessConfig, parse_routes
 
 BASE = {"DATABASE_URL": "postgresql://u:p@h/db", "REDIS_URL": "redis://h:6379/0"}
 
 
-def test_defaults_route_orders_to_the_orders_queue() -> None:
+def test_defaults_route_orders_and_inventory_to_their_queues() -> None:
     config = RelayProcessConfig.from_env(BASE)
-    assert dict(config.routes) == {"order": "orders"}
+    assert dict(config.routes) == {"order": "orders", "inventory": "inventory"}
     assert (config.relay.batch, config.relay.poll_ms) == (100, 200)
 
 
@@ -60,3 +61,11 @@ def test_malformed_routes_are_refused(routes: str, message: str) -> None:
 def test_bad_settings_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         RelayProcessConfig.from_env(env)
+
+
+def test_every_place_that_names_the_default_routes_names_the_same() -> None:
+    """The relay's default routes are written out where no Python runs: the compose
+    file's `${RELAY_ROUTES:-...}` and `.env.example`."""
+    compose = (ROOT / "docker-compose.yml").read_text()
+    assert f"RELAY_ROUTES: ${{RELAY_ROUTES:-{ROUTES}}}" in compose
+    assert f"\nRELAY_ROUTES={ROUTES}\n" in (ROOT / ".env.example").read_text()

@@ -16,6 +16,7 @@ import yaml
 from services import topology
 from services.event import dev as event_dev
 from services.event.config import EventConfig, WorkerProcessConfig
+from services.inventory.config import InventoryConfig
 from services.kit import dev
 from services.kit.config import ConfigError
 from services.launcher import ROOT, compose, edge_policy, edge_routes, ports
@@ -31,13 +32,13 @@ from tests.unit.test_compose import drift
 
 EPHEMERAL = range(32768, 61000)
 # A server and a worker of the kinds the next issues add, one entry each.
-INVENTORY = Process(
-    "inventory", "inventory service", Kind.SERVER, Port("INVENTORY_GRPC_PORT", 7062),
-    module="services.inventory", bind_setting="INVENTORY_GRPC_BIND",
-    health="shop.inventory.v1.InventoryService", cluster=True,
-    exposes=(Exposed("shop.inventory.v1.InventoryService", "shop.inventory.v1.inventory_pb2",
-                     "7s", {"Reserve": "2s"}),),
-    needs=("DATABASE_URL", "CURSOR_SECRET"), note="{where} (stock ledger)",
+LOYALTY = Process(
+    "loyalty", "loyalty service", Kind.SERVER, Port("LOYALTY_GRPC_PORT", 7063),
+    module="services.loyalty", bind_setting="LOYALTY_GRPC_BIND",
+    health="shop.loyalty.v1.LoyaltyService", cluster=True,
+    exposes=(Exposed("shop.loyalty.v1.LoyaltyService", "shop.loyalty.v1.loyalty_pb2",
+                     "7s", {"Redeem": "2s"}),),
+    needs=("DATABASE_URL", "CURSOR_SECRET"), note="{where} (points)",
 )  # fmt: skip
 NOTIFIER = Process(
     "notifier", "notifier", Kind.WORKER, Port("NOTIFIER_PORT", 7071), module="services.notifier",
@@ -48,8 +49,8 @@ NOTIFIER = Process(
 
 @pytest.fixture
 def extended(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The topology with INVENTORY and NOTIFIER added, for one test."""
-    monkeypatch.setattr(topology, "PROCESSES", (*topology.PROCESSES, INVENTORY, NOTIFIER))
+    """The topology with LOYALTY and NOTIFIER added, for one test."""
+    monkeypatch.setattr(topology, "PROCESSES", (*topology.PROCESSES, LOYALTY, NOTIFIER))
 
 
 # --- the real table -------------------------------------------------------------------------
@@ -62,6 +63,7 @@ def test_the_edge_clusters_are_the_services_and_their_health_services() -> None:
         "user": "shop.user.v1.UserService",
         "ratelimit": "envoy.service.ratelimit.v3.RateLimitService",
         "event": "shop.event.v1.EventService",
+        "inventory": "shop.inventory.v1.InventoryService",
     }
 
 
@@ -72,6 +74,12 @@ def test_the_edge_routes_every_public_service_with_its_timeout() -> None:
         ("shop.product.v2.ProductService", "shop.product.v2.product_pb2", "product", "15s"),
         ("shop.user.v1.UserService", "shop.user.v1.user_pb2", "user", "10s"),
         ("shop.event.v1.EventService", "shop.event.v1.event_pb2", "event", "5s"),
+        (
+            "shop.inventory.v1.InventoryService",
+            "shop.inventory.v1.inventory_pb2",
+            "inventory",
+            "10s",
+        ),
     ]
 
 
@@ -92,6 +100,8 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "EVENT_METRICS_PORT": 9155,
         "EVENT_WORKER_METRICS_PORT": 9156,
         "RELAY_METRICS_PORT": 9161,
+        "INVENTORY_GRPC_PORT": 7062,
+        "INVENTORY_METRICS_PORT": 9162,
         "ERP_PORT": 8101,
         "WAREHOUSE_PORT": 8102,
         "ROUTING_PORT": 8103,
@@ -125,6 +135,8 @@ def test_the_claimed_ports_are_todays_components() -> None:
         ("event worker 1 metrics", "EVENT_WORKER_METRICS_PORT", 9156),
         ("outbox relay", "RELAY_PORT", 7061),
         ("outbox relay metrics", "RELAY_METRICS_PORT", 9161),
+        ("inventory service", "INVENTORY_GRPC_PORT", 7062),
+        ("inventory service metrics", "INVENTORY_METRICS_PORT", 9162),
         ("ERP stub", "ERP_PORT", 8101),
         ("Warehouse stub", "WAREHOUSE_PORT", 8102),
         ("Routing stub", "ROUTING_PORT", 8103),
@@ -186,6 +198,7 @@ CONFIGS = {
     "event": EventConfig.from_env,
     "event-worker": WorkerProcessConfig.from_env,
     "relay": RelayProcessConfig.from_env,
+    "inventory": InventoryConfig.from_env,
 }
 SAMPLES = {
     "DATABASE_URL": "postgresql://shop:pw@db:5432/shop",
@@ -292,12 +305,12 @@ def test_a_run_dir_keeps_its_secrets_and_gains_new_ones(tmp_path: Path) -> None:
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_launcher_config_and_the_claimed_ports() -> None:
     defaults = LauncherConfig(run_dir=Path())
-    assert defaults.port("INVENTORY_GRPC_PORT") == 7062
-    config = LauncherConfig.from_env({"INVENTORY_GRPC_PORT": "7162", "NOTIFIER_WORKERS": "3"})
-    assert config.port("INVENTORY_GRPC_PORT") == 7162
+    assert defaults.port("LOYALTY_GRPC_PORT") == 7063
+    config = LauncherConfig.from_env({"LOYALTY_GRPC_PORT": "7163", "NOTIFIER_WORKERS": "3"})
+    assert config.port("LOYALTY_GRPC_PORT") == 7163
     assert config.replica_count(NOTIFIER) == 3
     claims = ports.claimed(config)
-    assert ("inventory service", "INVENTORY_GRPC_PORT", 7162) in claims
+    assert ("loyalty service", "LOYALTY_GRPC_PORT", 7163) in claims
     assert [c for c in claims if c[1] == "NOTIFIER_PORT"] == [
         ("notifier 1", "NOTIFIER_PORT", 7071),
         ("notifier 2", "NOTIFIER_PORT", 7072),
@@ -309,7 +322,7 @@ def test_a_new_entry_reaches_the_launcher_config_and_the_claimed_ports() -> None
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_tests_free_ports() -> None:
     config = LauncherConfig.on_free_ports(Path(), {"DATABASE_URL": "postgresql://x/db"})
-    assert config.port("INVENTORY_GRPC_PORT") == config.port("NOTIFIER_PORT") == 0
+    assert config.port("LOYALTY_GRPC_PORT") == config.port("NOTIFIER_PORT") == 0
     assert ports.claimed(config) == []
     assert config.urls == {"DATABASE_URL": "postgresql://x/db"}
 
@@ -317,46 +330,46 @@ def test_a_new_entry_reaches_the_tests_free_ports() -> None:
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_start_order() -> None:
     order = [p.name for p in topology.start_order()]
-    assert order.index("postgres") < order.index("inventory") < order.index("envoy")
+    assert order.index("postgres") < order.index("loyalty") < order.index("envoy")
     assert order.index("redis") < order.index("notifier") < order.index("envoy")
 
 
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_edge_clusters_and_routes() -> None:
-    assert topology.clusters()["inventory"] == "shop.inventory.v1.InventoryService"
+    assert topology.clusters()["loyalty"] == "shop.loyalty.v1.LoyaltyService"
     assert "notifier" not in topology.clusters()
     upstreams = {name: edge_routes.Endpoint("h", 1) for name in topology.clusters()}
-    cluster = next(c for c in edge_routes.clusters(upstreams) if c["name"] == "inventory")
+    cluster = next(c for c in edge_routes.clusters(upstreams) if c["name"] == "loyalty")
     check = cluster["health_checks"][0]["grpc_health_check"]
-    assert check == {"service_name": "shop.inventory.v1.InventoryService"}
+    assert check == {"service_name": "shop.loyalty.v1.LoyaltyService"}
     routes = {
         (json.dumps(r["match"], sort_keys=True), r["route"]["cluster"], r["route"]["timeout"])
         for r in edge_routes.routes(edge_routes.EdgeLimits())
     }
-    assert ('{"path": "/shop.inventory.v1.InventoryService/Reserve"}', "inventory", "2s") in routes
-    assert ('{"prefix": "/shop.inventory.v1.InventoryService/"}', "inventory", "7s") in routes
+    assert ('{"path": "/shop.loyalty.v1.LoyaltyService/Redeem"}', "loyalty", "2s") in routes
+    assert ('{"prefix": "/shop.loyalty.v1.LoyaltyService/"}', "loyalty", "7s") in routes
     paths = [r["match"] for r in edge_routes.routes(edge_routes.EdgeLimits())]
     # A method's own route comes before its service's prefix route.
-    assert paths.index({"path": "/shop.inventory.v1.InventoryService/Reserve"}) < paths.index(
-        {"prefix": "/shop.inventory.v1.InventoryService/"}
+    assert paths.index({"path": "/shop.loyalty.v1.LoyaltyService/Redeem"}) < paths.index(
+        {"prefix": "/shop.loyalty.v1.LoyaltyService/"}
     )
 
 
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_compose_settings_and_the_drift_check() -> None:
-    assert compose.settings().upstreams["inventory"] == edge_routes.Endpoint("inventory", 7062)
+    assert compose.settings().upstreams["loyalty"] == edge_routes.Endpoint("loyalty", 7063)
     expected = compose.expected_services()
-    assert expected["inventory"] == compose.ComposeService(
-        "inventory",
-        ("python", "-m", "services.inventory"),
-        {"DATABASE_URL": None, "CURSOR_SECRET": None, "INVENTORY_GRPC_BIND": "0.0.0.0:7062"},
-        health_port=7062,
-        health_service="shop.inventory.v1.InventoryService",
+    assert expected["loyalty"] == compose.ComposeService(
+        "loyalty",
+        ("python", "-m", "services.loyalty"),
+        {"DATABASE_URL": None, "CURSOR_SECRET": None, "LOYALTY_GRPC_BIND": "0.0.0.0:7063"},
+        health_port=7063,
+        health_service="shop.loyalty.v1.LoyaltyService",
     )
     assert expected["notifier"].command == ("python", "-m", "services.notifier")
     spec: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert drift(spec, expected) == [
-        "inventory: no compose service",
+        "loyalty: no compose service",
         "notifier: no compose service",
     ]
 
@@ -365,11 +378,11 @@ def test_a_new_entry_reaches_the_compose_settings_and_the_drift_check() -> None:
 def test_a_new_entry_reaches_the_state_and_the_ready_banner(tmp_path: Path) -> None:
     state = State(
         rest_url="http://127.0.0.1:8080",
-        targets={"inventory": ["127.0.0.1:7062"], "notifier": ["127.0.0.1:7071", "127.0.0.1:7072"]},
+        targets={"loyalty": ["127.0.0.1:7063"], "notifier": ["127.0.0.1:7071", "127.0.0.1:7072"]},
     )
-    assert state.target("inventory") == "127.0.0.1:7062"
+    assert state.target("loyalty") == "127.0.0.1:7063"
     shown = dict(endpoints(state, tmp_path))
-    assert shown["inventory service"] == "127.0.0.1:7062 (stock ledger)"
+    assert shown["loyalty service"] == "127.0.0.1:7063 (points)"
     assert shown["notifiers"] == "127.0.0.1:7071, 127.0.0.1:7072 (health)"
 
 

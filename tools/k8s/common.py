@@ -6,6 +6,7 @@ from typing import Any
 
 from services import topology
 from services.launcher import ROOT
+from services.relay import config as relay_config
 from services.topology import Kind, Process
 
 OUT = ROOT / "deploy" / "k8s"
@@ -40,7 +41,7 @@ BASE_SETTINGS: dict[str, str] = {
     "JWT_AUDIENCE": "shop-api",
     "JWT_SIGNING_KEYS": "/keys/jwt-signing.pem",
     "IDEMPOTENCY_TTL_S": "3600",
-    "RELAY_ROUTES": "order=orders",
+    "RELAY_ROUTES": relay_config.ROUTES,
 }
 
 

@@ -1,0 +1,362 @@
+"""The stock ledger in PostgreSQL: stock rows, reservations and their lines.
+
+Every statement names the tenant. Stock moves only through conditional
+updates (`... WHERE available >= n`) and the CHECK keeps both counts at or
+above zero, so no interleaving of callers can oversell. Rows of several
+products are always changed in (tenant, product id) order, so two
+transactions that touch the same products never wait on each other in a cycle.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.expression import Executable
+
+from services.inventory.domain import Line, Reservation, ReservationStatus, StockLevel
+from services.kit.db import metadata
+
+stock = sa.Table(
+    "stock",
+    metadata,
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("product_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("available", sa.Integer, nullable=False),
+    sa.Column("reserved", sa.Integer, nullable=False),
+    sa.Column("low_stock_threshold", sa.Integer, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "product_id"),
+    sa.CheckConstraint("available >= 0 AND reserved >= 0", name="non_negative"),
+    sa.CheckConstraint("low_stock_threshold >= 0", name="threshold"),
+    sa.CheckConstraint("version >= 1", name="version"),
+)
+
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("id", UUID(as_uuid=True), nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "id"),
+    sa.CheckConstraint("status IN ('reserved', 'released', 'committed')", name="status"),
+    # The reaper's scan: live reservations by expiry.
+    sa.Index(
+        "ix_reservations_live_expiry",
+        "expires_at",
+        postgresql_where=sa.text("status = 'reserved'"),
+    ),
+)
+
+reservation_lines = sa.Table(
+    "reservation_lines",
+    metadata,
+    sa.Column("tenant_id", sa.Text, nullable=False),
+    sa.Column("reservation_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("product_id", UUID(as_uuid=True), nullable=False),
+    sa.Column("quantity", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("tenant_id", "reservation_id", "product_id"),
+    sa.ForeignKeyConstraint(
+        ["tenant_id", "reservation_id"],
+        ["reservations.tenant_id", "reservations.id"],
+        ondelete="CASCADE",
+    ),
+    sa.CheckConstraint("quantity > 0", name="quantity"),
+)
+
+
+def _level(row: sa.Row[tuple[object, ...]]) -> StockLevel:
+    m = row._mapping
+    return StockLevel(
+        tenant_id=m["tenant_id"],
+        product_id=m["product_id"],
+        available=m["available"],
+        reserved=m["reserved"],
+        low_stock_threshold=m["low_stock_threshold"],
+        version=m["version"],
+        updated_at=m["updated_at"],
+    )
+
+
+async def get_stock(
+    conn: AsyncConnection, tenant: str, product_id: uuid.UUID, *, for_update: bool = False
+) -> StockLevel | None:
+    query = sa.select(stock).where(stock.c.tenant_id == tenant, stock.c.product_id == product_id)
+    row = (await conn.execute(query.with_for_update() if for_update else query)).first()
+    return None if row is None else _level(row)
+
+
+async def low_stock_page(
+    conn: AsyncConnection, tenant: str, limit: int, after: uuid.UUID | None
+) -> list[StockLevel]:
+    """Up to `limit` of the tenant's low products by product id, strictly after `after`."""
+    query = sa.select(stock).where(
+        stock.c.tenant_id == tenant, stock.c.available <= stock.c.low_stock_threshold
+    )
+    if after is not None:
+        query = query.where(stock.c.product_id > after)
+    rows = (await conn.execute(query.order_by(stock.c.product_id).limit(limit))).all()
+    return [_level(r) for r in rows]
+
+
+async def set_stock(
+    conn: AsyncConnection,
+    tenant: str,
+    product_id: uuid.UUID,
+    available: int,
+    threshold: int,
+    before: StockLevel | None,
+) -> StockLevel:
+    """Write a product's available units and threshold over `before` (locked by the caller)."""
+    query: Executable
+    if before is None:
+        query = (
+            insert(stock)
+            .values(
+                tenant_id=tenant,
+                product_id=product_id,
+                available=available,
+                reserved=0,
+                low_stock_threshold=threshold,
+                version=1,
+                updated_at=sa.func.now(),
+            )
+            .returning(*stock.c)
+        )
+    else:
+        query = (
+            sa.update(stock)
+            .where(stock.c.tenant_id == tenant, stock.c.product_id == product_id)
+            .values(
+                available=available,
+                low_stock_threshold=threshold,
+                version=stock.c.version + 1,
+                updated_at=sa.func.now(),
+            )
+            .returning(*stock.c)
+        )
+    return _level((await conn.execute(query)).one())
+
+
+async def take(
+    conn: AsyncConnection, tenant: str, product_id: uuid.UUID, quantity: int
+) -> StockLevel | None:
+    """Move `quantity` units from available to reserved if that many are available;
+    None (and nothing changed) otherwise."""
+    row = (
+        await conn.execute(
+            sa.update(stock)
+            .where(
+                stock.c.tenant_id == tenant,
+                stock.c.product_id == product_id,
+                stock.c.available >= quantity,
+            )
+            .values(
+                available=stock.c.available - quantity,
+                reserved=stock.c.reserved + quantity,
+                version=stock.c.version + 1,
+                updated_at=sa.func.now(),
+            )
+            .returning(*stock.c)
+        )
+    ).first()
+    return None if row is None else _level(row)
+
+
+async def settle(
+    conn: AsyncConnection, held: Iterable[tuple[str, Line]], *, back_to_available: bool
+) -> None:
+    """Take reserved units off the ledger: back to available (a release) or out of
+    the shop (a commit). Lines of several reservations are merged and applied in
+    (tenant, product) order."""
+    merged: dict[tuple[str, uuid.UUID], int] = {}
+    for tenant, line in held:
+        key = (tenant, line.product_id)
+        merged[key] = merged.get(key, 0) + line.quantity
+    for (tenant, product_id), quantity in sorted(merged.items()):
+        values: dict[str, object] = {
+            "reserved": stock.c.reserved - quantity,
+            "version": stock.c.version + 1,
+            "updated_at": sa.func.now(),
+        }
+        if back_to_available:
+            values["available"] = stock.c.available + quantity
+        await conn.execute(
+            sa.update(stock)
+            .where(stock.c.tenant_id == tenant, stock.c.product_id == product_id)
+            .values(values)
+        )
+
+
+def _reservation(row: sa.Row[tuple[object, ...]], lines: Sequence[Line]) -> Reservation:
+    m = row._mapping
+    return Reservation(
+        id=m["id"],
+        tenant_id=m["tenant_id"],
+        status=ReservationStatus(m["status"]),
+        lines=tuple(lines),
+        expires_at=m["expires_at"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+async def _lines(conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID) -> list[Line]:
+    rows = await conn.execute(
+        sa.select(reservation_lines.c.product_id, reservation_lines.c.quantity)
+        .where(
+            reservation_lines.c.tenant_id == tenant,
+            reservation_lines.c.reservation_id == reservation_id,
+        )
+        .order_by(reservation_lines.c.product_id)
+    )
+    return [Line(r.product_id, r.quantity) for r in rows]
+
+
+async def insert_reservation(
+    conn: AsyncConnection,
+    tenant: str,
+    reservation_id: uuid.UUID,
+    lines: Sequence[Line],
+    ttl_s: int,
+) -> Reservation | None:
+    """Insert a live reservation and its lines; None when the id is taken (a
+    concurrent insert of the same id waits here until that one commits or rolls back)."""
+    now = sa.func.now()
+    row = (
+        await conn.execute(
+            insert(reservations)
+            .values(
+                tenant_id=tenant,
+                id=reservation_id,
+                status=ReservationStatus.RESERVED.value,
+                expires_at=now + sa.func.make_interval(0, 0, 0, 0, 0, 0, ttl_s),
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["tenant_id", "id"])
+            .returning(*reservations.c)
+        )
+    ).first()
+    if row is None:
+        return None
+    await conn.execute(
+        sa.insert(reservation_lines),
+        [
+            {
+                "tenant_id": tenant,
+                "reservation_id": reservation_id,
+                "product_id": line.product_id,
+                "quantity": line.quantity,
+            }
+            for line in lines
+        ],
+    )
+    return _reservation(row, lines)
+
+
+async def get_reservation(
+    conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID
+) -> Reservation | None:
+    row = (
+        await conn.execute(
+            sa.select(reservations).where(
+                reservations.c.tenant_id == tenant, reservations.c.id == reservation_id
+            )
+        )
+    ).first()
+    if row is None:
+        return None
+    return _reservation(row, await _lines(conn, tenant, reservation_id))
+
+
+async def move(
+    conn: AsyncConnection,
+    tenant: str,
+    reservation_id: uuid.UUID,
+    to: ReservationStatus,
+) -> Reservation | None:
+    """Compare-and-set a live reservation to `to`; None when it is not `reserved`
+    (missing, or already released or committed)."""
+    row = (
+        await conn.execute(
+            sa.update(reservations)
+            .where(
+                reservations.c.tenant_id == tenant,
+                reservations.c.id == reservation_id,
+                reservations.c.status == ReservationStatus.RESERVED.value,
+            )
+            .values(status=to.value, updated_at=sa.func.now())
+            .returning(*reservations.c)
+        )
+    ).first()
+    if row is None:
+        return None
+    return _reservation(row, await _lines(conn, tenant, reservation_id))
+
+
+async def extend(
+    conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID, ttl_s: int
+) -> Reservation | None:
+    """Move a live reservation's expiry to now + `ttl_s`; None when it is not `reserved`."""
+    row = (
+        await conn.execute(
+            sa.update(reservations)
+            .where(
+                reservations.c.tenant_id == tenant,
+                reservations.c.id == reservation_id,
+                reservations.c.status == ReservationStatus.RESERVED.value,
+            )
+            .values(
+                expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, ttl_s),
+                updated_at=sa.func.now(),
+            )
+            .returning(*reservations.c)
+        )
+    ).first()
+    if row is None:
+        return None
+    return _reservation(row, await _lines(conn, tenant, reservation_id))
+
+
+async def lock_expired(
+    conn: AsyncConnection, limit: int, now: datetime | None = None
+) -> list[tuple[str, uuid.UUID]]:
+    """Up to `limit` live reservations past their expiry, locked; rows another
+    transaction holds (a release or commit in flight, another reaper) are skipped."""
+    moment = sa.func.now() if now is None else sa.literal(now)
+    rows = await conn.execute(
+        sa.select(reservations.c.tenant_id, reservations.c.id)
+        .where(
+            reservations.c.status == ReservationStatus.RESERVED.value,
+            reservations.c.expires_at < moment,
+        )
+        .order_by(reservations.c.expires_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return [(r.tenant_id, r.id) for r in rows]
+
+
+async def sync_on_hand(
+    conn: AsyncConnection, tenant: str, product_id: uuid.UUID, on_hand: int, threshold: int
+) -> tuple[StockLevel | None, StockLevel | None]:
+    """Make available + reserved equal the warehouse's on-hand units (available
+    never below zero), creating the row with `threshold`; (before, after), after
+    None when nothing changed."""
+    before = await get_stock(conn, tenant, product_id, for_update=True)
+    if before is None:
+        return None, await set_stock(conn, tenant, product_id, on_hand, threshold, None)
+    available = max(on_hand - before.reserved, 0)
+    if available == before.available:
+        return before, None
+    after = await set_stock(conn, tenant, product_id, available, before.low_stock_threshold, before)
+    return before, after
