@@ -62,12 +62,18 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         Panel("p99 latency by service and method", ((
             p99("grpc_server_handling_seconds_bucket", "grpc_service, grpc_method", 'grpc_type="unary"'),
             "{{grpc_service}}/{{grpc_method}}"),), "s"),
+        Panel("RPCs in flight by service", ((
+            sum_by("grpc_service", "grpc_server_started_total")
+            + " - " + sum_by("grpc_service", "grpc_server_handled_total"),
+            "{{grpc_service}}"),), "short",
+            "Started minus handled: RPCs a server is working on now."),
     )),
     ("Upstreams (ERP, Warehouse, Routing)", (
         Panel("Calls by upstream and outcome", ((
             sum_by("upstream, outcome", rate("shop_upstream_calls_total")),
             "{{upstream}} {{outcome}}"),), "reqps"),
-        Panel("Retries and retry-budget refusals", (
+        Panel("Attempts, retries and retry-budget refusals", (
+            (sum_by("upstream", rate("shop_upstream_attempts_total")), "{{upstream}} attempts"),
             (sum_by("upstream", rate("shop_upstream_retries_total")), "{{upstream}} retries"),
             (sum_by("upstream", rate("shop_upstream_retry_budget_refusals_total")),
              "{{upstream}} refused by the budget"),
@@ -76,8 +82,9 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             'max by (job, upstream) (shop_breaker_state{state="open"})',
             "{{job}} {{upstream}}"),), "short",
             "Each replica has its own breaker: one open breaker is one replica failing fast."),
-        Panel("Breaker rejections and p99 call duration", (
+        Panel("Breaker rejections and transitions, p99 call duration", (
             (sum_by("upstream", rate("shop_breaker_rejections_total")), "{{upstream}} rejected"),
+            (sum_by("upstream, to", rate("shop_breaker_transitions_total")), "{{upstream}} to {{to}}"),
             (p99("shop_upstream_call_duration_seconds_bucket", "upstream"), "{{upstream}} p99 (s)"),
         ), "short"),
     )),
@@ -171,7 +178,7 @@ def panel(item: Panel, panel_id: int, x: int, y: int, width: int) -> Doc:
 
 
 def panels() -> list[Doc]:
-    """A row header per area, then its panels side by side (at most four to a line)."""
+    """A row header per area, then its panels side by side (at most four to a line, lines even)."""
     out: list[Doc] = []
     y = 0
     for title, items in ROWS:
@@ -180,16 +187,19 @@ def panels() -> list[Doc]:
             "gridPos": {"h": 1, "w": WIDTH, "x": 0, "y": y}, "panels": [],
         })  # fmt: skip
         y += 1
-        per_line = min(len(items), 4)
+        lines = -(-len(items) // 4)
+        per_line = -(-len(items) // lines)
         width = WIDTH // per_line
         for i, item in enumerate(items):
             x = (i % per_line) * width
             out.append(panel(item, len(out) + 1, x, y + (i // per_line) * PANEL_HEIGHT, width))
-        y += -(-len(items) // per_line) * PANEL_HEIGHT
+        y += lines * PANEL_HEIGHT
     return out
 
 
 def dashboard() -> Doc:
+    variable = {"name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource",
+                "query": "prometheus", "current": {}, "hide": 0}  # fmt: skip
     return {
         "uid": UID,
         "title": TITLE,
@@ -200,12 +210,7 @@ def dashboard() -> Doc:
         "timezone": "utc",
         "time": {"from": "now-1h", "to": "now"},
         "refresh": "30s",
-        "templating": {
-            "list": [{
-                "name": "DS_PROMETHEUS", "label": "Prometheus", "type": "datasource",
-                "query": "prometheus", "current": {}, "hide": 0,
-            }]
-        },  # fmt: skip
+        "templating": {"list": [variable]},
         "annotations": {"list": []},
         "panels": panels(),
     }
