@@ -16,7 +16,6 @@ import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,19 @@ from services.launcher import ROOT
 from services.topology import Kind
 from tools.observability import render
 from tools.observability.dashboard import DATASOURCE, SCHEMA_VERSION
+from tools.observability.queries import SUFFIXES, alert_rules, dashboard_queries, series_names
 
 PROMTOOL = shutil.which("promtool")
 OPERATIONS = ROOT / "docs" / "OPERATIONS.md"
 SEVERITIES = {"critical", "warning"}
 # What Prometheus adds itself to every target.
 SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
-KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-    "unless", "offset", "inf", "nan",
-}  # fmt: skip
 Doc = dict[str, Any]
+
+
+def dashboard() -> Doc:
+    loaded: Doc = json.loads(render.DASHBOARD.read_text())
+    return loaded
 
 
 def exported() -> set[str]:
@@ -50,43 +51,8 @@ def exported() -> set[str]:
         if not isinstance(metric, MetricWrapperBase):
             continue
         name: str = metric._name
-        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
-        names |= {name + s for s in suffixes.get(metric._type, ("",))}
+        names |= {name + s for s in SUFFIXES.get(metric._type, ("",))}
     return names
-
-
-def series_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects (functions, labels and keywords left out)."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # strings (label values)
-    text = re.sub(r"\{[^}]*\}", "", text)  # label matchers
-    text = re.sub(r"\[[^\]]*\]", "", text)  # ranges and subqueries
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", text)
-    text = re.sub(r"\$\w+", "", text)  # Grafana's variables
-    found = set()
-    for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
-        following = text[match.end() :].lstrip()
-        if following.startswith("(") or match[0].lower() in KEYWORDS:
-            continue
-        if match.start() and text[match.start() - 1].isdigit():
-            continue  # a number's exponent (1e3) or a duration's unit (offset 5m)
-        found.add(match[0])
-    return found
-
-
-def dashboard() -> Doc:
-    loaded: Doc = json.loads(render.DASHBOARD.read_text())
-    return loaded
-
-
-def panel_queries(board: Doc) -> Iterator[tuple[str, str]]:
-    for panel in board["panels"]:
-        for target in panel.get("targets", []):
-            yield panel["title"], target["expr"]
-
-
-def alert_rules() -> list[Doc]:
-    groups = yaml.safe_load(render.RULES.read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"]]
 
 
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -161,7 +127,7 @@ def test_every_panel_names_only_exported_series() -> None:
     known = exported()
     unknown = {
         (title, name)
-        for title, expr in panel_queries(dashboard())
+        for title, expr in dashboard_queries()
         for name in series_names(expr)
         if not name.startswith("envoy_") and name not in known
     }
@@ -205,7 +171,7 @@ def test_the_dashboard_has_every_area_and_one_data_source() -> None:
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     # Every catalogued metric family shows somewhere (a panel per kit mechanism).
-    shown = {name for _, expr in panel_queries(board) for name in series_names(expr)}
+    shown = {name for _, expr in dashboard_queries() for name in series_names(expr)}
     families = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in shown}
     for metric in vars(metrics).values():
         if isinstance(metric, MetricWrapperBase):
