@@ -27,6 +27,7 @@ from services import topology
 from services.kit import metrics
 from services.launcher import ROOT
 from services.topology import Kind
+from tests.unit.test_docs import anchors as docs_anchors
 from tools.observability import render
 from tools.observability.dashboard import DATASOURCE, SCHEMA_VERSION
 from tools.observability.queries import SUFFIXES, alert_rules, dashboard_queries, series_names
@@ -181,14 +182,8 @@ def test_the_dashboard_has_every_area_and_one_data_source() -> None:
 # --- the alert rules ---------------------------------------------------------------------
 
 
-def runbook_anchors() -> set[str]:
-    """GitHub's anchors of docs/OPERATIONS.md's headings."""
-    headings = re.findall(r"^#+ (.+)$", OPERATIONS.read_text(), re.MULTILINE)
-    return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
-
-
 def test_every_alert_has_a_window_a_severity_and_a_runbook() -> None:
-    anchors = runbook_anchors()
+    anchors = docs_anchors(OPERATIONS.read_text())
     rules = alert_rules()
     assert len(rules) >= 7
     for rule in rules:
