@@ -200,8 +200,16 @@ end
 --  * `bearer x` is `Bearer x`: RFC 7235 makes the scheme case-insensitive, and
 --    jwt_authn matches its prefix exactly.
 -- Returns false when it answered the request itself.
+-- Seed 002's clients call the same API under /api/v1/: one prefix rewrite before the
+-- transcoder, which then maps the path to its method as it would /v1/.
+local SEED_PREFIX = "/api/v1/"
+
 local function request_headers(handle)
   local headers = handle:headers()
+  local path = headers:get(":path")
+  if path ~= nil and string.sub(path, 1, #SEED_PREFIX) == SEED_PREFIX then
+    headers:replace(":path", "/v1/" .. string.sub(path, #SEED_PREFIX + 1))
+  end
   local foreign = nil
   for name, value in pairs(headers) do
     if string.byte(name, 1) ~= 58 and string.find(name, "[^%w_%.%-]") then
