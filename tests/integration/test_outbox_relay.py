@@ -22,6 +22,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from google.protobuf import json_format
+from opentelemetry import trace
 from redis.asyncio import Redis
 from shop.order.events.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,6 +36,7 @@ from services.kit.streams.relay import Relay, RelayConfig
 from services.kit.uow import UnitOfWork
 from services.launcher import PYTHONPATH, infra, procs
 from services.launcher.platform import start_service
+from tests.integration.test_queue_kit import Collector, _recording_provider
 
 
 @dataclass(frozen=True)
@@ -332,3 +334,51 @@ async def test_a_relay_that_cannot_reach_redis_marks_nothing(
     assert await lane.unpublished() == 1
     assert (await lane.relay(async_redis).relay_once()).published == 1
     assert len(lane.stream()) == 1
+
+
+async def test_one_trace_runs_from_the_writer_through_the_relay_to_the_handler(
+    lane: Lane, async_redis: Redis
+) -> None:
+    provider = _recording_provider()
+    producers, consumers = Collector(f"publish {lane.queue}"), Collector(f"process {lane.queue}")
+    provider.add_span_processor(producers)
+    provider.add_span_processor(consumers)
+    with provider.get_tracer("test").start_as_current_span("write") as write_span:
+        event_id = await lane.record("traced", total=7)
+    written = write_span.get_span_context()
+
+    await lane.relay(async_redis).relay_once()
+    [producer] = producers.spans
+    assert producer.kind == trace.SpanKind.PRODUCER
+    assert producer.parent is not None
+    assert (producer.context.trace_id, producer.parent.span_id) == (
+        written.trace_id,
+        written.span_id,
+    )
+    assert producer.attributes is not None
+    assert producer.attributes["messaging.message.id"] == str(event_id)
+
+    handled: list[str] = []
+
+    async def handle(message: Message) -> None:
+        handled.append(message.id)
+
+    worker = Worker(
+        Queue(async_redis, lane.queue), handle, WorkerConfig(consumer="trace-test", concurrency=1)
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        deadline = time.monotonic() + 10
+        while handled != [str(event_id)] or not consumers.spans:
+            assert time.monotonic() < deadline, f"handled {handled}"
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await task
+    [consumer] = consumers.spans
+    assert consumer.parent is not None
+    assert (consumer.context.trace_id, consumer.parent.span_id) == (
+        written.trace_id,
+        producer.context.span_id,
+    )

@@ -46,9 +46,10 @@ import random
 import uuid
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
+from opentelemetry import propagate, trace
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,10 +58,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.kit import metrics, outbox
 from services.kit.backoff import full_jitter, pause
 from services.kit.config import ConfigError
-from services.kit.streams.message import Message
+from services.kit.streams.message import Message, current_traceparent
 from services.kit.streams.queue import Queue
 
 log = logging.getLogger("shop.relay")
+tracer = trace.get_tracer("shop.relay")
 # Every relay of one database contends for this advisory lock (a stable
 # 32-bit key, so it reads the same in pg_locks everywhere).
 RELAY_LOCK = zlib.crc32(b"shop.outbox.relay")
@@ -141,7 +143,7 @@ class Relay:
         failure: RedisError | None = None
         for row in rows:
             try:
-                await self._queues[row.aggregate_type].publish(message_of(row))
+                await self._publish(row)
             except RedisError as exc:
                 failure = exc
                 break
@@ -156,6 +158,30 @@ class Relay:
             lags = await outbox.lag_seconds(conn, self._queues.keys())
         for route, seconds in lags.items():
             metrics.OUTBOX_LAG.labels(route).set(seconds)
+
+    async def _publish(self, row: outbox.Pending) -> None:
+        """Publish one row in a producer span, child of the span that wrote the row; the
+        message carries the producer span's context, so the consumer's span is its child
+        and one trace runs from the request through the outbox and the stream to the
+        handler."""
+        queue = self._queues[row.aggregate_type]
+        writer = propagate.extract({"traceparent": row.traceparent}) if row.traceparent else None
+        with tracer.start_as_current_span(
+            f"publish {queue.name}",
+            context=writer,
+            kind=trace.SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "redis",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": queue.name,
+                "messaging.message.id": str(row.id),
+                "shop.outbox.seq": row.seq,
+            },
+        ):
+            message = message_of(row)
+            await queue.publish(
+                replace(message, traceparent=current_traceparent() or message.traceparent)
+            )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until `stop` is set; a failing database or Redis is retried with backoff.
