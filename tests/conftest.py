@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,44 +75,45 @@ def postgres_url(session_run_dir: Path, dev_secrets: dict[str, str]) -> Iterator
         shutil.rmtree(infra.pg_data_dir(session_run_dir), ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def redis_url(session_run_dir: Path, dev_secrets: dict[str, str]) -> Iterator[str]:
-    """A Redis with a password: `REDIS_URL`, or one of ours."""
-    configured = os.environ.get("REDIS_URL")
+def _server(configured: str | None, start: Callable[[], tuple[procs.Proc, str]]) -> Iterator[str]:
+    """The configured server's URL, or one started for the session and stopped after it."""
     if configured:
         yield configured
         return
-    proc, url = infra.start_redis(
-        session_run_dir, procs.free_port(), dev_secrets["redis_password"], _server_env()
-    )
+    proc, url = start()
     try:
         yield url
     finally:
         procs.stop(proc)
+
+
+@pytest.fixture(scope="session")
+def redis_url(session_run_dir: Path, dev_secrets: dict[str, str]) -> Iterator[str]:
+    """A Redis with a password: `REDIS_URL`, or one of ours."""
+    yield from _server(
+        os.environ.get("REDIS_URL"),
+        lambda: infra.start_redis(
+            session_run_dir, procs.free_port(), dev_secrets["redis_password"], _server_env()
+        ),
+    )
 
 
 @pytest.fixture(scope="session")
 def mongo_url(session_run_dir: Path) -> Iterator[str]:
     """A MongoDB-wire server: `MONGO_URL`, or one of ours."""
-    configured = os.environ.get("MONGO_URL")
-    if configured:
-        yield configured
-        return
-    proc, url = infra.start_mongo(session_run_dir, procs.free_port(), _server_env())
-    try:
-        yield url
-    finally:
-        procs.stop(proc)
+    yield from _server(
+        os.environ.get("MONGO_URL"),
+        lambda: infra.start_mongo(session_run_dir, procs.free_port(), _server_env()),
+    )
 
 
 @pytest.fixture(scope="session")
 def routing_stub_url(session_run_dir: Path) -> Iterator[str]:
     """The Routing stub, as the platform runs it (the event workers call it)."""
-    proc, url = stubs.start_stub("routing", session_run_dir, procs.free_port(), _server_env())
-    try:
-        yield url
-    finally:
-        procs.stop(proc)
+    yield from _server(
+        None,
+        lambda: stubs.start_stub("routing", session_run_dir, procs.free_port(), _server_env()),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import UUID, insert
@@ -278,13 +279,10 @@ async def get_reservation(
     return _reservation(row, await _lines(conn, tenant, reservation_id))
 
 
-async def move(
-    conn: AsyncConnection,
-    tenant: str,
-    reservation_id: uuid.UUID,
-    to: ReservationStatus,
+async def _update_live(
+    conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID, values: dict[str, Any]
 ) -> Reservation | None:
-    """Compare-and-set a live reservation to `to`; None when it is not `reserved`
+    """Compare-and-set: update the reservation only while it is `reserved`; None otherwise
     (missing, or already released or committed)."""
     row = (
         await conn.execute(
@@ -294,37 +292,32 @@ async def move(
                 reservations.c.id == reservation_id,
                 reservations.c.status == ReservationStatus.RESERVED.value,
             )
-            .values(status=to.value, updated_at=sa.func.now())
+            .values(**values, updated_at=sa.func.now())
             .returning(*reservations.c)
         )
     ).first()
     if row is None:
         return None
     return _reservation(row, await _lines(conn, tenant, reservation_id))
+
+
+async def move(
+    conn: AsyncConnection,
+    tenant: str,
+    reservation_id: uuid.UUID,
+    to: ReservationStatus,
+) -> Reservation | None:
+    """Compare-and-set a live reservation to `to`; None when it is not `reserved`
+    (missing, or already released or committed)."""
+    return await _update_live(conn, tenant, reservation_id, {"status": to.value})
 
 
 async def extend(
     conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID, ttl_s: int
 ) -> Reservation | None:
     """Move a live reservation's expiry to now + `ttl_s`; None when it is not `reserved`."""
-    row = (
-        await conn.execute(
-            sa.update(reservations)
-            .where(
-                reservations.c.tenant_id == tenant,
-                reservations.c.id == reservation_id,
-                reservations.c.status == ReservationStatus.RESERVED.value,
-            )
-            .values(
-                expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, ttl_s),
-                updated_at=sa.func.now(),
-            )
-            .returning(*reservations.c)
-        )
-    ).first()
-    if row is None:
-        return None
-    return _reservation(row, await _lines(conn, tenant, reservation_id))
+    expires_at = sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, ttl_s)
+    return await _update_live(conn, tenant, reservation_id, {"expires_at": expires_at})
 
 
 async def lock_expired(
