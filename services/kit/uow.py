@@ -27,6 +27,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.kit.audit import Audit
 from services.kit.idempotency import IdempotencyStore, KeyScope
 from services.kit.inbox import Inbox
 from services.kit.outbox import Outbox
@@ -67,6 +68,7 @@ class Work:
         self.conn = conn
         self.outbox = Outbox(conn)
         self.inbox = Inbox(conn)
+        self.audit = Audit(conn)
         self._idempotency = idempotency
 
     async def idempotent(

@@ -1,9 +1,22 @@
 """Orders: states, transitions, ownership and validation. Plain Python, no gRPC, no SQL.
 
+Drafts (seed 001), moved by their owner:
+
     draft --confirm(total)--> confirmed --close--> closed
 
+Placed orders (catalogue lines, stock reserved), moved by the order pipeline,
+the customer's cancel and the tenant's admins, along `TRANSITIONS` only:
+
+    pending -> reserved -> paid -> fulfilled
+       |          |          |
+       +-> failed +-> failed  +-> cancelled -> refunded
+       +-> cancelled  +-> cancelled
+
 Every change bumps `version`; a change names the version it expects and a
-mismatch is errors.StaleVersion (the optimistic lock).
+mismatch is errors.StaleVersion (the optimistic lock). A move the machine does
+not allow is errors.InvalidTransition (409); a move to the status the order
+already has is a repeat (`Order.already`), which a redelivered message treats
+as done.
 
 An order belongs to the user who placed it. A customer reads, changes and
 lists only their own orders; anyone else's is "not found", exactly like
@@ -29,10 +42,38 @@ MAX_CUSTOMER_REF = 128
 MAX_USER_ID = 128
 
 
+MAX_REASON = 500
+
+
 class OrderStatus(StrEnum):
     DRAFT = "draft"
     CONFIRMED = "confirmed"
     CLOSED = "closed"
+    PENDING = "pending"
+    RESERVED = "reserved"
+    PAID = "paid"
+    FULFILLED = "fulfilled"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+S = OrderStatus
+# The placed orders' state machine: every allowed move.
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.PENDING: frozenset({S.RESERVED, S.FAILED, S.CANCELLED}),
+    S.RESERVED: frozenset({S.PAID, S.FAILED, S.CANCELLED}),
+    S.PAID: frozenset({S.FULFILLED, S.CANCELLED}),
+    S.CANCELLED: frozenset({S.REFUNDED}),
+}
+# Statuses after which nothing more happens to an order. A cancelled order is
+# final unless it had been charged: then `refunded` follows.
+TERMINAL = frozenset({S.FULFILLED, S.FAILED, S.REFUNDED, S.CLOSED})
+PLACED = frozenset({S.PENDING, S.RESERVED, S.PAID, S.FULFILLED, S.CANCELLED, S.FAILED, S.REFUNDED})
+# What an admin may set by hand (PUT /v1/admin/orders/{id}/status): fulfil a paid
+# order, or cancel or fail one before fulfilment. Paid and refunded follow money
+# the provider moved, so only the pipeline sets them.
+ADMIN_TARGETS = frozenset({S.FULFILLED, S.CANCELLED, S.FAILED})
 
 
 class OrderNotFound(errors.NotFound):
@@ -70,6 +111,66 @@ class LineItem:
     sku: str
     quantity: int
     unit_price_cents: int
+    # Placed orders: the catalogue product and its name when the order was placed.
+    product_id: uuid.UUID | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """A placed order's line as the client sends it: a product and how many."""
+
+    product_id: uuid.UUID
+    quantity: int
+
+
+@dataclass(frozen=True)
+class NewPlacement:
+    """What a client may send to place an order from the catalogue."""
+
+    customer_ref: str | None
+    lines: tuple[Wanted, ...]
+
+    def __post_init__(self) -> None:
+        if self.customer_ref is not None and not 0 < len(self.customer_ref) <= MAX_CUSTOMER_REF:
+            raise errors.InvalidArgument.field(
+                "customerRef", f"must be 1-{MAX_CUSTOMER_REF} characters"
+            )
+        if not self.lines:
+            raise errors.InvalidArgument.field("items", "at least one line")
+        if len(self.lines) > MAX_ITEMS:
+            raise errors.InvalidArgument.field("items", f"at most {MAX_ITEMS} lines")
+        for n, line in enumerate(self.lines):
+            if not 0 < line.quantity <= MAX_QUANTITY:
+                raise errors.InvalidArgument.field(
+                    f"items[{n}].quantity", f"must be 1-{MAX_QUANTITY}"
+                )
+        if sum(line.quantity for line in self.lines) > MAX_QUANTITY:
+            raise errors.InvalidArgument.field(
+                "items", f"at most {MAX_QUANTITY} units in one order"
+            )
+
+    def merged(self) -> dict[uuid.UUID, int]:
+        """Units per product (a product on two lines is one reservation line)."""
+        units: dict[uuid.UUID, int] = {}
+        for line in self.lines:
+            units[line.product_id] = units.get(line.product_id, 0) + line.quantity
+        return units
+
+
+def check_reason(reason: str | None, field: str = "reason") -> str | None:
+    if reason is not None and not 0 < len(reason) <= MAX_REASON:
+        raise errors.InvalidArgument.field(field, f"must be 1-{MAX_REASON} characters")
+    return reason
+
+
+def parse_status(value: str, field: str = "status") -> OrderStatus:
+    """A status named by a client; INVALID_ARGUMENT naming the known ones otherwise."""
+    try:
+        return OrderStatus(value)
+    except ValueError:
+        known = ", ".join(s.value for s in OrderStatus)
+        raise errors.InvalidArgument.field(field, f"must be one of {known}") from None
 
 
 @dataclass(frozen=True)
@@ -107,6 +208,44 @@ class NewOrder:
 
 
 @dataclass(frozen=True)
+class StatusChange:
+    """One move in an order's history."""
+
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    version: int
+    at: datetime
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    """The admin list's filters: one status, and a creation window [from, to)."""
+
+    status: OrderStatus | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if (
+            self.created_from is not None
+            and self.created_to is not None
+            and self.created_to <= self.created_from
+        ):
+            raise errors.InvalidArgument.field("createdTo", "must be after createdFrom")
+
+    @property
+    def scope(self) -> str:
+        """What a cursor for this list is bound to, beside the caller's scope."""
+        parts = [
+            self.status.value if self.status else "",
+            self.created_from.isoformat() if self.created_from else "",
+            self.created_to.isoformat() if self.created_to else "",
+        ]
+        return "|".join(parts)
+
+
+@dataclass(frozen=True)
 class Order:
     id: uuid.UUID
     tenant_id: str
@@ -120,6 +259,46 @@ class Order:
     closed_at: datetime | None
     customer_ref: str | None
     items: tuple[LineItem, ...]
+    # Placed orders only.
+    failure_reason: str | None = None
+    cancel_requested: bool = False
+    payment_status: str | None = None  # the latest charge attempt's, when there is one
+
+    @property
+    def placed(self) -> bool:
+        return self.status in PLACED
+
+    @property
+    def terminal(self) -> bool:
+        """Nothing more happens to it (a cancelled order only when no charge went through)."""
+        if self.status is S.CANCELLED:
+            return self.payment_status not in ("captured", "pending", "unknown")
+        return self.status in TERMINAL
+
+    def already(self, status: OrderStatus) -> bool:
+        """The order has this status: a repeated move is done, not an error."""
+        return self.status is status
+
+    def move(
+        self,
+        to: OrderStatus,
+        expected_version: int | None = None,
+        failure_reason: str | None = None,
+    ) -> Order:
+        """The order after an allowed move of the placed orders' machine; InvalidTransition
+        (409) for any other, StaleVersion when `expected_version` is not current."""
+        self._expect(expected_version)
+        if to not in TRANSITIONS.get(self.status, frozenset()):
+            raise errors.InvalidTransition(
+                f"an order that is {self.status.value} cannot become {to.value}",
+                metadata={"status": self.status.value},
+            )
+        return replace(
+            self,
+            status=to,
+            failure_reason=failure_reason if to is S.FAILED else self.failure_reason,
+            cancel_requested=False if to in (S.CANCELLED, S.FAILED) else self.cancel_requested,
+        )
 
     def _expect(self, version: int | None) -> None:
         if version is not None and version != self.version:
@@ -168,7 +347,10 @@ class Order:
             "updated_at": self.updated_at.isoformat(),
             "closed_at": self.closed_at.isoformat() if self.closed_at else None,
             "customer_ref": self.customer_ref,
-            "items": [[i.sku, i.quantity, i.unit_price_cents] for i in self.items],
+            "items": [_line_json(i) for i in self.items],
+            "failure_reason": self.failure_reason,
+            "cancel_requested": self.cancel_requested,
+            "payment_status": self.payment_status,
         }
 
     @classmethod
@@ -185,5 +367,22 @@ class Order:
             updated_at=datetime.fromisoformat(data["updated_at"]),
             closed_at=datetime.fromisoformat(data["closed_at"]) if data["closed_at"] else None,
             customer_ref=data["customer_ref"],
-            items=tuple(LineItem(*i) for i in data["items"]),
+            items=tuple(_line_from_json(i) for i in data["items"]),
+            failure_reason=data.get("failure_reason"),
+            cancel_requested=bool(data.get("cancel_requested")),
+            payment_status=data.get("payment_status"),
         )
+
+
+def _line_json(item: LineItem) -> list[Any]:
+    plain: list[Any] = [item.sku, item.quantity, item.unit_price_cents]
+    if item.product_id is None:
+        return plain  # seed 001's stored shape, unchanged
+    return [*plain, str(item.product_id), item.name]
+
+
+def _line_from_json(data: list[Any]) -> LineItem:
+    if len(data) == 3:
+        return LineItem(*data)
+    sku, quantity, price, product_id, name = data
+    return LineItem(sku, quantity, price, uuid.UUID(product_id), name)

@@ -8,71 +8,32 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import errors
 from services.kit.cursor import TimeIdPosition
-from services.kit.db import metadata
 from services.order.domain import (
     Caller,
     LineItem,
     NewOrder,
     Order,
+    OrderFilter,
     OrderNotFound,
     OrderStatus,
+    StatusChange,
 )
-
-orders = sa.Table(
-    "orders",
-    metadata,
-    sa.Column("id", UUID(as_uuid=True), primary_key=True),
-    sa.Column("tenant_id", sa.Text, nullable=False),
-    # The token's `sub` of whoever placed it; NULL on rows older than owners
-    # (migration 0003), which match no customer and stay admin-only.
-    sa.Column("user_id", sa.Text, nullable=True),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("total_cents", sa.Integer, nullable=True),
-    sa.Column("customer_ref", sa.Text, nullable=True),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("closed_at", sa.DateTime(timezone=True), nullable=True),
-    sa.CheckConstraint("status IN ('draft', 'confirmed', 'closed')", name="status"),
-    sa.CheckConstraint("version >= 1", name="version"),
-    sa.CheckConstraint("total_cents IS NULL OR total_cents >= 0", name="total_cents"),
-    sa.CheckConstraint("status = 'draft' OR total_cents IS NOT NULL", name="confirmed_has_total"),
-    # Keyset pages: the tenant's (admins) and one owner's (customers).
-    sa.Index("ix_orders_tenant_page", "tenant_id", sa.text("created_at DESC"), sa.text("id DESC")),
-    sa.Index(
-        "ix_orders_owner_page",
-        "tenant_id",
-        "user_id",
-        sa.text("created_at DESC"),
-        sa.text("id DESC"),
-    ),
-)
-
-order_items = sa.Table(
-    "order_items",
-    metadata,
-    sa.Column(
-        "order_id",
-        UUID(as_uuid=True),
-        sa.ForeignKey("orders.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
-    sa.Column("line_no", sa.Integer, nullable=False),
-    sa.Column("sku", sa.Text, nullable=False),
-    sa.Column("quantity", sa.Integer, nullable=False),
-    sa.Column("unit_price_cents", sa.Integer, nullable=False),
-    sa.PrimaryKeyConstraint("order_id", "line_no"),
-    sa.CheckConstraint("quantity > 0", name="quantity"),
-    sa.CheckConstraint("unit_price_cents >= 0", name="unit_price_cents"),
+from services.order.schema import (
+    PLACED_STATUSES,
+    order_items,
+    order_status_changes,
+    orders,
+    payments,
 )
 
 
-def _order(row: sa.Row[tuple[object, ...]], items: Sequence[LineItem]) -> Order:
+def _order(
+    row: sa.Row[tuple[object, ...]], items: Sequence[LineItem], payment_status: str | None = None
+) -> Order:
     m = row._mapping
     return Order(
         id=m["id"],
@@ -86,6 +47,9 @@ def _order(row: sa.Row[tuple[object, ...]], items: Sequence[LineItem]) -> Order:
         closed_at=m["closed_at"],
         customer_ref=m["customer_ref"],
         items=tuple(items),
+        failure_reason=m["failure_reason"],
+        cancel_requested=m["cancel_requested_at"] is not None,
+        payment_status=payment_status,
     )
 
 
@@ -100,8 +64,33 @@ async def _items(
             .order_by(order_items.c.order_id, order_items.c.line_no)
         )
         for r in rows:
-            found[r.order_id].append(LineItem(r.sku, r.quantity, r.unit_price_cents))
+            found[r.order_id].append(
+                LineItem(r.sku, r.quantity, r.unit_price_cents, r.product_id, r.name)
+            )
     return found
+
+
+async def _payment_statuses(
+    conn: AsyncConnection, ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, str]:
+    """The latest charge attempt's status per order (placed orders that have one)."""
+    if not ids:
+        return {}
+    rows = await conn.execute(
+        sa.select(payments.c.order_id, payments.c.status)
+        .where(payments.c.order_id.in_(ids))
+        .order_by(payments.c.order_id, payments.c.created_at.desc(), payments.c.id)
+        .distinct(payments.c.order_id)
+    )
+    return {r.order_id: r.status for r in rows}
+
+
+async def _full(conn: AsyncConnection, rows: Sequence[sa.Row[tuple[object, ...]]]) -> list[Order]:
+    ids = [r._mapping["id"] for r in rows]
+    items = await _items(conn, ids)
+    placed = [r._mapping["id"] for r in rows if r._mapping["status"] in PLACED_STATUSES]
+    paid = await _payment_statuses(conn, placed)
+    return [_order(r, items[r._mapping["id"]], paid.get(r._mapping["id"])) for r in rows]
 
 
 def _visible(caller: Caller) -> sa.ColumnElement[bool]:
@@ -155,7 +144,134 @@ async def get(conn: AsyncConnection, caller: Caller, order_id: uuid.UUID) -> Ord
     ).first()
     if row is None:
         raise OrderNotFound()
-    return _order(row, (await _items(conn, [order_id]))[order_id])
+    return (await _full(conn, [row]))[0]
+
+
+async def lock(conn: AsyncConnection, tenant: str, order_id: uuid.UUID) -> Order:
+    """The tenant's order, its row locked until the transaction ends (the pipeline's
+    and the cancel's one writer at a time); OrderNotFound when there is none."""
+    row = (
+        await conn.execute(
+            sa.select(orders)
+            .where(orders.c.tenant_id == tenant, orders.c.id == order_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise OrderNotFound()
+    return (await _full(conn, [row]))[0]
+
+
+async def insert_placed(
+    conn: AsyncConnection,
+    caller: Caller,
+    order_id: uuid.UUID,
+    customer_ref: str | None,
+    lines: Sequence[LineItem],
+    status: OrderStatus,
+) -> Order:
+    """Insert a placed order (catalogue lines, total their sum) at version 1."""
+    now = sa.func.now()
+    row = (
+        await conn.execute(
+            sa.insert(orders)
+            .values(
+                id=order_id,
+                tenant_id=caller.tenant,
+                user_id=caller.user,
+                status=status.value,
+                version=1,
+                total_cents=sum(i.quantity * i.unit_price_cents for i in lines),
+                customer_ref=customer_ref,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(*orders.c)
+        )
+    ).one()
+    await conn.execute(
+        sa.insert(order_items),
+        [
+            {
+                "order_id": order_id,
+                "line_no": n,
+                "sku": i.sku,
+                "quantity": i.quantity,
+                "unit_price_cents": i.unit_price_cents,
+                "product_id": i.product_id,
+                "name": i.name,
+            }
+            for n, i in enumerate(lines, start=1)
+        ],
+    )
+    return _order(row, lines)
+
+
+async def save_status(conn: AsyncConnection, before: Order, after: Order) -> Order:
+    """Write a placed order's move as a compare-and-set on (id, status, version);
+    StaleVersion when another change landed first."""
+    values: dict[str, object] = {
+        "status": after.status.value,
+        "version": orders.c.version + 1,
+        "updated_at": sa.func.now(),
+        "failure_reason": after.failure_reason,
+    }
+    if after.cancel_requested != before.cancel_requested:
+        values["cancel_requested_at"] = sa.func.now() if after.cancel_requested else None
+    row = (
+        await conn.execute(
+            sa.update(orders)
+            .where(
+                orders.c.tenant_id == before.tenant_id,
+                orders.c.id == before.id,
+                orders.c.status == before.status.value,
+                orders.c.version == before.version,
+            )
+            .values(values)
+            .returning(*orders.c)
+        )
+    ).first()
+    if row is None:
+        raise errors.StaleVersion()
+    return _order(row, before.items, before.payment_status)
+
+
+async def add_status_change(
+    conn: AsyncConnection,
+    order: Order,
+    from_status: OrderStatus | None,
+    actor: str,
+    reason: str | None,
+) -> None:
+    await conn.execute(
+        sa.insert(order_status_changes).values(
+            order_id=order.id,
+            from_status=None if from_status is None else from_status.value,
+            to_status=order.status.value,
+            version=order.version,
+            actor=actor,
+            reason=reason,
+        )
+    )
+
+
+async def status_history(conn: AsyncConnection, order_id: uuid.UUID) -> list[StatusChange]:
+    """Every status the order has had, oldest first."""
+    rows = await conn.execute(
+        sa.select(order_status_changes)
+        .where(order_status_changes.c.order_id == order_id)
+        .order_by(order_status_changes.c.id)
+    )
+    return [
+        StatusChange(
+            None if r.from_status is None else OrderStatus(r.from_status),
+            OrderStatus(r.to_status),
+            r.version,
+            r.at,
+            r.reason,
+        )
+        for r in rows
+    ]
 
 
 async def save_transition(conn: AsyncConnection, before: Order, after: Order) -> Order:
@@ -187,13 +303,24 @@ async def save_transition(conn: AsyncConnection, before: Order, after: Order) ->
 
 
 async def page(
-    conn: AsyncConnection, caller: Caller, limit: int, after: TimeIdPosition | None
+    conn: AsyncConnection,
+    caller: Caller,
+    limit: int,
+    after: TimeIdPosition | None,
+    filters: OrderFilter | None = None,
 ) -> list[Order]:
-    """Up to `limit` of the caller's visible orders newest first, strictly after `after`."""
+    """Up to `limit` of the caller's visible orders newest first, strictly after `after`,
+    within the filters when given (the admin's list)."""
     query = sa.select(orders).where(_visible(caller))
+    if filters is not None:
+        if filters.status is not None:
+            query = query.where(orders.c.status == filters.status.value)
+        if filters.created_from is not None:
+            query = query.where(orders.c.created_at >= filters.created_from)
+        if filters.created_to is not None:
+            query = query.where(orders.c.created_at < filters.created_to)
     if after is not None:
         query = query.where(sa.tuple_(orders.c.created_at, orders.c.id) < (after.ts, after.id))
     query = query.order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
     rows = (await conn.execute(query)).all()
-    items = await _items(conn, [r.id for r in rows])
-    return [_order(r, items[r.id]) for r in rows]
+    return await _full(conn, rows)

@@ -48,6 +48,12 @@ class GetStockRequest(_message.Message):
     product_id: str
     def __init__(self, product_id: _Optional[str] = ...) -> None: ...
 
+class WatchStockRequest(_message.Message):
+    __slots__ = ("product_id",)
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    def __init__(self, product_id: _Optional[str] = ...) -> None: ...
+
 class ListLowStockRequest(_message.Message):
     __slots__ = ("limit", "cursor")
     LIMIT_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,11 @@ class InventoryServiceStub:
                 request_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.ListLowStockRequest.SerializeToString,
                 response_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.ListLowStockResponse.FromString,
                 _registered_method=True)
+        self.WatchStock = channel.unary_stream(
+                '/shop.inventory.v1.InventoryService/WatchStock',
+                request_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.WatchStockRequest.SerializeToString,
+                response_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.Stock.FromString,
+                _registered_method=True)
         self.Restock = channel.unary_unary(
                 '/shop.inventory.v1.InventoryService/Restock',
                 request_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.RestockRequest.SerializeToString,
@@ -126,6 +131,16 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchStock(self, request, context):
+        """Streams one product's stock: the current level at once, then every
+        change as it commits (reservations, releases, restocks, syncs). Through
+        the edge it is Server-Sent Events (`text/event-stream`). The stream runs
+        until the client leaves. Errors as GetStock, before the first event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Restock(self, request, context):
         """Sets a product's available units and low-stock threshold (creating its
         ledger row at If-Match "0"), bumps the version, and writes one
@@ -171,6 +186,11 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.ListLowStock,
                     request_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.ListLowStockRequest.FromString,
                     response_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.ListLowStockResponse.SerializeToString,
+            ),
+            'WatchStock': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchStock,
+                    request_deserializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.WatchStockRequest.FromString,
+                    response_serializer=shop_dot_inventory_dot_v1_dot_inventory__pb2.Stock.SerializeToString,
             ),
             'Restock': grpc.unary_unary_rpc_method_handler(
                     servicer.Restock,
@@ -258,6 +278,33 @@ class InventoryService:
             '/shop.inventory.v1.InventoryService/ListLowStock',
             shop_dot_inventory_dot_v1_dot_inventory__pb2.ListLowStockRequest.SerializeToString,
             shop_dot_inventory_dot_v1_dot_inventory__pb2.ListLowStockResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchStock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shop.inventory.v1.InventoryService/WatchStock',
+            shop_dot_inventory_dot_v1_dot_inventory__pb2.WatchStockRequest.SerializeToString,
+            shop_dot_inventory_dot_v1_dot_inventory__pb2.Stock.FromString,
             options,
             channel_credentials,
             insecure,

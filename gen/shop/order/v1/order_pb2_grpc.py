@@ -29,6 +29,24 @@ class OrderServiceStub:
     """OrderService owns orders: idempotent creation, optimistic locking on every
     state change, keyset pagination and the transactional outbox.
 
+    Two kinds of order share it. A draft (seed 001) is created with client-priced
+    `sku` lines or none, and moves draft -> confirmed -> closed by the caller. A
+    placed order is created with catalogue lines (`productId` and `quantity`
+    only): names and prices come from the product catalogue, the stock is
+    reserved before the order exists, and the order pipeline moves it on:
+
+    pending -> reserved -> paid -> fulfilled
+    \         \         \
+    +-> failed +-> cancelled +-> cancelled -> refunded
+
+    `pending`: accepted, not yet reserved; `reserved`: the units are held for
+    it; `paid`: the charge was captured; `fulfilled`: the units left the shop
+    (terminal). `failed` (terminal): the pipeline could not reserve or charge
+    (see `failureReason`). `cancelled`: the customer or an admin cancelled it
+    before fulfilment and its reservation was released; a cancelled order that
+    had been charged becomes `refunded` (terminal) once the refund is through.
+    Every change is a compare-and-set on (id, status, version).
+
     Ownership: an order belongs to the user who created it (its `user_id`, the
     access token's `sub`). A customer reads, confirms, closes and lists only
     their own orders; another customer's order is NOT_FOUND, exactly like
@@ -103,11 +121,44 @@ class OrderServiceStub:
                 request_serializer=shop_dot_order_dot_v1_dot_order__pb2.ListOrdersRequest.SerializeToString,
                 response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.ListOrdersResponse.FromString,
                 _registered_method=True)
+        self.GetOrderStatus = channel.unary_unary(
+                '/shop.order.v1.OrderService/GetOrderStatus',
+                request_serializer=shop_dot_order_dot_v1_dot_order__pb2.GetOrderStatusRequest.SerializeToString,
+                response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.OrderStatusView.FromString,
+                _registered_method=True)
+        self.CancelOrder = channel.unary_unary(
+                '/shop.order.v1.OrderService/CancelOrder',
+                request_serializer=shop_dot_order_dot_v1_dot_order__pb2.CancelOrderRequest.SerializeToString,
+                response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.Order.FromString,
+                _registered_method=True)
+        self.WatchOrder = channel.unary_stream(
+                '/shop.order.v1.OrderService/WatchOrder',
+                request_serializer=shop_dot_order_dot_v1_dot_order__pb2.WatchOrderRequest.SerializeToString,
+                response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.OrderStatusEvent.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
     """OrderService owns orders: idempotent creation, optimistic locking on every
     state change, keyset pagination and the transactional outbox.
+
+    Two kinds of order share it. A draft (seed 001) is created with client-priced
+    `sku` lines or none, and moves draft -> confirmed -> closed by the caller. A
+    placed order is created with catalogue lines (`productId` and `quantity`
+    only): names and prices come from the product catalogue, the stock is
+    reserved before the order exists, and the order pipeline moves it on:
+
+    pending -> reserved -> paid -> fulfilled
+    \         \         \
+    +-> failed +-> cancelled +-> cancelled -> refunded
+
+    `pending`: accepted, not yet reserved; `reserved`: the units are held for
+    it; `paid`: the charge was captured; `fulfilled`: the units left the shop
+    (terminal). `failed` (terminal): the pipeline could not reserve or charge
+    (see `failureReason`). `cancelled`: the customer or an admin cancelled it
+    before fulfilment and its reservation was released; a cancelled order that
+    had been charged becomes `refunded` (terminal) once the refund is through.
+    Every change is a compare-and-set on (id, status, version).
 
     Ownership: an order belongs to the user who created it (its `user_id`, the
     access token's `sub`). A customer reads, confirms, closes and lists only
@@ -217,6 +268,41 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOrderStatus(self, request, context):
+        """An order's status and how it got there. Errors as GetOrder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelOrder(self, request, context):
+        """Cancels a placed order before fulfilment, with compensation: its
+        reservation is released, and a captured charge is refunded (the order is
+        then `refunded`). A cancel while a charge is in flight is accepted (HTTP
+        202, `cancelRequested` true) and settles when the charge does. Cancelling
+        a cancelled, refunded or failed order answers it unchanged.
+        Errors:
+        INVALID_ARGUMENT (invalid_argument): bad id, malformed if-match.
+        ABORTED (conflict): if-match given and not the current version.
+        FAILED_PRECONDITION (conflict): the order is fulfilled, or is a draft
+        order (drafts are closed, not cancelled).
+        NOT_FOUND (not_found): as GetOrder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchOrder(self, request, context):
+        """Streams an order's status: the current one at once, then every change as
+        it commits, ending after a terminal status (fulfilled, failed, refunded,
+        closed; cancelled without a charge). Through the edge it is Server-Sent
+        Events (`text/event-stream`, one `data:` line of JSON per change).
+        Errors as GetOrder, before the first event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -245,6 +331,21 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.ListOrdersRequest.FromString,
                     response_serializer=shop_dot_order_dot_v1_dot_order__pb2.ListOrdersResponse.SerializeToString,
             ),
+            'GetOrderStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrderStatus,
+                    request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.GetOrderStatusRequest.FromString,
+                    response_serializer=shop_dot_order_dot_v1_dot_order__pb2.OrderStatusView.SerializeToString,
+            ),
+            'CancelOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOrder,
+                    request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.CancelOrderRequest.FromString,
+                    response_serializer=shop_dot_order_dot_v1_dot_order__pb2.Order.SerializeToString,
+            ),
+            'WatchOrder': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrder,
+                    request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.WatchOrderRequest.FromString,
+                    response_serializer=shop_dot_order_dot_v1_dot_order__pb2.OrderStatusEvent.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'shop.order.v1.OrderService', rpc_method_handlers)
@@ -256,6 +357,24 @@ def add_OrderServiceServicer_to_server(servicer, server):
 class OrderService:
     """OrderService owns orders: idempotent creation, optimistic locking on every
     state change, keyset pagination and the transactional outbox.
+
+    Two kinds of order share it. A draft (seed 001) is created with client-priced
+    `sku` lines or none, and moves draft -> confirmed -> closed by the caller. A
+    placed order is created with catalogue lines (`productId` and `quantity`
+    only): names and prices come from the product catalogue, the stock is
+    reserved before the order exists, and the order pipeline moves it on:
+
+    pending -> reserved -> paid -> fulfilled
+    \         \         \
+    +-> failed +-> cancelled +-> cancelled -> refunded
+
+    `pending`: accepted, not yet reserved; `reserved`: the units are held for
+    it; `paid`: the charge was captured; `fulfilled`: the units left the shop
+    (terminal). `failed` (terminal): the pipeline could not reserve or charge
+    (see `failureReason`). `cancelled`: the customer or an admin cancelled it
+    before fulfilment and its reservation was released; a cancelled order that
+    had been charged becomes `refunded` (terminal) once the refund is through.
+    Every change is a compare-and-set on (id, status, version).
 
     Ownership: an order belongs to the user who created it (its `user_id`, the
     access token's `sub`). A customer reads, confirms, closes and lists only
@@ -425,6 +544,217 @@ class OrderService:
             '/shop.order.v1.OrderService/ListOrders',
             shop_dot_order_dot_v1_dot_order__pb2.ListOrdersRequest.SerializeToString,
             shop_dot_order_dot_v1_dot_order__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrderStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.order.v1.OrderService/GetOrderStatus',
+            shop_dot_order_dot_v1_dot_order__pb2.GetOrderStatusRequest.SerializeToString,
+            shop_dot_order_dot_v1_dot_order__pb2.OrderStatusView.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.order.v1.OrderService/CancelOrder',
+            shop_dot_order_dot_v1_dot_order__pb2.CancelOrderRequest.SerializeToString,
+            shop_dot_order_dot_v1_dot_order__pb2.Order.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shop.order.v1.OrderService/WatchOrder',
+            shop_dot_order_dot_v1_dot_order__pb2.WatchOrderRequest.SerializeToString,
+            shop_dot_order_dot_v1_dot_order__pb2.OrderStatusEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class OrderAdminServiceStub:
+    """OrderAdminService: every order of the admin's tenant (ACCESS_ADMIN).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.ListAllOrders = channel.unary_unary(
+                '/shop.order.v1.OrderAdminService/ListAllOrders',
+                request_serializer=shop_dot_order_dot_v1_dot_order__pb2.ListAllOrdersRequest.SerializeToString,
+                response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.ListOrdersResponse.FromString,
+                _registered_method=True)
+        self.SetOrderStatus = channel.unary_unary(
+                '/shop.order.v1.OrderAdminService/SetOrderStatus',
+                request_serializer=shop_dot_order_dot_v1_dot_order__pb2.SetOrderStatusRequest.SerializeToString,
+                response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.Order.FromString,
+                _registered_method=True)
+
+
+class OrderAdminServiceServicer:
+    """OrderAdminService: every order of the admin's tenant (ACCESS_ADMIN).
+    """
+
+    def ListAllOrders(self, request, context):
+        """Lists the tenant's orders newest first, optionally only one status and
+        only those created in [createdFrom, createdTo), with keyset pages.
+        Errors:
+        INVALID_ARGUMENT (invalid_argument): unknown status, limit outside
+        0..100, a tampered cursor or one issued for other filters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetOrderStatus(self, request, context):
+        """Moves a placed order along an allowed transition (e.g. paid -> fulfilled,
+        or to cancelled, which compensates as CancelOrder does). Errors:
+        INVALID_ARGUMENT (invalid_argument): bad id, unknown status.
+        ABORTED (conflict): if-match given and not the current version.
+        FAILED_PRECONDITION (conflict): the transition is not allowed from the
+        order's status (`status` in the details).
+        NOT_FOUND (not_found): no such order in this tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_OrderAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'ListAllOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAllOrders,
+                    request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.ListAllOrdersRequest.FromString,
+                    response_serializer=shop_dot_order_dot_v1_dot_order__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'SetOrderStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOrderStatus,
+                    request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.SetOrderStatusRequest.FromString,
+                    response_serializer=shop_dot_order_dot_v1_dot_order__pb2.Order.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'shop.order.v1.OrderAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('shop.order.v1.OrderAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class OrderAdminService:
+    """OrderAdminService: every order of the admin's tenant (ACCESS_ADMIN).
+    """
+
+    @staticmethod
+    def ListAllOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.order.v1.OrderAdminService/ListAllOrders',
+            shop_dot_order_dot_v1_dot_order__pb2.ListAllOrdersRequest.SerializeToString,
+            shop_dot_order_dot_v1_dot_order__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOrderStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.order.v1.OrderAdminService/SetOrderStatus',
+            shop_dot_order_dot_v1_dot_order__pb2.SetOrderStatusRequest.SerializeToString,
+            shop_dot_order_dot_v1_dot_order__pb2.Order.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/events/v1/events.proto\x12\x14shop.order.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0bOrderClosed\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1f\n\x0btotal_cents\x18\x03 \x01(\x05R\ntotalCents\x12\x37\n\tclosed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x63losedAtb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/order/events/v1/events.proto\x12\x14shop.order.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x01\n\x0bOrderClosed\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x1f\n\x0btotal_cents\x18\x03 \x01(\x05R\ntotalCents\x12\x37\n\tclosed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x63losedAt\"\xb8\x02\n\x12OrderStatusChanged\x12\x19\n\x08order_id\x18\x01 \x01(\tR\x07orderId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantId\x12\x17\n\x07user_id\x18\x03 \x01(\tR\x06userId\x12\x1f\n\x0b\x66rom_status\x18\x04 \x01(\tR\nfromStatus\x12\x1b\n\tto_status\x18\x05 \x01(\tR\x08toStatus\x12\x18\n\x07version\x18\x06 \x01(\x05R\x07version\x12\x1f\n\x0btotal_cents\x18\x07 \x01(\x05R\ntotalCents\x12*\n\x02\x61t\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x02\x61t\x12\x16\n\x06reason\x18\t \x01(\tR\x06reason\x12\x14\n\x05\x61\x63tor\x18\n \x01(\tR\x05\x61\x63tor\"g\n\x0ePaymentUnknown\x12\x1d\n\npayment_id\x18\x01 \x01(\tR\tpaymentId\x12\x19\n\x08order_id\x18\x02 \x01(\tR\x07orderId\x12\x1b\n\ttenant_id\x18\x03 \x01(\tR\x08tenantId\"K\n\x15ReportExportRequested\x12\x15\n\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1b\n\ttenant_id\x18\x02 \x01(\tR\x08tenantIdb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,4 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ORDERCLOSED']._serialized_start=93
   _globals['_ORDERCLOSED']._serialized_end=252
+  _globals['_ORDERSTATUSCHANGED']._serialized_start=255
+  _globals['_ORDERSTATUSCHANGED']._serialized_end=567
+  _globals['_PAYMENTUNKNOWN']._serialized_start=569
+  _globals['_PAYMENTUNKNOWN']._serialized_end=672
+  _globals['_REPORTEXPORTREQUESTED']._serialized_start=674
+  _globals['_REPORTEXPORTREQUESTED']._serialized_end=749
 # @@protoc_insertion_point(module_scope)
