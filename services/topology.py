@@ -80,6 +80,9 @@ class Process:
     exposes: tuple[Exposed, ...] = ()
     needs: tuple[str, ...] = ()
     provides: str = ""  # the URL setting of this server for the others (stubs, infra)
+    # The setting that tells other processes where this gRPC server listens
+    # (`host:port`): internal callers such as the order service calling inventory.
+    target: str = ""
     replicas: Replicas | None = None
     dev_env: str = ""
     note: str = ""  # the ready banner's remark: {rest_url}, {secrets_file}, {where}
@@ -108,13 +111,25 @@ PROCESSES: tuple[Process, ...] = (
         "order", "order service", Kind.SERVER, Port("ORDER_GRPC_PORT", 7051),
         module="services.order", bind_setting="ORDER_GRPC_BIND",
         health="shop.order.v1.OrderService", cluster=True,
-        exposes=(Exposed("shop.order.v1.OrderService", "shop.order.v1.order_pb2", "30s"),),
+        # WatchOrder is a long-lived stream (Server-Sent Events through the edge).
+        exposes=(
+            Exposed(
+                "shop.order.v1.OrderService", "shop.order.v1.order_pb2", "30s",
+                method_timeouts={"WatchOrder": "0s"},
+            ),
+            Exposed("shop.order.v1.OrderAdminService", "shop.order.v1.order_pb2", "30s"),
+            Exposed(
+                "shop.order.v1.NotificationService", "shop.order.v1.notifications_pb2", "10s"
+            ),
+            Exposed("shop.order.v1.ReportService", "shop.order.v1.reports_pb2", "30s"),
+        ),
         needs=("DATABASE_URL", "CURSOR_SECRET"), note=_GRPC,
         metrics_port=_metrics("ORDER_METRICS_PORT", 9151),
     ),
     Process(
         "product", "product gateway", Kind.SERVER, Port("PRODUCT_GRPC_PORT", 7052),
         module="services.product", bind_setting="PRODUCT_GRPC_BIND",
+        target="PRODUCT_GRPC_TARGET",
         health="shop.product.v1.ProductService", cluster=True,
         # The gateway bounds every call itself (read and write budgets of a few
         # seconds); 15 s is the backstop.
@@ -128,6 +143,7 @@ PROCESSES: tuple[Process, ...] = (
     Process(
         "user", "user service", Kind.SERVER, Port("USER_GRPC_PORT", 7053),
         module="services.user", bind_setting="USER_GRPC_BIND",
+        target="USER_GRPC_TARGET",
         health="shop.user.v1.UserService", cluster=True,
         exposes=(Exposed("shop.user.v1.UserService", "shop.user.v1.user_pb2", "10s"),),
         needs=("DATABASE_URL", "REDIS_URL", "CURSOR_SECRET", "JWT_SIGNING_KEYS", "JWT_ISSUER",
@@ -174,6 +190,7 @@ PROCESSES: tuple[Process, ...] = (
     Process(
         "inventory", "inventory service", Kind.SERVER, Port("INVENTORY_GRPC_PORT", 7062),
         module="services.inventory", bind_setting="INVENTORY_GRPC_BIND",
+        target="INVENTORY_GRPC_TARGET",
         health="shop.inventory.v1.InventoryService", cluster=True,
         exposes=(
             Exposed("shop.inventory.v1.InventoryService", "shop.inventory.v1.inventory_pb2", "10s"),
@@ -277,6 +294,7 @@ def start_order(processes: Iterable[Process] | None = None) -> list[Process]:
     (and the edge after every cluster); otherwise in table order."""
     pending = list(PROCESSES if processes is None else processes)
     providers = {p.provides: p.name for p in pending if p.provides}
+    providers.update({p.target: p.name for p in pending if p.target})
     started: set[str] = set()
     ordered: list[Process] = []
 

@@ -182,6 +182,8 @@ class Platform:
                 provided = {**made, **state.urls}
                 needed = {n: provided[n] for n in process.needs if n in provided}
                 self._start_process(process, {**env, **needed})
+                if process.target:
+                    made[process.target] = state.target(process.name)
             elif process.kind is Kind.EDGE:
                 self._start_edge(process, env)
         self._save()

@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
-from shop.order.v1 import order_pb2, order_pb2_grpc
+from shop.order.v1 import (
+    notifications_pb2,
+    notifications_pb2_grpc,
+    order_pb2,
+    order_pb2_grpc,
+    reports_pb2,
+    reports_pb2_grpc,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
@@ -14,10 +21,17 @@ from services.kit.cursor import CursorCodec
 from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
 from services.order.config import OrderConfig
-from services.order.servicer import OrderServicer
+from services.order.notifications import NotificationServicer
+from services.order.reports import ReportServicer
+from services.order.servicer import OrderAdminServicer, OrderServicer
 from services.order.usecases import Orders
 
 SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
+ADMIN_SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderAdminService"].full_name
+NOTIFICATION_SERVICE_NAME = notifications_pb2.DESCRIPTOR.services_by_name[
+    "NotificationService"
+].full_name
+REPORT_SERVICE_NAME = reports_pb2.DESCRIPTOR.services_by_name["ReportService"].full_name
 
 
 @dataclass(frozen=True)
@@ -40,8 +54,29 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
         CursorCodec(config.cursor_secret),
     )
     servicer = OrderServicer(orders)
+    admin = OrderAdminServicer(orders)
+    notices = NotificationServicer()
+    reports = ReportServicer()
 
     def add_to(server: grpc.aio.Server) -> None:
         order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
-    return OrderApp(engine, orders, [Registration(SERVICE_NAME, add_to)])
+    def add_admin_to(server: grpc.aio.Server) -> None:
+        order_pb2_grpc.add_OrderAdminServiceServicer_to_server(admin, server)  # type: ignore[no-untyped-call]
+
+    def add_notifications_to(server: grpc.aio.Server) -> None:
+        notifications_pb2_grpc.add_NotificationServiceServicer_to_server(notices, server)  # type: ignore[no-untyped-call]
+
+    def add_reports_to(server: grpc.aio.Server) -> None:
+        reports_pb2_grpc.add_ReportServiceServicer_to_server(reports, server)  # type: ignore[no-untyped-call]
+
+    return OrderApp(
+        engine,
+        orders,
+        [
+            Registration(SERVICE_NAME, add_to),
+            Registration(ADMIN_SERVICE_NAME, add_admin_to),
+            Registration(NOTIFICATION_SERVICE_NAME, add_notifications_to),
+            Registration(REPORT_SERVICE_NAME, add_reports_to),
+        ],
+    )

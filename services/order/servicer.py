@@ -106,3 +106,10 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         if page.next_cursor is not None:
             response.next_cursor = page.next_cursor
         return response
+
+
+class OrderAdminServicer(order_pb2_grpc.OrderAdminServiceServicer):
+    """shop.order.v1.OrderAdminService over the Orders use cases."""
+
+    def __init__(self, orders: Orders) -> None:
+        self._orders = orders

@@ -26,7 +26,7 @@ from services.kit.outbox import Event
 from services.kit.uow import Work
 from services.kit.wire import timestamp
 from services.order import repository
-from services.order.domain import Order
+from services.order.domain import Order, OrderStatus
 from services.order.events import AGGREGATE
 from services.order.notices import notice_for
 from services.order.schema import notifications
