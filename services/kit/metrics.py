@@ -42,6 +42,21 @@ GRPC_HANDLING = Histogram(
     _RPC,
 )
 
+# The same on the calling side (services.kit.grpc_client).
+GRPC_CLIENT_STARTED = Counter(
+    "grpc_client_started_total", "RPCs started by this process's clients.", _RPC
+)
+GRPC_CLIENT_HANDLED = Counter(
+    "grpc_client_handled_total",
+    "RPCs this process's clients saw completed, by status code.",
+    (*_RPC, "grpc_code"),
+)
+GRPC_CLIENT_HANDLING = Histogram(
+    "grpc_client_handling_seconds",
+    "Time from the RPC's start to its status, on the client.",
+    _RPC,
+)
+
 # --- upstream HTTP calls (services.kit.upstream, services.kit.breaker) ---------------------
 
 UPSTREAM_CALLS = Counter(
