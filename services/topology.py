@@ -123,8 +123,8 @@ PROCESSES: tuple[Process, ...] = (
             ),
             Exposed("shop.order.v1.ReportService", "shop.order.v1.reports_pb2", "30s"),
         ),
-        needs=("DATABASE_URL", "CURSOR_SECRET"), note=_GRPC,
-        metrics_port=_metrics("ORDER_METRICS_PORT", 9151),
+        needs=("DATABASE_URL", "CURSOR_SECRET", "PRODUCT_GRPC_TARGET", "INVENTORY_GRPC_TARGET"),
+        note=_GRPC, metrics_port=_metrics("ORDER_METRICS_PORT", 9151),
     ),
     Process(
         "product", "product gateway", Kind.SERVER, Port("PRODUCT_GRPC_PORT", 7052),

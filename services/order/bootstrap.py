@@ -16,7 +16,7 @@ from shop.order.v1 import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import db
+from services.kit import db, grpc_client
 from services.kit.cursor import CursorCodec
 from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
@@ -24,6 +24,7 @@ from services.order.config import OrderConfig
 from services.order.notifications import NotificationServicer
 from services.order.reports import ReportServicer
 from services.order.servicer import OrderAdminServicer, OrderServicer
+from services.order.upstreams import Catalogue, Stock
 from services.order.usecases import Orders
 
 SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
@@ -39,8 +40,11 @@ class OrderApp:
     engine: AsyncEngine
     orders: Orders
     registrations: list[Registration]
+    channels: tuple[grpc.aio.Channel, ...] = ()
 
     async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close(None)
         await self.engine.dispose()
 
 
@@ -48,10 +52,14 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
     """Wire the service; pass `engine` to share one (tests), else one is created."""
     if engine is None:
         engine = db.create_engine(config.database_url, pool_size=config.db_pool_size)
+    products = grpc_client.dial(config.product_target)
+    inventory = grpc_client.dial(config.inventory_target)
     orders = Orders(
         engine,
         IdempotencyStore(timedelta(seconds=config.idempotency_ttl_s)),
         CursorCodec(config.cursor_secret),
+        Catalogue(products),
+        Stock(inventory),
     )
     servicer = OrderServicer(orders)
     admin = OrderAdminServicer(orders)
@@ -73,7 +81,8 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
     return OrderApp(
         engine,
         orders,
-        [
+        channels=(products, inventory),
+        registrations=[
             Registration(SERVICE_NAME, add_to),
             Registration(ADMIN_SERVICE_NAME, add_admin_to),
             Registration(NOTIFICATION_SERVICE_NAME, add_notifications_to),

@@ -16,6 +16,9 @@ class OrderConfig:
     db_pool_size: int
     cursor_secret: bytes
     idempotency_ttl_s: int
+    # Where the product gateway and the inventory service listen (host:port).
+    product_target: str
+    inventory_target: str
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OrderConfig:
@@ -25,4 +28,6 @@ class OrderConfig:
             db_pool_size=env_int(env, "ORDER_DB_POOL_SIZE", 10),
             cursor_secret=env_str(env, "CURSOR_SECRET").encode(),
             idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", 3600),
+            product_target=env_str(env, "PRODUCT_GRPC_TARGET"),
+            inventory_target=env_str(env, "INVENTORY_GRPC_TARGET"),
         )

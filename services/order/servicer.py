@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-from services.kit import calls, identity
+from services.kit import calls, errors, identity
 from services.kit.idempotency import fingerprint
 from services.kit.ids import parse_uuid
 from services.kit.wire import timestamp
-from services.order.domain import Caller, LineItem, NewOrder, Order
-from services.order.usecases import Orders
+from services.order.domain import (
+    Caller,
+    LineItem,
+    NewOrder,
+    NewPlacement,
+    Order,
+    OrderFilter,
+    OrderStatus,
+    Wanted,
+    parse_status,
+)
+from services.order.usecases import Orders, StatusView
 
 Context = calls.Context
 
@@ -30,10 +42,7 @@ def to_proto(order: Order) -> order_pb2.Order:
         version=order.version,
         created_at=timestamp(order.created_at),
         updated_at=timestamp(order.updated_at),
-        items=[
-            order_pb2.LineItem(sku=i.sku, quantity=i.quantity, unit_price_cents=i.unit_price_cents)
-            for i in order.items
-        ],
+        items=[_line(i) for i in order.items],
     )
     if order.total_cents is not None:
         msg.total_cents = order.total_cents
@@ -43,6 +52,71 @@ def to_proto(order: Order) -> order_pb2.Order:
         msg.customer_ref = order.customer_ref
     if order.user_id is not None:
         msg.user_id = order.user_id
+    if order.failure_reason is not None:
+        msg.failure_reason = order.failure_reason
+    if order.cancel_requested:
+        msg.cancel_requested = True
+    if order.payment_status is not None:
+        msg.payment_status = order.payment_status
+    return msg
+
+
+def _line(item: LineItem) -> order_pb2.LineItem:
+    msg = order_pb2.LineItem(
+        sku=item.sku, quantity=item.quantity, unit_price_cents=item.unit_price_cents
+    )
+    if item.product_id is not None:
+        msg.product_id = str(item.product_id)
+    if item.name is not None:
+        msg.name = item.name
+    return msg
+
+
+def placement(request: order_pb2.CreateOrderRequest) -> NewPlacement | None:
+    """The catalogue order a request asks for, or None for a seed 001 draft (no line
+    names a product). Placed lines name a product and a quantity only."""
+    if not any(i.HasField("product_id") for i in request.items):
+        return None
+    wanted: list[Wanted] = []
+    for n, item in enumerate(request.items):
+        if not item.HasField("product_id"):
+            raise errors.InvalidArgument.field(
+                f"items[{n}].productId",
+                "is required when any line names a product (a draft's lines name none)",
+            )
+        if item.sku or item.unit_price_cents or item.HasField("name"):
+            raise errors.InvalidArgument.field(
+                f"items[{n}]",
+                "a placed line sends productId and quantity only: "
+                "the catalogue sets sku, name and price",
+            )
+        wanted.append(Wanted(parse_uuid(item.product_id, f"items[{n}].productId"), item.quantity))
+    ref = request.customer_ref if request.HasField("customer_ref") else None
+    return NewPlacement(ref, tuple(wanted))
+
+
+def status_view(view: StatusView) -> order_pb2.OrderStatusView:
+    order = view.order
+    msg = order_pb2.OrderStatusView(
+        order_id=str(order.id),
+        status=order.status.value,
+        version=order.version,
+        updated_at=timestamp(order.updated_at),
+    )
+    for change in view.history:
+        step = msg.history.add(
+            to_status=change.to_status.value, version=change.version, at=timestamp(change.at)
+        )
+        if change.from_status is not None:
+            step.from_status = change.from_status.value
+        if change.reason is not None:
+            step.reason = change.reason
+    if order.failure_reason is not None:
+        msg.failure_reason = order.failure_reason
+    if order.cancel_requested:
+        msg.cancel_requested = True
+    if order.payment_status is not None:
+        msg.payment_status = order.payment_status
     return msg
 
 
@@ -57,6 +131,18 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     ) -> order_pb2.Order:
         who = caller(context)
         key = calls.require_header(context, "idempotency-key", "Idempotency-Key")
+        placed = placement(request)
+        if placed is not None:
+            body_hash = fingerprint("PlaceOrder", request.SerializeToString(deterministic=True))
+            done = await self._orders.place(who, key, body_hash, placed)
+            status = 202 if done.order.status is OrderStatus.PENDING else 201
+            await calls.send_headers(
+                context,
+                http_status=200 if done.replayed else status,
+                version=done.order.version,
+                replayed=done.replayed,
+            )
+            return to_proto(done.order)
         new = NewOrder(
             customer_ref=request.customer_ref if request.HasField("customer_ref") else None,
             items=tuple(LineItem(i.sku, i.quantity, i.unit_price_cents) for i in request.items),
@@ -98,6 +184,13 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         await calls.send_headers(context, version=order.version)
         return to_proto(order)
 
+    async def GetOrderStatus(
+        self, request: order_pb2.GetOrderStatusRequest, context: Context
+    ) -> order_pb2.OrderStatusView:
+        view = await self._orders.status(caller(context), parse_uuid(request.id))
+        await calls.send_headers(context, version=view.order.version)
+        return status_view(view)
+
     async def ListOrders(
         self, request: order_pb2.ListOrdersRequest, context: Context
     ) -> order_pb2.ListOrdersResponse:
@@ -113,3 +206,21 @@ class OrderAdminServicer(order_pb2_grpc.OrderAdminServiceServicer):
 
     def __init__(self, orders: Orders) -> None:
         self._orders = orders
+
+    async def ListAllOrders(
+        self, request: order_pb2.ListAllOrdersRequest, context: Context
+    ) -> order_pb2.ListOrdersResponse:
+        filters = OrderFilter(
+            status=parse_status(request.status) if request.HasField("status") else None,
+            created_from=request.created_from.ToDatetime(tzinfo=UTC)
+            if request.HasField("created_from")
+            else None,
+            created_to=request.created_to.ToDatetime(tzinfo=UTC)
+            if request.HasField("created_to")
+            else None,
+        )
+        page = await self._orders.list_all(caller(context), filters, request.limit, request.cursor)
+        response = order_pb2.ListOrdersResponse(items=[to_proto(o) for o in page.items])
+        if page.next_cursor is not None:
+            response.next_cursor = page.next_cursor
+        return response

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kit import errors
 from services.kit.cursor import CursorCodec, Page, TimeIdPosition, page_size, time_id_page
 from services.kit.idempotency import IdempotencyStore, KeyScope
 from services.kit.uow import Claim, Stored, UnitOfWork
-from services.order import events, repository
-from services.order.domain import Caller, NewOrder, Order
+from services.order import events, repository, transitions
+from services.order.domain import (
+    Caller,
+    LineItem,
+    NewOrder,
+    NewPlacement,
+    Order,
+    OrderFilter,
+    OrderStatus,
+    StatusChange,
+)
+from services.order.upstreams import Catalogue, Stock
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 10
 MAX_PAGE = 100
@@ -25,15 +40,102 @@ class Created:
     replayed: bool
 
 
+@dataclass(frozen=True)
+class StatusView:
+    order: Order
+    history: list[StatusChange]
+
+
 class Orders:
-    """The order use cases over one database."""
+    """The order use cases over one database, the catalogue and the stock."""
 
     def __init__(
-        self, engine: AsyncEngine, idempotency: IdempotencyStore, cursors: CursorCodec
+        self,
+        engine: AsyncEngine,
+        idempotency: IdempotencyStore,
+        cursors: CursorCodec,
+        catalogue: Catalogue | None = None,
+        stock: Stock | None = None,
     ) -> None:
         self._engine = engine
         self._idempotency = idempotency
         self._cursors = cursors
+        self._catalogue = catalogue
+        self._stock = stock
+
+    async def place(
+        self, caller: Caller, key: str, request_hash: str, new: NewPlacement
+    ) -> Created:
+        """Place the caller's order from the catalogue, or replay the first response to
+        the caller's key.
+
+        Names and prices are the catalogue's now (the order keeps them). The stock is
+        reserved before the order is written, in the order's id: a product short of
+        units is errors.InsufficientStock (409) and nothing is written. When the
+        inventory does not answer, the order is accepted as `pending` and the
+        pipeline reserves it. The payment is the pipeline's: placement never waits
+        on the provider.
+        """
+        if self._catalogue is None or self._stock is None:
+            raise errors.Unavailable("placing orders needs the catalogue and the inventory")
+        stock, catalogue = self._stock, self._catalogue
+        found = await catalogue.products(caller.tenant, [w.product_id for w in new.lines])
+        lines: list[LineItem] = []
+        for n, wanted in enumerate(new.lines):
+            product = found.get(wanted.product_id)
+            if product is None:
+                raise errors.InvalidArgument.field(
+                    f"items[{n}].productId", "no such product in the catalogue"
+                )
+            lines.append(
+                LineItem(
+                    product.sku, wanted.quantity, product.price_cents, product.id, product.name
+                )
+            )
+        if sum(i.quantity * i.unit_price_cents for i in lines) > 2**31 - 1:
+            raise errors.InvalidArgument.field("items", "the order total is too large")
+        claim = Claim(KeyScope(caller.tenant, caller.user), key, "orders.place", request_hash)
+        async with UnitOfWork(self._engine, self._idempotency) as work:
+
+            async def effect() -> Order:
+                order_id = uuid.uuid4()
+                status = OrderStatus.RESERVED
+                try:
+                    await stock.reserve(caller.tenant, order_id, new.merged())
+                except (errors.Unavailable, errors.DeadlineExceeded) as exc:
+                    log.warning("inventory unavailable; order accepted as pending: %s", exc)
+                    status = OrderStatus.PENDING
+                try:
+                    order = await repository.insert_placed(
+                        work.conn, caller, order_id, new.customer_ref, lines, status
+                    )
+                    return await transitions.placed(work, order, actor=caller.user)
+                except BaseException:
+                    if status is OrderStatus.RESERVED:
+                        await _release_quietly(stock, caller.tenant, order_id)
+                    raise
+
+            done = await work.idempotent(claim, effect, STORED_ORDER)
+        return Created(done.value, done.replayed)
+
+    async def status(self, caller: Caller, order_id: uuid.UUID) -> StatusView:
+        async with self._engine.connect() as conn:
+            order = await repository.get(conn, caller, order_id)
+            return StatusView(order, await repository.status_history(conn, order_id))
+
+    async def list_all(
+        self, caller: Caller, filters: OrderFilter, limit: int, cursor: str
+    ) -> Page[Order]:
+        """One page of the tenant's orders (an admin's list) within the filters; the
+        cursor is bound to the tenant and the filters."""
+
+        async def fetch(after: TimeIdPosition | None, n: int) -> list[Order]:
+            async with self._engine.connect() as conn:
+                return await repository.page(conn, caller, n, after, filters)
+
+        size = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
+        scope = f"{caller.list_scope}:{filters.scope}"
+        return await time_id_page(self._cursors, scope, cursor, size, fetch)
 
     async def create(self, caller: Caller, key: str, request_hash: str, new: NewOrder) -> Created:
         """Create the caller's draft, or replay the response first given for the
@@ -80,3 +182,11 @@ class Orders:
 
         size = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
         return await time_id_page(self._cursors, caller.list_scope, cursor, size, fetch)
+
+
+async def _release_quietly(stock: Stock, tenant: str, order_id: uuid.UUID) -> None:
+    """Give back a reservation whose order was not written; the reaper is the backstop."""
+    try:
+        await asyncio.shield(stock.release(tenant, order_id))
+    except Exception as exc:  # the reaper releases it at its expiry
+        log.warning("could not release the reservation of an unwritten order: %s", exc)

@@ -7,7 +7,12 @@ import pytest
 from services.kit.config import ConfigError
 from services.order.config import OrderConfig
 
-BASE = {"DATABASE_URL": "postgresql://u:p@h/db", "CURSOR_SECRET": "s" * 32}
+BASE = {
+    "DATABASE_URL": "postgresql://u:p@h/db",
+    "CURSOR_SECRET": "s" * 32,
+    "PRODUCT_GRPC_TARGET": "product:7052",
+    "INVENTORY_GRPC_TARGET": "inventory:7062",
+}
 
 
 def test_defaults_and_overrides() -> None:

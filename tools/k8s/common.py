@@ -72,8 +72,13 @@ def stub_url_settings() -> dict[str, str]:
     return {p.provides: f"http://{p.name}:{p.port.default}" for p in topology.of_kind(Kind.STUB)}
 
 
+def target_settings() -> dict[str, str]:
+    """INVENTORY_GRPC_TARGET, PRODUCT_GRPC_TARGET, ...: a server's Service in the cluster."""
+    return {p.target: f"{p.name}:{p.port.default}" for p in apps() if p.target}
+
+
 def settings() -> dict[str, str]:
-    return {**BASE_SETTINGS, **stub_url_settings()}
+    return {**BASE_SETTINGS, **stub_url_settings(), **target_settings()}
 
 
 def apps() -> list[Process]:

@@ -109,6 +109,11 @@ def network_policies() -> list[Doc]:
     ]
     for name in topology.clusters():
         process = topology.by_name(name)
+        # Envoy, and the platform processes that call this server directly (by its
+        # target setting: the order service and the pipeline calling inventory).
+        callers = [envoy] + [
+            selector(p.name) for p in apps() if process.target and process.target in p.needs
+        ]
         docs.append(
             policy(
                 f"{name}-ingress",
@@ -116,7 +121,7 @@ def network_policies() -> list[Doc]:
                 ["Ingress"],
                 ingress=[
                     {
-                        "from": [{"podSelector": {"matchLabels": envoy}}],
+                        "from": [{"podSelector": {"matchLabels": c}} for c in callers],
                         "ports": tcp(process.port.default),
                     }
                 ],
@@ -139,15 +144,18 @@ def network_policies() -> list[Doc]:
                 )
             )
     clients = [(p.name, p.needs) for p in apps()] + [("migrate", ("DATABASE_URL",))]
+    servers = {p.target: p for p in apps() if p.target}
     for name, needs in clients:
         ports = egress_ports(needs)
-        if ports:
-            docs.append(
-                policy(
-                    f"{name}-egress",
-                    selector(name),
-                    ["Egress"],
-                    egress=[{"to": anywhere(), "ports": tcp(*ports)}],
-                )
-            )
+        rules: list[Doc] = [{"to": anywhere(), "ports": tcp(*ports)}] if ports else []
+        rules += [
+            {
+                "to": [{"podSelector": {"matchLabels": selector(servers[n].name)}}],
+                "ports": tcp(servers[n].port.default),
+            }
+            for n in needs
+            if n in servers
+        ]
+        if rules:
+            docs.append(policy(f"{name}-egress", selector(name), ["Egress"], egress=rules))
     return docs

@@ -36,8 +36,8 @@ class OrderServiceStub:
     reserved before the order exists, and the order pipeline moves it on:
 
     pending -> reserved -> paid -> fulfilled
-    \         \         \
-    +-> failed +-> cancelled +-> cancelled -> refunded
+    pending, reserved -> failed
+    pending, reserved, paid -> cancelled -> refunded (when it had been charged)
 
     `pending`: accepted, not yet reserved; `reserved`: the units are held for
     it; `paid`: the charge was captured; `fulfilled`: the units left the shop
@@ -149,8 +149,8 @@ class OrderServiceServicer:
     reserved before the order exists, and the order pipeline moves it on:
 
     pending -> reserved -> paid -> fulfilled
-    \         \         \
-    +-> failed +-> cancelled +-> cancelled -> refunded
+    pending, reserved -> failed
+    pending, reserved, paid -> cancelled -> refunded (when it had been charged)
 
     `pending`: accepted, not yet reserved; `reserved`: the units are held for
     it; `paid`: the charge was captured; `fulfilled`: the units left the shop
@@ -365,8 +365,8 @@ class OrderService:
     reserved before the order exists, and the order pipeline moves it on:
 
     pending -> reserved -> paid -> fulfilled
-    \         \         \
-    +-> failed +-> cancelled +-> cancelled -> refunded
+    pending, reserved -> failed
+    pending, reserved, paid -> cancelled -> refunded (when it had been charged)
 
     `pending`: accepted, not yet reserved; `reserved`: the units are held for
     it; `paid`: the charge was captured; `fulfilled`: the units left the shop

@@ -1,0 +1,41 @@
+"""Helpers for checkout tests through the edge: a catalogue product with stock, and
+placing orders for it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+
+def product(
+    http: httpx.Client, admin: dict[str, str], *, price_cents: int, stock: int, name: str = ""
+) -> str:
+    """A new catalogue product (through the product gateway) with `stock` units in the
+    ledger; its id."""
+    sku = f"CHK-{uuid.uuid4().hex[:10].upper()}"
+    created = http.post(
+        "/v1/products",
+        json={"sku": sku, "name": name or f"Product {sku}", "priceCents": price_cents},
+        headers={**admin, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert created.status_code == 201, created.text
+    product_id = str(created.json()["id"])
+    restocked = http.put(
+        f"/v1/admin/inventory/{product_id}",
+        json={"available": stock, "lowStockThreshold": 0},
+        headers={**admin, "If-Match": '"0"', "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert restocked.status_code == 200, restocked.text
+    return product_id
+
+
+def order_body(*lines: tuple[str, int]) -> dict[str, Any]:
+    return {"items": [{"productId": p, "quantity": n} for p, n in lines]}
+
+
+def stock(http: httpx.Client, tenant: str, product_id: str) -> dict[str, Any]:
+    read = http.get(f"/v1/inventory/{product_id}", headers={"X-Tenant-Id": tenant})
+    assert read.status_code == 200, read.text
+    return dict(read.json())
