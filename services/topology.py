@@ -277,6 +277,11 @@ def url_settings(processes: Iterable[Process] | None = None) -> list[str]:
     return [p.provides for p in (PROCESSES if processes is None else processes) if p.provides]
 
 
+def target_settings(processes: Iterable[Process] | None = None) -> list[str]:
+    """The settings that tell internal callers where a gRPC server listens."""
+    return [p.target for p in (PROCESSES if processes is None else processes) if p.target]
+
+
 def clusters(processes: Iterable[Process] | None = None) -> dict[str, str]:
     """Envoy's gRPC clusters: process name to the health service its checks ask about."""
     chosen = PROCESSES if processes is None else processes

@@ -507,7 +507,8 @@ def test_every_pod_is_denied_by_default(rendered: tuple[str, list[Doc]]) -> None
 
 def ingress_problems(docs: list[Doc]) -> list[str]:
     """Who else than Envoy may connect to a service (beside Prometheus on the metrics
-    port only), and what else Envoy takes."""
+    port only, and the platform processes that name the server's target setting in
+    their needs), and what else Envoy takes."""
     labels = pod_labels(docs)
     envoy = {"podSelector": {"matchLabels": common.selector(EDGE.name)}}
     scraper = {
@@ -517,7 +518,12 @@ def ingress_problems(docs: list[Doc]) -> list[str]:
     found = []
     for process in APPS:
         ingress = rules(docs, labels[process.name], "ingress")
-        allowed = [{"from": [envoy], "ports": policies.tcp(process.port.default)}]
+        callers = [
+            {"podSelector": {"matchLabels": common.selector(p.name)}}
+            for p in APPS
+            if process.target and process.target in p.needs
+        ]
+        allowed = [{"from": [envoy, *callers], "ports": policies.tcp(process.port.default)}]
         if not process.cluster:
             allowed = []
         if process.metrics_port is not None:

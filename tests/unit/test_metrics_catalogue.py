@@ -14,7 +14,7 @@ from services.launcher import ROOT
 DOC = (ROOT / "docs" / "observability.md").read_text()
 # Labels whose values grow with the users: one series per tenant, user or message.
 UNBOUNDED = re.compile(r"tenant|user|message|request|order_id|email|key", re.IGNORECASE)
-NAMING = re.compile(r"^(grpc_server_[a-z_]+|shop_[a-z]+_[a-z_]+)$")
+NAMING = re.compile(r"^(grpc_(server|client)_[a-z_]+|shop_[a-z]+_[a-z_]+)$")
 
 
 def _catalogue() -> dict[str, MetricWrapperBase]:

@@ -70,6 +70,14 @@ def test_the_edge_clusters_are_the_services_and_their_health_services() -> None:
 def test_the_edge_routes_every_public_service_with_its_timeout() -> None:
     assert [(s.name, s.module, s.cluster, s.timeout) for s in edge_policy.services()] == [
         ("shop.order.v1.OrderService", "shop.order.v1.order_pb2", "order", "30s"),
+        ("shop.order.v1.OrderAdminService", "shop.order.v1.order_pb2", "order", "30s"),
+        (
+            "shop.order.v1.NotificationService",
+            "shop.order.v1.notifications_pb2",
+            "order",
+            "10s",
+        ),
+        ("shop.order.v1.ReportService", "shop.order.v1.reports_pb2", "order", "30s"),
         ("shop.product.v1.ProductService", "shop.product.v1.product_pb2", "product", "15s"),
         ("shop.product.v2.ProductService", "shop.product.v2.product_pb2", "product", "15s"),
         ("shop.user.v1.UserService", "shop.user.v1.user_pb2", "user", "10s"),
@@ -184,7 +192,11 @@ def test_every_server_and_worker_is_a_module_with_a_bind_setting() -> None:
 
 
 def test_every_need_is_made_by_a_process_the_launcher_or_the_dev_hook(tmp_path: Path) -> None:
-    provided = set(topology.url_settings()) | set(topology.LAUNCHER_SETTINGS)
+    provided = (
+        set(topology.url_settings())
+        | set(topology.target_settings())
+        | set(topology.LAUNCHER_SETTINGS)
+    )
     for process in topology.PROCESSES:
         made = set(dev_env_hook(process.dev_env)(tmp_path, {})) if process.dev_env else set()
         assert set(process.needs) <= provided | made, process.name
@@ -219,6 +231,9 @@ SAMPLES = {
         }
     ),
     "JWT_SIGNING_KEYS": "/keys/jwt-signing.pem",
+    "PRODUCT_GRPC_TARGET": "product:7052",
+    "INVENTORY_GRPC_TARGET": "inventory:7062",
+    "USER_GRPC_TARGET": "user:7053",
     "JWT_ISSUER": "shop-platform",
     "JWT_AUDIENCE": "shop-api",
 }

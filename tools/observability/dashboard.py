@@ -67,6 +67,15 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             + " - " + sum_by("grpc_service", "grpc_server_handled_total"),
             "{{grpc_service}}"),), "short",
             "Started minus handled: RPCs a server is working on now."),
+        Panel("Service-to-service calls by callee method and code", ((
+            sum_by("grpc_service, grpc_method, grpc_code", rate("grpc_client_handled_total")),
+            "{{grpc_service}}/{{grpc_method}} {{grpc_code}}"),), "reqps",
+            "What the order service and the pipeline ask the catalogue and the inventory."),
+        Panel("Service-to-service p99 and calls started", (
+            (p99("grpc_client_handling_seconds_bucket", "grpc_service, grpc_method"),
+             "p99 {{grpc_service}}/{{grpc_method}}"),
+            (sum_by("grpc_service", rate("grpc_client_started_total")), "started {{grpc_service}}"),
+        ), "s"),
     )),
     ("Upstreams (ERP, Warehouse, Routing)", (
         Panel("Calls by upstream and outcome", ((
