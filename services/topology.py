@@ -137,7 +137,8 @@ PROCESSES: tuple[Process, ...] = (
             Exposed("shop.product.v1.ProductService", "shop.product.v1.product_pb2", "15s"),
             Exposed("shop.product.v2.ProductService", "shop.product.v2.product_pb2", "15s"),
         ),
-        needs=("DATABASE_URL", "CURSOR_SECRET", "ERP_URL", "WAREHOUSE_URL"),
+        needs=("DATABASE_URL", "CURSOR_SECRET", "ERP_URL", "WAREHOUSE_URL",
+               "INVENTORY_GRPC_TARGET"),
         note="{where} (v1 and v2)", metrics_port=_metrics("PRODUCT_METRICS_PORT", 9152),
     ),
     Process(

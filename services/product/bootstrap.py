@@ -12,13 +12,14 @@ from shop.product.v2 import product_pb2 as v2
 from shop.product.v2 import product_pb2_grpc as v2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import db
+from services.kit import db, grpc_client
 from services.kit.cache import TtlCache
 from services.kit.cursor import CursorCodec
 from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
 from services.kit.upstream import Upstream
 from services.product.config import ProductConfig
+from services.product.ledger import Ledger
 from services.product.servicer_v1 import ProductServicerV1
 from services.product.servicer_v2 import ProductServicerV2
 from services.product.upstreams import Erp, Warehouse
@@ -35,8 +36,11 @@ class ProductApp:
     warehouse: Upstream
     catalog: Catalog
     registrations: list[Registration]
+    inventory: grpc.aio.Channel | None = None
 
     async def close(self) -> None:
+        if self.inventory is not None:
+            await self.inventory.close(None)
         await self.erp.aclose()
         await self.warehouse.aclose()
         await self.engine.dispose()
@@ -68,7 +72,8 @@ def bootstrap(config: ProductConfig, *, engine: AsyncEngine | None = None) -> Pr
         ),
         budgets=Budgets(read_s=config.read_budget_s, write_s=config.write_budget_s),
     )
-    servicer_v1 = ProductServicerV1(catalog)
+    inventory = grpc_client.dial(config.inventory_target)
+    servicer_v1 = ProductServicerV1(catalog, Ledger(inventory))
     servicer_v2 = ProductServicerV2(catalog, config.low_stock_threshold)
 
     def add_v1(server: grpc.aio.Server) -> None:
@@ -83,4 +88,5 @@ def bootstrap(config: ProductConfig, *, engine: AsyncEngine | None = None) -> Pr
         warehouse,
         catalog,
         [Registration(SERVICE_V1, add_v1), Registration(SERVICE_V2, add_v2)],
+        inventory,
     )

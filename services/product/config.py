@@ -19,6 +19,8 @@ class ProductConfig:
     idempotency_ttl_s: int
     erp_url: str
     warehouse_url: str
+    # Where the inventory service listens: GET /v1/products/{id}/inventory reads its ledger.
+    inventory_target: str
     erp: UpstreamPolicy
     warehouse: UpstreamPolicy
     read_budget_s: float
@@ -40,6 +42,7 @@ class ProductConfig:
             idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", 3600),
             erp_url=env_str(env, "ERP_URL"),
             warehouse_url=env_str(env, "WAREHOUSE_URL"),
+            inventory_target=env_str(env, "INVENTORY_GRPC_TARGET"),
             erp=UpstreamPolicy.from_env("ERP", env),
             warehouse=UpstreamPolicy.from_env("WAREHOUSE", env),
             read_budget_s=env_float(env, "PRODUCT_READ_BUDGET_S", 3.0),

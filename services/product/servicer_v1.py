@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from services.kit import calls, identity
 from services.kit.idempotency import fingerprint
 from services.product.domain import ProductDraft, ProductView, parse_id
+from services.product.ledger import Ledger
 from services.product.usecases import Catalog, Freshness
 
 Context = calls.Context
@@ -48,8 +51,9 @@ def _draft(
 class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
     """shop.product.v1.ProductService over the Catalog use cases."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, ledger: Ledger) -> None:
         self._catalog = catalog
+        self._ledger = ledger
 
     async def ListProducts(
         self, request: product_pb2.ListProductsRequest, context: Context
@@ -130,16 +134,15 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
     async def GetProductInventory(
         self, request: product_pb2.GetProductInventoryRequest, context: Context
     ) -> product_pb2.ProductInventory:
-        read = await self._catalog.get(
-            identity.tenant(context), parse_id(request.id), need_stock=True
-        )
-        stock = read.view.stock
-        assert stock is not None, "read with need_stock"
+        """The ledger's figures for a live catalogue product (404 as GetProduct)."""
+        tenant = identity.tenant(context)
+        read = await self._catalog.get(tenant, parse_id(request.id), need_stock=False)
+        level = await self._ledger.level(tenant, uuid.UUID(read.view.product.id))
         await calls.send_headers(context, extra=cache_status(read.freshness))
         return product_pb2.ProductInventory(
             product_id=read.view.product.id,
-            sku=stock.sku,
-            on_hand=stock.on_hand,
-            reserved=stock.reserved,
-            available=stock.available,
+            sku=read.view.product.sku,
+            on_hand=level.on_hand,
+            reserved=level.reserved,
+            available=level.available,
         )

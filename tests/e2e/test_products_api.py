@@ -159,19 +159,32 @@ def test_a_product_is_read_merged_with_its_etag_and_then_from_cache(
     assert erp.requests("GET /products/{id}") == before + 1
 
 
-def test_inventory_shows_the_warehouse_figures(products: Products, warehouse: StubAdmin) -> None:
-    # Stock figures are cached for up to STOCK_CACHE_TTL_S: set them before the
-    # create reads (and caches) them.
-    warehouse.as_tenant(
-        products.tenant, "PUT", "/stock/STOCKED-1", json={"on_hand": 9, "reserved": 4}
-    ).raise_for_status()
+def test_inventory_shows_the_ledger_figures(
+    products: Products, http: httpx.Client, platform: State
+) -> None:
     made = products.made("STOCKED-1")
-    assert made["stock"] == 5
+    unstocked = products.http.get(f"/v1/products/{made['id']}/inventory", headers=products.h())
+    assert unstocked.status_code == 200, unstocked.text
+    assert unstocked.json() == {
+        "productId": made["id"], "sku": "STOCKED-1", "onHand": 0, "reserved": 0, "available": 0,
+    }  # fmt: skip
+    admin = identity.admin(http, platform, products.tenant).headers()
+    restocked = http.put(
+        f"/v1/admin/inventory/{made['id']}",
+        json={"available": 9, "lowStockThreshold": 1},
+        headers={**admin, "If-Match": '"0"', "Idempotency-Key": "restock-1"},
+    )
+    assert restocked.status_code == 200, restocked.text
     response = products.http.get(f"/v1/products/{made['id']}/inventory", headers=products.h())
     assert response.status_code == 200, response.text
     assert response.json() == {
-        "productId": made["id"], "sku": "STOCKED-1", "onHand": 9, "reserved": 4, "available": 5,
+        "productId": made["id"], "sku": "STOCKED-1", "onHand": 9, "reserved": 0, "available": 9,
     }  # fmt: skip
+    assert_error(
+        products.http.get(f"/v1/products/{uuid.uuid4()}/inventory", headers=products.h()),
+        404,
+        "not_found",
+    )
 
 
 def test_unknown_deleted_and_other_tenants_products_are_not_found(

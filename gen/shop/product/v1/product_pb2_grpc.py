@@ -178,8 +178,10 @@ class ProductServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetProductInventory(self, request, context):
-        """Returns the Warehouse's stock figures for one live product. Errors as
-        GetProduct.
+        """Returns the platform's stock ledger figures for one live product (the
+        inventory service's, where orders' reservations count; on-hand there is
+        synced from the Warehouse). A product the ledger has never stocked answers
+        zeros. Errors as GetProduct, and UNAVAILABLE when the ledger does not answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
