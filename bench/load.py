@@ -71,6 +71,7 @@ def own_platform(
     edge_limits: EdgeLimits | None = None,
     *,
     event_workers: int = 1,
+    replicas: Mapping[str, int] | None = None,
 ) -> Iterator[State]:
     """The whole platform on free ports in a run directory of this process, removed after.
 
@@ -79,7 +80,7 @@ def own_platform(
     # Port 0: a free port for every component, so a `./shop up` may run alongside.
     config = LauncherConfig.on_free_ports(
         run_dir,
-        replicas={"event-worker": event_workers},
+        replicas={"event-worker": event_workers, **(replicas or {})},
         log_level="WARNING",
         service_env=service_env or {},
         edge_limits=edge_limits or EdgeLimits(),

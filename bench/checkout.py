@@ -1,0 +1,312 @@
+"""Checkout under load: N customers at once through Envoy, each placing an order for
+one unit of one product, then the wait until every accepted order is settled.
+
+    PYTHONPATH=.:gen .venv/bin/python -m bench.checkout [--customers 1000]
+        [--scarce-stock 100] [--pipelines 1] [--json]
+
+It starts a platform of its own on free ports (launcher `Platform`, LOG_LEVEL=WARNING,
+limits far above the load: `bench.load.HIGH_LIMITS`), with `--pipelines` order
+pipeline workers. The customers' tokens are signed with the run's own signing key
+(what the user service would issue; registering 1,000 accounts would measure
+Argon2 instead). Two runs in the same platform:
+
+1. scarce: a product with `--scarce-stock` units (100) and N buyers;
+2. plenty: a product with N units and N buyers.
+
+Per run, the N placements wait at a barrier and go out together over N connections
+(aiohttp), each timed from send to answer. Reported: accepted (201/202), rejected
+for stock (409 insufficient_stock), other 4xx, 5xx (must be 0), oversold (accepted
+beyond the stock, and the ledger's units: must be 0), placement p50/p95/p99/max,
+orders/s placed (accepted / the placement burst's wall time), the time until the
+last accepted order is settled (fulfilled or failed) and orders/s completed through
+payment (captures in the Payment provider stub's ledger over that time), and the
+payment captures per order (must be 1). The client shares the 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+import sqlalchemy as sa
+
+from bench import load
+from bench.load import nearest_rank, progress
+from services.kit import db
+from services.launcher.platform import State
+from services.order.schema import orders
+from services.user.tokens import KeyRing, TokenIssuer
+
+TENANT = "checkout-load"
+SETTLED = ("fulfilled", "failed", "cancelled", "refunded")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    label: str
+    customers: int
+    stock: int
+    accepted: int
+    rejected_for_stock: int
+    other_4xx: int
+    server_errors: int
+    no_answer: int
+    oversold: int
+    placement_s: float
+    placed_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    settled: int
+    settle_s: float
+    completed_per_s: float
+    fulfilled: int
+    captures: int
+    orders_charged_twice: int
+    ledger_available: int
+    ledger_reserved: int
+
+
+def issuer(state: State) -> TokenIssuer:
+    key = Path(state.run_dir) / "keys" / "jwt-signing.pem"
+    return TokenIssuer(KeyRing.load([key]), "shop-platform", "shop-api", ttl_s=3600)
+
+
+def new_product(http: httpx.Client, admin: str, stock: int) -> str:
+    headers = {"Authorization": f"Bearer {admin}"}
+    sku = f"LOAD-{uuid.uuid4().hex[:8].upper()}"
+    made = http.post(
+        "/v1/products",
+        json={"sku": sku, "name": f"Load {sku}", "priceCents": 1999},
+        headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    made.raise_for_status()
+    product = str(made.json()["id"])
+    http.put(
+        f"/v1/admin/inventory/{product}",
+        json={"available": stock, "lowStockThreshold": 0},
+        headers={**headers, "If-Match": '"0"', "Idempotency-Key": uuid.uuid4().hex},
+    ).raise_for_status()
+    return product
+
+
+async def place_all(
+    url: str, tokens: list[str], product: str
+) -> tuple[list[tuple[int, float, str]], float]:
+    """Every customer's placement at once; (status, seconds, code) each, and the wall time."""
+    body = json.dumps({"items": [{"productId": product, "quantity": 1}]})
+    connector = aiohttp.TCPConnector(limit=len(tokens), force_close=False)
+    timeout = aiohttp.ClientTimeout(total=60)
+    results: list[tuple[int, float, str]] = []
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
+        # Open the connections first, so the burst measures placement, not TCP setup.
+        await asyncio.gather(*(session.get("/healthz") for _ in range(len(tokens))))
+        gate = asyncio.Event()
+
+        async def one(token: str) -> None:
+            headers = {
+                "Authorization": f"Bearer {token}",
+                "Idempotency-Key": uuid.uuid4().hex,
+                "Content-Type": "application/json",
+            }
+            await gate.wait()
+            started = time.perf_counter()
+            try:
+                async with session.post("/v1/orders", data=body, headers=headers) as answer:
+                    text = await answer.text()
+                    try:
+                        parsed = json.loads(text)
+                    except ValueError:
+                        parsed = {"code": text[:60]}
+                    # The order id of an accepted placement; the error code of a refusal.
+                    code = str(parsed.get("id" if answer.status < 400 else "code", ""))
+                    results.append((answer.status, time.perf_counter() - started, code))
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                results.append((0, time.perf_counter() - started, type(exc).__name__))
+
+        tasks = [asyncio.create_task(one(t)) for t in tokens]
+        await asyncio.sleep(0.5)
+        began = time.perf_counter()
+        gate.set()
+        await asyncio.gather(*tasks)
+        return results, time.perf_counter() - began
+
+
+async def settle(state: State, product: str, accepted: int, began: float) -> tuple[int, float]:
+    """Wait until every accepted order of the product is settled; (settled, seconds)."""
+    engine = db.create_engine(state.database_url, pool_size=1)
+    try:
+        query = sa.text(
+            "SELECT count(*) FROM orders o JOIN order_items i ON i.order_id = o.id "
+            "WHERE o.tenant_id = :t AND i.product_id = :p AND o.status = ANY(:s)"
+        )
+        deadline = time.monotonic() + 300
+        settled = 0
+        while time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                settled = (
+                    await conn.execute(query, {"t": TENANT, "p": product, "s": list(SETTLED)})
+                ).scalar_one()
+            if settled >= accepted:
+                break
+            await asyncio.sleep(0.2)
+        return settled, time.perf_counter() - began
+    finally:
+        await engine.dispose()
+
+
+async def statuses(state: State, product: str) -> Counter[str]:
+    engine = db.create_engine(state.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(orders.c.status, sa.func.count())
+                .select_from(
+                    orders.join(
+                        sa.table("order_items", sa.column("order_id"), sa.column("product_id")),
+                        sa.text("order_items.order_id = orders.id"),
+                    )
+                )
+                .where(orders.c.tenant_id == TENANT, sa.text("order_items.product_id = :p"))
+                .group_by(orders.c.status),
+                {"p": product},
+            )
+            return Counter({r[0]: r[1] for r in rows})
+    finally:
+        await engine.dispose()
+
+
+def captures(state: State, order_ids: list[str]) -> dict[str, int]:
+    """Captures per order in the Payment provider stub's ledger."""
+    counts: dict[str, int] = {}
+    with httpx.Client(base_url=state.urls["PAYMENTS_URL"], timeout=10) as stub:
+        for order_id in order_ids:
+            ledger = stub.get("/_admin/ledger", params={"orderId": order_id, "tenant": TENANT})
+            ledger.raise_for_status()
+            counts[order_id] = int(ledger.json()["captures"]["count"])
+    return counts
+
+
+def run(state: State, label: str, customers: int, stock: int) -> RunResult:
+    mint = issuer(state)
+    with httpx.Client(base_url=state.rest_url, timeout=30) as http:
+        admin = mint.issue(f"bench-admin-{uuid.uuid4().hex[:6]}", TENANT, "admin").token
+        product = new_product(http, admin, stock)
+        tokens = [mint.issue(str(uuid.uuid4()), TENANT, "customer").token for _ in range(customers)]
+        progress(f"{label}: {customers} customers for {stock} units")
+        began = time.perf_counter()
+        answers, wall = asyncio.run(place_all(state.rest_url, tokens, product))
+        by = Counter(status for status, _, _ in answers)
+        accepted = by[201] + by[202]
+        rejected = sum(1 for s, _, c in answers if s == 409 and c == "insufficient_stock")
+        progress(f"{label}: placed {accepted} in {wall:.2f} s; waiting for settlement")
+        settled, settle_s = asyncio.run(settle(state, product, accepted, began))
+        final = asyncio.run(statuses(state, product))
+        ids = [c for s, _, c in answers if s in (201, 202)]
+        new = {k: v for k, v in captures(state, ids).items() if v}
+        level = http.get(f"/v1/inventory/{product}", headers={"X-Tenant-Id": TENANT}).json()
+    latencies = sorted(t for _, t, _ in answers)
+    held = int(level.get("reserved", 0))
+    return RunResult(
+        label=label,
+        customers=customers,
+        stock=stock,
+        accepted=accepted,
+        rejected_for_stock=rejected,
+        other_4xx=sum(v for s, v in by.items() if 400 <= s < 500) - rejected,
+        server_errors=sum(v for s, v in by.items() if s >= 500),
+        no_answer=by[0],
+        oversold=max(accepted - stock, 0) + max(-int(level.get("available", 0)), 0),
+        placement_s=round(wall, 3),
+        placed_per_s=round(accepted / wall, 1) if wall else 0.0,
+        p50_ms=round(nearest_rank(latencies, 50) * 1000, 1),
+        p95_ms=round(nearest_rank(latencies, 95) * 1000, 1),
+        p99_ms=round(nearest_rank(latencies, 99) * 1000, 1),
+        max_ms=round(latencies[-1] * 1000, 1) if latencies else 0.0,
+        settled=settled,
+        settle_s=round(settle_s, 2),
+        completed_per_s=round(len(new) / settle_s, 1) if settle_s else 0.0,
+        fulfilled=final.get("fulfilled", 0),
+        captures=sum(new.values()),
+        orders_charged_twice=sum(1 for v in new.values() if v > 1),
+        ledger_available=int(level.get("available", 0)),
+        ledger_reserved=held,
+    )
+
+
+def table(results: list[RunResult]) -> str:
+    rows: list[tuple[str, Callable[[RunResult], object]]] = [
+        ("customers / stock", lambda r: f"{r.customers} / {r.stock}"),
+        ("accepted", lambda r: r.accepted),
+        ("rejected for stock (409)", lambda r: r.rejected_for_stock),
+        ("other 4xx", lambda r: r.other_4xx),
+        ("5xx", lambda r: r.server_errors),
+        ("no answer", lambda r: r.no_answer),
+        ("oversold", lambda r: r.oversold),
+        ("placement burst", lambda r: f"{r.placement_s} s"),
+        ("orders/s placed", lambda r: r.placed_per_s),
+        (
+            "placement p50 / p95 / p99 / max",
+            lambda r: f"{r.p50_ms} / {r.p95_ms} / {r.p99_ms} / {r.max_ms} ms",
+        ),
+        ("settled (of accepted)", lambda r: f"{r.settled} / {r.accepted}"),
+        ("until the last is settled", lambda r: f"{r.settle_s} s"),
+        ("orders/s completed through payment", lambda r: r.completed_per_s),
+        ("fulfilled", lambda r: r.fulfilled),
+        ("captures / orders charged twice", lambda r: f"{r.captures} / {r.orders_charged_twice}"),
+        (
+            "ledger available / reserved after",
+            lambda r: f"{r.ledger_available} / {r.ledger_reserved}",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    head = f"{'':<{width}}  " + "  ".join(f"{r.label:>24}" for r in results)
+    lines = [head]
+    for name, get in rows:
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{get(r)!s:>24}" for r in results))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--scarce-stock", type=int, default=100)
+    parser.add_argument("--pipelines", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 8192), hard), hard))
+    progress("starting a platform of its own")
+    with load.own_platform(
+        load.HIGH_LIMITS_ENV, load.HIGH_LIMITS, replicas={"order-pipeline": args.pipelines}
+    ) as state:
+        results = [
+            run(state, "scarce", args.customers, args.scarce_stock),
+            run(state, "plenty", args.customers, args.customers),
+        ]
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        print(
+            f"checkout: {args.customers} concurrent customers through Envoy, one unit each, "
+            f"{args.pipelines} pipeline worker(s); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        )
+        print(table(results))
+    bad = any(r.server_errors or r.oversold or r.orders_charged_twice for r in results)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
