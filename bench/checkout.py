@@ -144,7 +144,9 @@ async def place_all(
         return results, time.perf_counter() - began
 
 
-async def settle(state: State, product: str, accepted: int, began: float) -> tuple[int, float]:
+async def settle(
+    state: State, product: str, accepted: int, began: float, timeout_s: float
+) -> tuple[int, float]:
     """Wait until every accepted order of the product is settled; (settled, seconds)."""
     engine = db.create_engine(state.database_url, pool_size=1)
     try:
@@ -152,7 +154,7 @@ async def settle(state: State, product: str, accepted: int, began: float) -> tup
             "SELECT count(*) FROM orders o JOIN order_items i ON i.order_id = o.id "
             "WHERE o.tenant_id = :t AND i.product_id = :p AND o.status = ANY(:s)"
         )
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + timeout_s
         settled = 0
         while time.monotonic() < deadline:
             async with engine.connect() as conn:
@@ -199,7 +201,7 @@ def captures(state: State, order_ids: list[str]) -> dict[str, int]:
     return counts
 
 
-def run(state: State, label: str, customers: int, stock: int) -> RunResult:
+def run(state: State, label: str, customers: int, stock: int, settle_timeout_s: float) -> RunResult:
     mint = issuer(state)
     with httpx.Client(base_url=state.rest_url, timeout=30) as http:
         admin = mint.issue(f"bench-admin-{uuid.uuid4().hex[:6]}", TENANT, "admin").token
@@ -212,7 +214,7 @@ def run(state: State, label: str, customers: int, stock: int) -> RunResult:
         accepted = by[201] + by[202]
         rejected = sum(1 for s, _, c in answers if s == 409 and c == "insufficient_stock")
         progress(f"{label}: placed {accepted} in {wall:.2f} s; waiting for settlement")
-        settled, settle_s = asyncio.run(settle(state, product, accepted, began))
+        settled, settle_s = asyncio.run(settle(state, product, accepted, began, settle_timeout_s))
         final = asyncio.run(statuses(state, product))
         ids = [c for s, _, c in answers if s in (201, 202)]
         new = {k: v for k, v in captures(state, ids).items() if v}
@@ -284,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--scarce-stock", type=int, default=100)
     parser.add_argument("--pipelines", type=int, default=1)
+    parser.add_argument("--settle-timeout", type=float, default=300.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -293,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         load.HIGH_LIMITS_ENV, load.HIGH_LIMITS, replicas={"order-pipeline": args.pipelines}
     ) as state:
         results = [
-            run(state, "scarce", args.customers, args.scarce_stock),
-            run(state, "plenty", args.customers, args.customers),
+            run(state, "scarce", args.customers, args.scarce_stock, args.settle_timeout),
+            run(state, "plenty", args.customers, args.customers, args.settle_timeout),
         ]
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
