@@ -23,9 +23,9 @@ from services.launcher import ROOT, compose, edge_policy, edge_routes, ports
 from services.launcher.__main__ import endpoints
 from services.launcher.platform import LauncherConfig, State, dev_env_hook
 from services.order.config import OrderConfig
+from services.order.notifier.config import NotifierConfig
 from services.product.config import ProductConfig
 from services.ratelimit.config import RateLimitConfig
-from services.order.notifier.config import NotifierConfig
 from services.relay.config import RelayProcessConfig
 from services.topology import Exposed, Kind, Port, Process, Replicas
 from services.user.config import UserConfig
