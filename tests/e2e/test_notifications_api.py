@@ -8,6 +8,7 @@ meanwhile: the list shows them `sent` once it has.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -94,7 +95,7 @@ async def test_the_notifier_sends_them_and_the_list_shows_it(api: Api, engine: A
         if all(n["status"] == "sent" for n in items):
             break
         assert time.monotonic() < deadline, items
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
     assert sorted(n["id"] for n in items) == sorted(ids)
     assert all("sentAt" in n for n in items)
 

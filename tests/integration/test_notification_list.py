@@ -116,7 +116,8 @@ async def test_a_notification_carries_what_the_customer_was_told(
         "sent",
     )
     assert (oldest.subject, oldest.body) == ("Order 0 paid", "Notification 0")
-    assert oldest.HasField("order_id") and oldest.HasField("sent_at")
+    assert oldest.HasField("order_id")
+    assert oldest.HasField("sent_at")
     assert oldest.created_at.ToDatetime(UTC) == START
     assert oldest.sent_at.ToDatetime(UTC) == START + timedelta(seconds=1)
     assert (newest.status, newest.HasField("order_id"), newest.HasField("sent_at")) == (
@@ -181,7 +182,8 @@ async def test_the_default_page_is_20(
     page = await stub.ListMyNotifications(
         notifications_pb2.ListMyNotificationsRequest(), metadata=md(tenant, ADA)
     )
-    assert len(page.items) == 20 and page.HasField("next_cursor")
+    assert len(page.items) == 20
+    assert page.HasField("next_cursor")
 
 
 async def test_a_tampered_cursor_is_refused(

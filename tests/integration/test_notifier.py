@@ -92,9 +92,9 @@ async def rows(engine: AsyncEngine, ids: list[uuid.UUID]) -> dict[uuid.UUID, Any
 
 
 async def until(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 30, step: float = 0.05
+    check: Callable[[], Awaitable[bool]], what: str, within_s: float = 30, step: float = 0.05
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while not await check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(step)
@@ -212,9 +212,9 @@ async def provider(notify_url: str) -> AsyncIterator[Upstream]:
 
 
 async def run_until(
-    notifier: Notifier, check: Callable[[], Awaitable[bool]], what: str, timeout: float = 20
+    notifier: Notifier, check: Callable[[], Awaitable[bool]], what: str, within_s: float = 20
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while not await check():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         if not await notifier.deliver_once():
@@ -243,7 +243,8 @@ async def test_a_failing_provider_is_retried_and_the_notification_sent_once(
     stub.clear()
     await run_until(notifier, lambda: all_in(engine, [row], "sent"), "the retry to send it")
     stored = (await rows(engine, [row]))[row]
-    assert stored.attempts == 2 and stored.last_error is None
+    assert stored.attempts == 2
+    assert stored.last_error is None
     assert [m["idempotencyKey"] for m in sent_messages(stub, tenant)] == [str(row)]
 
 

@@ -92,7 +92,12 @@ class Notifier:
             claimed = await notification_store.claim_due(
                 conn, self.config.batch, timedelta(seconds=self.config.lease_s)
             )
-        await asyncio.gather(*(self._deliver(n) for n in claimed))
+        # Every send settles before a failure is raised: an outcome not recorded
+        # leaves its row to the next claim after the lease.
+        settled = await asyncio.gather(*(self._deliver(n) for n in claimed), return_exceptions=True)
+        for failure in settled:
+            if isinstance(failure, BaseException):
+                raise failure
         return len(claimed)
 
     async def _deliver(self, notification: Notification) -> None:
