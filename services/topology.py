@@ -200,6 +200,14 @@ PROCESSES: tuple[Process, ...] = (
         metrics_port=_metrics("INVENTORY_METRICS_PORT", 9162),
         dev_env="services.inventory.dev:dev_env", note=_GRPC,
     ),
+    # Sends customers' notifications; any number may run (SKIP LOCKED claims).
+    Process(
+        "notifier", "notifier", Kind.WORKER, Port("NOTIFIER_PORT", 7064),
+        module="services.order.notifier", bind_setting="NOTIFIER_GRPC_BIND",
+        needs=("DATABASE_URL", "NOTIFY_URL"),
+        replicas=Replicas("NOTIFIERS", "NOTIFIER_NAME", default=1), note="{where} (health)",
+        metrics_port=_metrics("NOTIFIER_METRICS_PORT", 9164),
+    ),
     Process(
         "erp", "ERP stub", Kind.STUB, Port("ERP_PORT", 8101), provides="ERP_URL",
         note="{where} (faults: PUT {where}/_admin/faults)",

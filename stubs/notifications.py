@@ -9,10 +9,13 @@
 
 A body is `{"channel": "email" | "sms", "to", "subject", "body"}`: an email goes
 to an address and has a subject, an SMS goes to an E.164 number (`+4915112345678`),
-has no subject and at most 1,600 characters. A message is the body plus `"id",
-"tenant", "idempotencyKey", "createdAt"`. Latency and 5xx are injected through
-`PUT /_admin/faults` like every stub's (`phase: "after"` sends the message and
-then answers 5xx, so a retry must not send it twice). Everything lives in memory.
+has no subject and at most 1,600 characters. Either may instead go to a platform
+user (`user:<id>`), whose address the provider looks up itself: the platform's
+notifier sends so, since the order service knows user ids, not addresses. A
+message is the body plus `"id", "tenant", "idempotencyKey", "createdAt"`. Latency
+and 5xx are injected through `PUT /_admin/faults` like every stub's (`phase:
+"after"` sends the message and then answers 5xx, so a retry must not send it
+twice). Everything lives in memory.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ _FIELDS = ("channel", "to", "subject", "body")
 CHANNELS = ("email", "sms")
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s.]{1,63}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_USER = re.compile(r"user:[^\x00-\x1f\x7f]{1,128}")
 SMS_MAX_CHARS = 1600
 
 
@@ -65,15 +69,16 @@ class MessageRequest:
         if channel not in CHANNELS:
             raise bad_request(f"channel must be one of {', '.join(CHANNELS)}")
         to = str_field(data, "to", low=1, high=320)
+        to_user = _USER.fullmatch(to) is not None
         if channel == "email":
-            if not _EMAIL.fullmatch(to):
-                raise bad_request(f"to must be an email address, got {to!r}")
+            if not to_user and not _EMAIL.fullmatch(to):
+                raise bad_request(f"to must be an email address or user:<id>, got {to!r}")
             subject: str | None = str_field(data, "subject", low=1, high=200)
             body = str_field(data, "body", low=1, high=100_000)
         else:
-            if not _E164.fullmatch(to):
+            if not to_user and not _E164.fullmatch(to):
                 raise bad_request(
-                    f"to must be an E.164 phone number like +4915112345678, got {to!r}"
+                    f"to must be an E.164 phone number like +4915112345678 or user:<id>, got {to!r}"
                 )
             if data.get("subject") is not None:
                 raise bad_request("an sms has no subject")

@@ -137,6 +137,19 @@ OUTBOX_PUBLISHED = Counter(
     "shop_outbox_published_total", "Outbox rows published onto their stream.", ("route",)
 )
 
+# --- customer notifications (services.order.notifier) ------------------------------------
+
+NOTIFICATIONS_SENT = Counter(
+    "shop_notifications_sent_total",
+    "Delivery attempts of customer notifications by channel and outcome "
+    "(sent, retry: due again after a backoff, failed: given up).",
+    ("channel", "outcome"),
+)
+NOTIFICATIONS_LAG = Gauge(
+    "shop_notifications_lag_seconds",
+    "Age of the oldest pending notification that is due (0 when none).",
+)
+
 # --- database (services.kit.db) and rate limits (services.ratelimit) -----------------------
 
 DB_POOL = Gauge(

@@ -21,6 +21,7 @@ from services.kit.cursor import CursorCodec
 from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
 from services.order.config import OrderConfig
+from services.order.notification_usecases import Notifications
 from services.order.notifications import NotificationServicer
 from services.order.reports import ReportServicer
 from services.order.servicer import OrderAdminServicer, OrderServicer
@@ -63,7 +64,7 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
     )
     servicer = OrderServicer(orders)
     admin = OrderAdminServicer(orders)
-    notices = NotificationServicer()
+    notices = NotificationServicer(Notifications(engine, CursorCodec(config.cursor_secret)))
     reports = ReportServicer()
 
     def add_to(server: grpc.aio.Server) -> None:

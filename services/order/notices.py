@@ -1,12 +1,17 @@
 """What the shop tells a customer when their order changes: one notice per status
 worth telling, stored with the change (services.order.transitions) and delivered
-by the notifier."""
+by the notifier (services.order.notifier)."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from services.order.domain import Order, OrderStatus
+
+# A notification's delivery states (the `notifications.status` column).
+PENDING, SENT, FAILED = "pending", "sent", "failed"
 
 
 @dataclass(frozen=True)
@@ -15,6 +20,29 @@ class Notice:
     subject: str
     body: str
     channel: str = "email"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One stored message to a customer, as the list shows it and the notifier sends it."""
+
+    id: uuid.UUID
+    tenant_id: str
+    user_id: str
+    order_id: uuid.UUID | None
+    kind: str
+    channel: str
+    subject: str
+    body: str
+    status: str
+    attempts: int
+    created_at: datetime
+    sent_at: datetime | None
+
+    @property
+    def recipient(self) -> str:
+        """Who the provider delivers to: the platform user, resolved to an address there."""
+        return f"user:{self.user_id}"
 
 
 def _short(order: Order) -> str:

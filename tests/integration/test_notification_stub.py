@@ -112,6 +112,17 @@ async def test_the_admin_list_filters_by_recipient(notify: httpx.AsyncClient, te
     assert [m["channel"] for m in await _sent(notify, tenant)] == ["email", "sms"]
 
 
+async def test_a_platform_user_is_a_recipient_on_either_channel(
+    notify: httpx.AsyncClient, tenant: str
+) -> None:
+    to = f"user:{uuid.uuid4()}"
+    email = await notify.post("/v1/messages", json=_email(to=to), headers=_as(tenant, "k-e"))
+    sms = await notify.post("/v1/messages", json=_sms(to=to), headers=_as(tenant, "k-s"))
+    assert (email.status_code, sms.status_code) == (201, 201), (email.text, sms.text)
+    listed = await notify.get("/_admin/messages", params={"tenant": tenant, "to": to})
+    assert [m["channel"] for m in listed.json()["items"]] == ["email", "sms"]
+
+
 async def test_a_5xx_before_sends_nothing_and_a_5xx_after_sends_once(
     notify: httpx.AsyncClient, tenant: str
 ) -> None:
@@ -141,6 +152,7 @@ async def test_injected_latency_delays_a_send(notify: httpx.AsyncClient, tenant:
     [
         pytest.param(_email(channel="fax"), id="unknown channel"),
         pytest.param(_email(to="not-an-address"), id="email to a non-address"),
+        pytest.param(_email(to="user:"), id="email to an empty user reference"),
         pytest.param(
             {k: v for k, v in _email().items() if k != "subject"}, id="email without subject"
         ),

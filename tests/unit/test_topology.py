@@ -23,6 +23,7 @@ from services.launcher import ROOT, compose, edge_policy, edge_routes, ports
 from services.launcher.__main__ import endpoints
 from services.launcher.platform import LauncherConfig, State, dev_env_hook
 from services.order.config import OrderConfig
+from services.order.notifier.config import NotifierConfig
 from services.product.config import ProductConfig
 from services.ratelimit.config import RateLimitConfig
 from services.relay.config import RelayProcessConfig
@@ -40,17 +41,17 @@ LOYALTY = Process(
                      "7s", {"Redeem": "2s"}),),
     needs=("DATABASE_URL", "CURSOR_SECRET"), note="{where} (points)",
 )  # fmt: skip
-NOTIFIER = Process(
-    "notifier", "notifier", Kind.WORKER, Port("NOTIFIER_PORT", 7071), module="services.notifier",
-    bind_setting="NOTIFIER_GRPC_BIND", needs=("DATABASE_URL", "REDIS_URL"),
-    replicas=Replicas("NOTIFIER_WORKERS", "NOTIFIER_WORKER_NAME", default=2), note="{where} (health)",
+DIGEST = Process(
+    "digest", "digest worker", Kind.WORKER, Port("DIGEST_PORT", 7071), module="services.digest",
+    bind_setting="DIGEST_GRPC_BIND", needs=("DATABASE_URL", "REDIS_URL"),
+    replicas=Replicas("DIGEST_WORKERS", "DIGEST_WORKER_NAME", default=2), note="{where} (health)",
 )  # fmt: skip
 
 
 @pytest.fixture
 def extended(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The topology with LOYALTY and NOTIFIER added, for one test."""
-    monkeypatch.setattr(topology, "PROCESSES", (*topology.PROCESSES, LOYALTY, NOTIFIER))
+    """The topology with LOYALTY and DIGEST added, for one test."""
+    monkeypatch.setattr(topology, "PROCESSES", (*topology.PROCESSES, LOYALTY, DIGEST))
 
 
 # --- the real table -------------------------------------------------------------------------
@@ -110,6 +111,8 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "RELAY_METRICS_PORT": 9161,
         "INVENTORY_GRPC_PORT": 7062,
         "INVENTORY_METRICS_PORT": 9162,
+        "NOTIFIER_PORT": 7064,
+        "NOTIFIER_METRICS_PORT": 9164,
         "ERP_PORT": 8101,
         "WAREHOUSE_PORT": 8102,
         "ROUTING_PORT": 8103,
@@ -145,6 +148,8 @@ def test_the_claimed_ports_are_todays_components() -> None:
         ("outbox relay metrics", "RELAY_METRICS_PORT", 9161),
         ("inventory service", "INVENTORY_GRPC_PORT", 7062),
         ("inventory service metrics", "INVENTORY_METRICS_PORT", 9162),
+        ("notifier 1", "NOTIFIER_PORT", 7064),
+        ("notifier 1 metrics", "NOTIFIER_METRICS_PORT", 9164),
         ("ERP stub", "ERP_PORT", 8101),
         ("Warehouse stub", "WAREHOUSE_PORT", 8102),
         ("Routing stub", "ROUTING_PORT", 8103),
@@ -211,6 +216,7 @@ CONFIGS = {
     "event-worker": WorkerProcessConfig.from_env,
     "relay": RelayProcessConfig.from_env,
     "inventory": InventoryConfig.from_env,
+    "notifier": NotifierConfig.from_env,
 }
 SAMPLES = {
     "DATABASE_URL": "postgresql://shop:pw@db:5432/shop",
@@ -321,23 +327,23 @@ def test_a_run_dir_keeps_its_secrets_and_gains_new_ones(tmp_path: Path) -> None:
 def test_a_new_entry_reaches_the_launcher_config_and_the_claimed_ports() -> None:
     defaults = LauncherConfig(run_dir=Path())
     assert defaults.port("LOYALTY_GRPC_PORT") == 7063
-    config = LauncherConfig.from_env({"LOYALTY_GRPC_PORT": "7163", "NOTIFIER_WORKERS": "3"})
+    config = LauncherConfig.from_env({"LOYALTY_GRPC_PORT": "7163", "DIGEST_WORKERS": "3"})
     assert config.port("LOYALTY_GRPC_PORT") == 7163
-    assert config.replica_count(NOTIFIER) == 3
+    assert config.replica_count(DIGEST) == 3
     claims = ports.claimed(config)
     assert ("loyalty service", "LOYALTY_GRPC_PORT", 7163) in claims
-    assert [c for c in claims if c[1] == "NOTIFIER_PORT"] == [
-        ("notifier 1", "NOTIFIER_PORT", 7071),
-        ("notifier 2", "NOTIFIER_PORT", 7072),
-        ("notifier 3", "NOTIFIER_PORT", 7073),
+    assert [c for c in claims if c[1] == "DIGEST_PORT"] == [
+        ("digest worker 1", "DIGEST_PORT", 7071),
+        ("digest worker 2", "DIGEST_PORT", 7072),
+        ("digest worker 3", "DIGEST_PORT", 7073),
     ]
-    assert LauncherConfig(run_dir=Path()).replica_count(NOTIFIER) == 2
+    assert LauncherConfig(run_dir=Path()).replica_count(DIGEST) == 2
 
 
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_tests_free_ports() -> None:
     config = LauncherConfig.on_free_ports(Path(), {"DATABASE_URL": "postgresql://x/db"})
-    assert config.port("LOYALTY_GRPC_PORT") == config.port("NOTIFIER_PORT") == 0
+    assert config.port("LOYALTY_GRPC_PORT") == config.port("DIGEST_PORT") == 0
     assert ports.claimed(config) == []
     assert config.urls == {"DATABASE_URL": "postgresql://x/db"}
 
@@ -346,13 +352,13 @@ def test_a_new_entry_reaches_the_tests_free_ports() -> None:
 def test_a_new_entry_reaches_the_start_order() -> None:
     order = [p.name for p in topology.start_order()]
     assert order.index("postgres") < order.index("loyalty") < order.index("envoy")
-    assert order.index("redis") < order.index("notifier") < order.index("envoy")
+    assert order.index("redis") < order.index("digest") < order.index("envoy")
 
 
 @pytest.mark.usefixtures("extended")
 def test_a_new_entry_reaches_the_edge_clusters_and_routes() -> None:
     assert topology.clusters()["loyalty"] == "shop.loyalty.v1.LoyaltyService"
-    assert "notifier" not in topology.clusters()
+    assert "digest" not in topology.clusters()
     upstreams = {name: edge_routes.Endpoint("h", 1) for name in topology.clusters()}
     cluster = next(c for c in edge_routes.clusters(upstreams) if c["name"] == "loyalty")
     check = cluster["health_checks"][0]["grpc_health_check"]
@@ -381,11 +387,11 @@ def test_a_new_entry_reaches_the_compose_settings_and_the_drift_check() -> None:
         health_port=7063,
         health_service="shop.loyalty.v1.LoyaltyService",
     )
-    assert expected["notifier"].command == ("python", "-m", "services.notifier")
+    assert expected["digest"].command == ("python", "-m", "services.digest")
     spec: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     assert drift(spec, expected) == [
         "loyalty: no compose service",
-        "notifier: no compose service",
+        "digest: no compose service",
     ]
 
 
@@ -393,12 +399,12 @@ def test_a_new_entry_reaches_the_compose_settings_and_the_drift_check() -> None:
 def test_a_new_entry_reaches_the_state_and_the_ready_banner(tmp_path: Path) -> None:
     state = State(
         rest_url="http://127.0.0.1:8080",
-        targets={"loyalty": ["127.0.0.1:7063"], "notifier": ["127.0.0.1:7071", "127.0.0.1:7072"]},
+        targets={"loyalty": ["127.0.0.1:7063"], "digest": ["127.0.0.1:7071", "127.0.0.1:7072"]},
     )
     assert state.target("loyalty") == "127.0.0.1:7063"
     shown = dict(endpoints(state, tmp_path))
     assert shown["loyalty service"] == "127.0.0.1:7063 (points)"
-    assert shown["notifiers"] == "127.0.0.1:7071, 127.0.0.1:7072 (health)"
+    assert shown["digest workers"] == "127.0.0.1:7071, 127.0.0.1:7072 (health)"
 
 
 def test_a_state_recorded_by_another_version_still_stops(tmp_path: Path) -> None:

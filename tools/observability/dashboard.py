@@ -130,6 +130,14 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         Panel("Published rows", ((
             sum_by("route", rate("shop_outbox_published_total")), "{{route}}"),), "ops"),
     )),
+    ("Notifications (notifier)", (
+        Panel("Notification lag (oldest due, unsent)", ((
+            "max(shop_notifications_lag_seconds)", "lag"),), "s",
+            "Read from PostgreSQL by every notifier replica: the same rows, so the max."),
+        Panel("Delivery attempts by channel and outcome", ((
+            sum_by("channel, outcome", rate("shop_notifications_sent_total")),
+            "{{channel}} {{outcome}}"),), "ops"),
+    )),
     ("Database pool", (
         Panel("Pool connections by process and state", ((
             "sum by (job, state) (shop_db_pool_connections)", "{{job}} {{state}}"),), "short"),

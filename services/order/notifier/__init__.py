@@ -1,0 +1,1 @@
+"""The notifier: delivers customers' notifications (`python -m services.order.notifier`)."""
