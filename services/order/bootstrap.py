@@ -22,6 +22,7 @@ from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
 from services.order.config import OrderConfig
 from services.order.notifications import NotificationServicer
+from services.order.reporting import Reports
 from services.order.reports import ReportServicer
 from services.order.servicer import OrderAdminServicer, OrderServicer
 from services.order.usecases import Orders
@@ -56,7 +57,9 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
     servicer = OrderServicer(orders)
     admin = OrderAdminServicer(orders)
     notices = NotificationServicer()
-    reports = ReportServicer()
+    reports = ReportServicer(
+        Reports(engine, IdempotencyStore(timedelta(seconds=config.idempotency_ttl_s)))
+    )
 
     def add_to(server: grpc.aio.Server) -> None:
         order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
