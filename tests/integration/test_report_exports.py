@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -170,6 +171,30 @@ async def test_a_message_naming_no_job_is_dead_lettered(engine: AsyncEngine, ten
         await runner(Message(id="m-1", tenant=tenant, type=EXPORT_REQUESTED, payload=missing))
     with pytest.raises(Permanent):
         await runner(Message(id="m-2", tenant=tenant, type=EXPORT_REQUESTED, payload=b"{"))
+
+
+async def test_a_job_whose_last_attempt_fails_is_marked_failed(
+    engine: AsyncEngine, tenant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports = Reports(engine, IdempotencyStore())
+    job = (await reports.request_export(admin(tenant), MARCH, None, "h")).job
+    message = await _message(engine, job)
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(report_repository, "next_rows", broken)
+    runner = ExportRunner(engine, ExportSettings(), max_attempts=2)
+    with pytest.raises(RuntimeError):
+        await runner(message)  # attempt 1 of 2: retried later, the job still running
+    assert (await reports.export(admin(tenant), job.id)).status == "running"
+    with pytest.raises(RuntimeError):
+        await runner(dataclasses.replace(message, attempt=1))
+    failed = await reports.export(admin(tenant), job.id)
+    assert (failed.status, failed.error) == ("failed", "RuntimeError: the disk is full")
+    assert failed.finished_at is not None
+    with pytest.raises(errors.InvalidTransition):
+        await reports.csv(admin(tenant), job.id)
 
 
 def test_the_worker_settings_are_checked() -> None:
