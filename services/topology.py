@@ -208,6 +208,13 @@ PROCESSES: tuple[Process, ...] = (
         replicas=Replicas("NOTIFIERS", "NOTIFIER_NAME", default=1), note="{where} (health)",
         metrics_port=_metrics("NOTIFIER_METRICS_PORT", 9164),
     ),
+    # Writes report exports as CSV from the `exports` queue; any number may run.
+    Process(
+        "export-worker", "export worker", Kind.WORKER, Port("EXPORT_WORKER_PORT", 7065),
+        module="services.order.exports", bind_setting="EXPORT_WORKER_GRPC_BIND",
+        needs=("DATABASE_URL", "REDIS_URL"), note="{where} (health)",
+        metrics_port=_metrics("EXPORT_WORKER_METRICS_PORT", 9165),
+    ),
     Process(
         "erp", "ERP stub", Kind.STUB, Port("ERP_PORT", 8101), provides="ERP_URL",
         note="{where} (faults: PUT {where}/_admin/faults)",

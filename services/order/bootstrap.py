@@ -23,6 +23,7 @@ from services.kit.server import Registration
 from services.order.config import OrderConfig
 from services.order.notification_usecases import Notifications
 from services.order.notifications import NotificationServicer
+from services.order.reporting import Reports
 from services.order.reports import ReportServicer
 from services.order.servicer import OrderAdminServicer, OrderServicer
 from services.order.upstreams import Catalogue, Stock
@@ -65,7 +66,9 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
     servicer = OrderServicer(orders)
     admin = OrderAdminServicer(orders)
     notices = NotificationServicer(Notifications(engine, CursorCodec(config.cursor_secret)))
-    reports = ReportServicer()
+    reports = ReportServicer(
+        Reports(engine, IdempotencyStore(timedelta(seconds=config.idempotency_ttl_s)))
+    )
 
     def add_to(server: grpc.aio.Server) -> None:
         order_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

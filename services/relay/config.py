@@ -12,7 +12,7 @@ from services.kit.housekeeping import HousekeepingConfig
 from services.kit.streams.relay import RelayConfig
 
 # Which queue each aggregate type's events go to, unless RELAY_ROUTES says otherwise.
-ROUTES = "order=orders,inventory=inventory"
+ROUTES = "order=orders,inventory=inventory,report_export=exports"
 
 
 def parse_routes(text: str) -> dict[str, str]:

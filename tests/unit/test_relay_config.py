@@ -11,9 +11,13 @@ from services.relay.config import ROUTES, RelayProcessConfig, parse_routes
 BASE = {"DATABASE_URL": "postgresql://u:p@h/db", "REDIS_URL": "redis://h:6379/0"}
 
 
-def test_defaults_route_orders_and_inventory_to_their_queues() -> None:
+def test_defaults_route_orders_inventory_and_exports_to_their_queues() -> None:
     config = RelayProcessConfig.from_env(BASE)
-    assert dict(config.routes) == {"order": "orders", "inventory": "inventory"}
+    assert dict(config.routes) == {
+        "order": "orders",
+        "inventory": "inventory",
+        "report_export": "exports",
+    }
     assert (config.relay.batch, config.relay.poll_ms) == (100, 200)
 
 

@@ -23,6 +23,7 @@ from services.launcher import ROOT, compose, edge_policy, edge_routes, ports
 from services.launcher.__main__ import endpoints
 from services.launcher.platform import LauncherConfig, State, dev_env_hook
 from services.order.config import OrderConfig
+from services.order.exports.config import ExportWorkerConfig
 from services.order.notifier.config import NotifierConfig
 from services.product.config import ProductConfig
 from services.ratelimit.config import RateLimitConfig
@@ -113,6 +114,8 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "INVENTORY_METRICS_PORT": 9162,
         "NOTIFIER_PORT": 7064,
         "NOTIFIER_METRICS_PORT": 9164,
+        "EXPORT_WORKER_PORT": 7065,
+        "EXPORT_WORKER_METRICS_PORT": 9165,
         "ERP_PORT": 8101,
         "WAREHOUSE_PORT": 8102,
         "ROUTING_PORT": 8103,
@@ -150,6 +153,8 @@ def test_the_claimed_ports_are_todays_components() -> None:
         ("inventory service metrics", "INVENTORY_METRICS_PORT", 9162),
         ("notifier 1", "NOTIFIER_PORT", 7064),
         ("notifier 1 metrics", "NOTIFIER_METRICS_PORT", 9164),
+        ("export worker", "EXPORT_WORKER_PORT", 7065),
+        ("export worker metrics", "EXPORT_WORKER_METRICS_PORT", 9165),
         ("ERP stub", "ERP_PORT", 8101),
         ("Warehouse stub", "WAREHOUSE_PORT", 8102),
         ("Routing stub", "ROUTING_PORT", 8103),
@@ -217,6 +222,7 @@ CONFIGS = {
     "relay": RelayProcessConfig.from_env,
     "inventory": InventoryConfig.from_env,
     "notifier": NotifierConfig.from_env,
+    "export-worker": ExportWorkerConfig.from_env,
 }
 SAMPLES = {
     "DATABASE_URL": "postgresql://shop:pw@db:5432/shop",
