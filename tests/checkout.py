@@ -7,6 +7,11 @@ import uuid
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
+
+from services.kit import db
+from services.kit.audit import audit_log
+from services.launcher.platform import State
 
 
 def product(
@@ -39,3 +44,16 @@ def stock(http: httpx.Client, tenant: str, product_id: str) -> dict[str, Any]:
     read = http.get(f"/v1/inventory/{product_id}", headers={"X-Tenant-Id": tenant})
     assert read.status_code == 200, read.text
     return dict(read.json())
+
+
+async def audit_rows(platform: State, tenant: str) -> list[dict[str, Any]]:
+    """Every audit row of the tenant, oldest first (read from the platform's database)."""
+    engine = db.create_engine(platform.database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(audit_log).where(audit_log.c.tenant_id == tenant).order_by(audit_log.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+    finally:
+        await engine.dispose()

@@ -35,6 +35,57 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PAGE = 20
 MAX_PAGE = 100
+# Who the inventory's own background jobs are in the audit log.
+REAPER = "service:inventory-reaper"
+SYNC = "service:inventory-sync"
+
+
+def _level_json(level: StockLevel | None) -> dict[str, object] | None:
+    if level is None or level.version == 0:
+        return None
+    return {
+        "available": level.available,
+        "reserved": level.reserved,
+        "low_stock_threshold": level.low_stock_threshold,
+        "version": level.version,
+    }
+
+
+async def _audit_level(
+    work: Work,
+    action: str,
+    before: StockLevel | None,
+    after: StockLevel,
+    actor: str | None = None,
+) -> None:
+    await work.audit.record(
+        tenant=after.tenant_id,
+        entity_type="stock",
+        entity_id=str(after.product_id),
+        action=f"stock.{action}",
+        before=_level_json(before),
+        after=_level_json(after),
+        actor=actor,
+    )
+
+
+async def _audit_reservation(
+    work: Work,
+    action: str,
+    before: ReservationStatus | None,
+    after: Reservation,
+    actor: str | None = None,
+) -> None:
+    lines = [[str(line.product_id), line.quantity] for line in after.lines]
+    await work.audit.record(
+        tenant=after.tenant_id,
+        entity_type="reservation",
+        entity_id=str(after.id),
+        action=f"reservation.{action}",
+        before=None if before is None else {"status": before.value, "lines": lines},
+        after={"status": after.status.value, "lines": lines},
+        actor=actor,
+    )
 
 
 def _dump_level(level: StockLevel) -> dict[str, object]:
@@ -131,6 +182,7 @@ class Stock:
             after = await repository.set_stock(
                 work.conn, tenant, product_id, available, threshold, before
             )
+            await _audit_level(work, "restock", before, after)
             if crossed_low(before, after):
                 await work.outbox.add(events.low_stock(after))
             return after
@@ -164,6 +216,9 @@ class Reservations:
             )
             if created is None:
                 return await self._existing(work, tenant, reservation_id, lines)
+            # Written before the stock rows are taken, so it adds nothing to the time
+            # they stay locked.
+            await _audit_reservation(work, "reserve", None, created)
             short: list[uuid.UUID] = []
             for line in lines:
                 after = await repository.take(work.conn, tenant, line.product_id, line.quantity)
@@ -209,6 +264,7 @@ class Reservations:
                 ((tenant, line) for line in moved.lines),
                 back_to_available=to is ReservationStatus.RELEASED,
             )
+            await _audit_reservation(work, to.value, ReservationStatus.RESERVED, moved)
             return moved
 
     async def extend(self, tenant: str, reservation_id: uuid.UUID, ttl_s: int) -> Reservation:
@@ -244,6 +300,9 @@ class Reservations:
                 )
                 if moved is not None:
                     held.extend((tenant, line) for line in moved.lines)
+                    await _audit_reservation(
+                        work, "expire", ReservationStatus.RESERVED, moved, actor=REAPER
+                    )
             await repository.settle(work.conn, held, back_to_available=True)
         return len(expired)
 
@@ -298,6 +357,7 @@ class StockSync:
                 if after is None:
                     continue
                 changed += 1
+                await _audit_level(work, "sync", before, after, actor=SYNC)
                 if crossed_low(before, after):
                     await work.outbox.add(events.low_stock(after))
         return Synced(len(products), changed)

@@ -13,6 +13,8 @@ from contextvars import ContextVar
 
 request_id: ContextVar[str] = ContextVar("request_id", default="")
 tenant_id: ContextVar[str] = ContextVar("tenant_id", default="")
+# The acting user (the edge's verified `sub`, or an internal caller's x-user-id).
+user_id: ContextVar[str] = ContextVar("user_id", default="")
 method: ContextVar[str] = ContextVar("method", default="")
 # When the caller's gRPC deadline expires, on the time.monotonic() clock;
 # None when the caller set none. Outgoing calls never wait past it.

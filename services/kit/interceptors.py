@@ -54,6 +54,7 @@ async def _observed(
         context.tenant_id.set(identity.claimed_tenant(md)),
         context.method.set(rpc_method),
         context.deadline.set(None if remaining is None else time.monotonic() + remaining),
+        context.user_id.set(md.get("x-user-id", "")),
     )
     started = time.perf_counter()
     outcome = "OK"
@@ -95,6 +96,7 @@ async def _observed(
         context.tenant_id.reset(tokens[1])
         context.method.reset(tokens[2])
         context.deadline.reset(tokens[3])
+        context.user_id.reset(tokens[4])
 
 
 async def _send_retry_after(

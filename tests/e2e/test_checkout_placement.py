@@ -185,3 +185,35 @@ def test_two_line_orders_in_opposite_order_never_deadlock(
     assert _codes(answers) == [201] * 40, [a.text for a in answers if a.status_code != 201]
     assert checkout.stock(http, tenant, a)["reserved"] == 40
     assert checkout.stock(http, tenant, b)["reserved"] == 40
+
+
+def test_placement_is_in_the_audit_log_with_its_request_id(
+    http: httpx.Client, platform: State, tenant: str
+) -> None:
+    admin = identity.admin(http, platform, tenant)
+    buyer = identity.customer(http, tenant)
+    pen = checkout.product(http, admin.headers(), price_cents=100, stock=5)
+    request_id = f"audit-{uuid.uuid4().hex}"
+    placed = http.post(
+        "/v1/orders",
+        json=checkout.order_body((pen, 2)),
+        headers=buyer.headers(**{"Idempotency-Key": uuid.uuid4().hex, "X-Request-Id": request_id}),
+    )
+    assert placed.status_code == 201, placed.text
+    order_id = placed.json()["id"]
+
+    rows = asyncio.run(checkout.audit_rows(platform, tenant))
+    mine = [r for r in rows if r["entity_id"] in (order_id, pen)]
+    by_entity = {(r["entity_type"], r["action"]): r for r in mine}
+    placed_row = by_entity[("order", "orders.placed")]
+    assert placed_row["actor"] == buyer.id
+    assert placed_row["before"] is None
+    assert placed_row["after"]["status"] == "reserved"
+    reserved_row = by_entity[("reservation", "reservation.reserve")]
+    assert reserved_row["actor"] == "service:order"
+    assert reserved_row["after"] == {"status": "reserved", "lines": [[pen, 2]]}
+    restock_row = by_entity[("stock", "stock.restock")]
+    assert restock_row["actor"] == admin.id
+    assert restock_row["after"]["available"] == 5
+    # The edge's request id reaches every service the request touched.
+    assert placed_row["request_id"] == reserved_row["request_id"] == request_id
