@@ -27,9 +27,9 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import sqlalchemy as sa
@@ -38,6 +38,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from services.kit import backoff
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 ORDER_STATUS = "order_status"
 STOCK_LEVEL = "stock_level"
@@ -267,3 +269,44 @@ async def _close_quietly(conn: asyncpg.Connection) -> None:
         await asyncio.wait_for(conn.close(), 2)
     except Exception:
         conn.terminate()
+
+
+async def follow(
+    hub: Hub,
+    channel: str,
+    key: Sequence[str],
+    read: Callable[[], Awaitable[T]],
+    version: Callable[[T], int],
+    *,
+    heartbeat_s: float,
+    final: Callable[[T], bool] = lambda _value: False,
+) -> AsyncIterator[tuple[T, bool]]:
+    """An entity now and after every committed change: (value, repeat) pairs.
+
+    Subscribes before the first read, so no change falls between the two. A change
+    is read again and given when its version grew; after `heartbeat_s` s of quiet the
+    entity is read and given again with `repeat` True when unchanged (a live stream's
+    keep-alive, and a check nothing was missed). Ends after a `final` value and when
+    the hub closes. Errors of the first `read` come before anything is given.
+    """
+    with hub.subscribe(channel, *key) as subscription:
+        current = await read()
+        yield current, False
+        while not final(current):
+            try:
+                async with asyncio.timeout(heartbeat_s):
+                    change = await subscription.next()
+            except TimeoutError:
+                latest = await read()
+                repeat, current = version(latest) <= version(current), latest
+                yield current, repeat
+                continue
+            if change is None:
+                return
+            told = None if change.payload is None else change.payload.get("version")
+            if isinstance(told, int) and told <= version(current):
+                continue  # given already
+            latest = await read()
+            if version(latest) > version(current):
+                current = latest
+                yield current, False

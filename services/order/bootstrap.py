@@ -16,10 +16,11 @@ from shop.order.v1 import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import db
+from services.kit import changes, db
 from services.kit.cursor import CursorCodec
 from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
+from services.order import live
 from services.order.config import OrderConfig
 from services.order.notifications import NotificationServicer
 from services.order.reports import ReportServicer
@@ -39,8 +40,14 @@ class OrderApp:
     engine: AsyncEngine
     orders: Orders
     registrations: list[Registration]
+    hub: changes.Hub
+
+    async def drain(self) -> None:
+        """End the open WatchOrder streams (the server stops taking calls)."""
+        await self.hub.close()
 
     async def close(self) -> None:
+        await self.hub.close()
         await self.engine.dispose()
 
 
@@ -53,7 +60,8 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
         IdempotencyStore(timedelta(seconds=config.idempotency_ttl_s)),
         CursorCodec(config.cursor_secret),
     )
-    servicer = OrderServicer(orders)
+    hub = changes.Hub(config.database_url, [changes.ORDER_STATUS])
+    servicer = OrderServicer(orders, live.OrderWatch(orders, hub, config.watch_heartbeat_s))
     admin = OrderAdminServicer(orders)
     notices = NotificationServicer()
     reports = ReportServicer()
@@ -79,4 +87,5 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
             Registration(NOTIFICATION_SERVICE_NAME, add_notifications_to),
             Registration(REPORT_SERVICE_NAME, add_reports_to),
         ],
+        hub,
     )

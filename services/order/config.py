@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.kit.config import ServerConfig, env_int, env_str
+from services.kit.config import ServerConfig, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,8 @@ class OrderConfig:
     db_pool_size: int
     cursor_secret: bytes
     idempotency_ttl_s: int
+    # Seconds between repeats of a quiet WatchOrder stream's current status.
+    watch_heartbeat_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OrderConfig:
@@ -25,4 +27,5 @@ class OrderConfig:
             db_pool_size=env_int(env, "ORDER_DB_POOL_SIZE", 10),
             cursor_secret=env_str(env, "CURSOR_SECRET").encode(),
             idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", 3600),
+            watch_heartbeat_s=env_float(env, "ORDER_WATCH_HEARTBEAT_S", 15.0),
         )

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from services.kit import calls, identity
 from services.kit.idempotency import fingerprint
 from services.kit.ids import parse_uuid
 from services.kit.wire import timestamp
+from services.order import live
 from services.order.domain import Caller, LineItem, NewOrder, Order
 from services.order.usecases import Orders
 
@@ -49,8 +52,9 @@ def to_proto(order: Order) -> order_pb2.Order:
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     """shop.order.v1.OrderService over the Orders use cases."""
 
-    def __init__(self, orders: Orders) -> None:
+    def __init__(self, orders: Orders, watch: live.OrderWatch) -> None:
         self._orders = orders
+        self._watch = watch
 
     async def CreateOrder(
         self, request: order_pb2.CreateOrderRequest, context: Context
@@ -106,6 +110,13 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         if page.next_cursor is not None:
             response.next_cursor = page.next_cursor
         return response
+
+    async def WatchOrder(
+        self, request: order_pb2.WatchOrderRequest, context: Context
+    ) -> AsyncIterator[order_pb2.OrderStatusEvent]:
+        who, order_id = caller(context), parse_uuid(request.id)
+        async for event in live.watch(self._watch, who, order_id):
+            yield event
 
 
 class OrderAdminServicer(order_pb2_grpc.OrderAdminServiceServicer):
