@@ -78,7 +78,8 @@ async def test_a_rolled_back_change_is_never_told_and_a_committed_one_only_on_co
             assert await _quiet(sub), "told before the commit"
             await transaction.commit()
         change = await _next(sub)
-        assert change is not None and change.payload == {**payload, "version": 3}
+        assert change is not None
+        assert change.payload == {**payload, "version": 3}
 
 
 async def test_every_subscriber_of_an_entity_gets_every_change(
@@ -111,11 +112,13 @@ async def test_a_slow_subscriber_is_collapsed_to_one_reread_and_holds_up_no_one(
         for version in versions:
             await _notify(engine, tenant, order_id, version)
             change = await _next(quick)
-            assert change is not None and change.payload is not None
+            assert change is not None
+            assert change.payload is not None
             received.append(change.payload["version"])
         assert received == versions
         change = await _next(slow)
-        assert change is not None and change.reread
+        assert change is not None
+        assert change.reread
         assert await _quiet(slow)
 
 
@@ -135,11 +138,13 @@ async def test_after_the_connection_drops_the_hub_reconnects_and_asks_for_a_rere
             )
         assert killed >= 1
         change = await _next(sub, 10)
-        assert change is not None and change.reread
+        assert change is not None
+        assert change.reread
         assert hub.connects > before
         await _notify(engine, tenant, order_id, 5)
         change = await _next(sub)
-        assert change is not None and change.payload is not None
+        assert change is not None
+        assert change.payload is not None
         assert change.payload["version"] == 5
 
 
