@@ -36,7 +36,7 @@ class OrderServiceStub:
     reserved before the order exists, and the order pipeline moves it on:
 
     pending -> reserved -> paid -> fulfilled
-    \         \         \
+    |          |          |
     +-> failed +-> cancelled +-> cancelled -> refunded
 
     `pending`: accepted, not yet reserved; `reserved`: the units are held for
@@ -149,7 +149,7 @@ class OrderServiceServicer:
     reserved before the order exists, and the order pipeline moves it on:
 
     pending -> reserved -> paid -> fulfilled
-    \         \         \
+    |          |          |
     +-> failed +-> cancelled +-> cancelled -> refunded
 
     `pending`: accepted, not yet reserved; `reserved`: the units are held for
@@ -369,7 +369,7 @@ class OrderService:
     reserved before the order exists, and the order pipeline moves it on:
 
     pending -> reserved -> paid -> fulfilled
-    \         \         \
+    |          |          |
     +-> failed +-> cancelled +-> cancelled -> refunded
 
     `pending`: accepted, not yet reserved; `reserved`: the units are held for
