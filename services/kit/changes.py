@@ -256,7 +256,11 @@ class Hub:
                 asyncio.ensure_future(lost.wait()),
             ]
             try:
-                done, _ = await asyncio.wait(waits, timeout=self._settings.ping_interval_s)
+                done, _ = await asyncio.wait(
+                    waits,
+                    timeout=self._settings.ping_interval_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             finally:
                 for waiting in waits:
                     waiting.cancel()
