@@ -193,8 +193,12 @@ PROCESSES: tuple[Process, ...] = (
         module="services.inventory", bind_setting="INVENTORY_GRPC_BIND",
         target="INVENTORY_GRPC_TARGET",
         health="shop.inventory.v1.InventoryService", cluster=True,
+        # WatchStock is a long-lived stream (Server-Sent Events through the edge).
         exposes=(
-            Exposed("shop.inventory.v1.InventoryService", "shop.inventory.v1.inventory_pb2", "10s"),
+            Exposed(
+                "shop.inventory.v1.InventoryService", "shop.inventory.v1.inventory_pb2", "10s",
+                method_timeouts={"WatchStock": "0s"},
+            ),
         ),
         needs=("DATABASE_URL", "CURSOR_SECRET", "ERP_URL", "WAREHOUSE_URL"),
         metrics_port=_metrics("INVENTORY_METRICS_PORT", 9162),

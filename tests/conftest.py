@@ -144,6 +144,10 @@ def platform(
             "WAREHOUSE_BREAKER_RESET_S": "1",
             "PRODUCT_CACHE_TTL_S": "2",
             "STOCK_CACHE_TTL_S": "2",
+            # Live streams repeat a quiet status every second (15 s in production), so
+            # a test sees the keep-alive.
+            "ORDER_WATCH_HEARTBEAT_S": "1",
+            "INVENTORY_WATCH_HEARTBEAT_S": "1",
             # Every test logs users in from 127.0.0.1: the per-address limits are
             # for production (tests/e2e/test_rate_limits.py runs its own).
             "RATELIMIT_RULES": "user=1000/second; remote_address=5000/second",

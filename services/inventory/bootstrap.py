@@ -16,11 +16,12 @@ import grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.inventory import live
 from services.inventory.config import InventoryConfig
 from services.inventory.servicer import InventoryServicer, ReservationServicer
 from services.inventory.upstreams import Catalogue, Warehouse
 from services.inventory.usecases import Reservations, Stock, StockSync
-from services.kit import db
+from services.kit import changes, db
 from services.kit.cursor import CursorCodec
 from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
@@ -38,6 +39,7 @@ class InventoryApp:
     sync: StockSync
     upstreams: tuple[Upstream, ...]
     registrations: list[Registration]
+    hub: changes.Hub
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -59,7 +61,12 @@ class InventoryApp:
                 )
             )
 
+    async def drain(self) -> None:
+        """End the open WatchStock streams (the server stops taking calls)."""
+        await self.hub.close()
+
     async def close(self) -> None:
+        await self.hub.close()
         self._stop.set()
         for task in self._tasks:
             await task
@@ -84,7 +91,10 @@ def bootstrap(
     erp = Upstream("erp", config.erp_url, config.erp)
     warehouse = Upstream("warehouse", config.warehouse_url, config.warehouse)
     sync = StockSync(engine, Catalogue(erp), Warehouse(warehouse), config.low_stock_threshold)
-    inventory_servicer = InventoryServicer(stock, sync)
+    hub = changes.Hub(config.database_url, [changes.STOCK_LEVEL])
+    inventory_servicer = InventoryServicer(
+        stock, sync, live.StockWatch(stock, hub, config.watch_heartbeat_s)
+    )
     reservation_servicer = ReservationServicer(reservations)
 
     def add_inventory(server: grpc.aio.Server) -> None:
@@ -103,6 +113,7 @@ def bootstrap(
             Registration(SERVICE_NAME, add_inventory),
             Registration(RESERVATION_SERVICE, add_reservations),
         ],
+        hub,
     )
     if background:
         app.start_background(config)

@@ -31,6 +31,8 @@ class InventoryConfig:
     sync_tenants: tuple[str, ...]
     sync_interval_s: float
     low_stock_threshold: int
+    # Seconds between repeats of a quiet WatchStock stream's current level.
+    watch_heartbeat_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> InventoryConfig:
@@ -51,4 +53,5 @@ class InventoryConfig:
             ),
             sync_interval_s=env_float(env, "INVENTORY_SYNC_INTERVAL_S", 300.0),
             low_stock_threshold=env_int(env, "INVENTORY_LOW_STOCK_THRESHOLD", 5),
+            watch_heartbeat_s=env_float(env, "INVENTORY_WATCH_HEARTBEAT_S", 15.0),
         )

@@ -1,6 +1,9 @@
 """The stock ledger in PostgreSQL: stock rows, reservations and their lines.
 
-Every statement names the tenant. Stock moves only through conditional
+Every statement names the tenant. Every write of a stock row here also queues
+its committed-change notification (kit.changes, STOCK_LEVEL), which WatchStock
+follows: reserve, release, commit, restock, sync and the reaper all write
+through these functions. Stock moves only through conditional
 updates (`... WHERE available >= n`) and the CHECK keeps both counts at or
 above zero, so no interleaving of callers can oversell. Rows of several
 products are always changed in (tenant, product id) order, so two
@@ -20,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
 
 from services.inventory.domain import Line, Reservation, ReservationStatus, StockLevel
+from services.kit import changes
 from services.kit.db import metadata
 
 stock = sa.Table(
@@ -72,6 +76,15 @@ reservation_lines = sa.Table(
     ),
     sa.CheckConstraint("quantity > 0", name="quantity"),
 )
+
+
+async def _changed(conn: AsyncConnection, tenant: str, product_id: uuid.UUID, version: int) -> None:
+    """Tell the stock's watchers, when this transaction commits."""
+    await changes.notify(
+        conn,
+        changes.STOCK_LEVEL,
+        {"tenant": tenant, "product_id": str(product_id), "version": version},
+    )
 
 
 def _level(row: sa.Row[tuple[object, ...]]) -> StockLevel:
@@ -144,7 +157,9 @@ async def set_stock(
             )
             .returning(*stock.c)
         )
-    return _level((await conn.execute(query)).one())
+    level = _level((await conn.execute(query)).one())
+    await _changed(conn, tenant, product_id, level.version)
+    return level
 
 
 async def take(
@@ -169,7 +184,11 @@ async def take(
             .returning(*stock.c)
         )
     ).first()
-    return None if row is None else _level(row)
+    if row is None:
+        return None
+    level = _level(row)
+    await _changed(conn, tenant, product_id, level.version)
+    return level
 
 
 async def settle(
@@ -190,11 +209,14 @@ async def settle(
         }
         if back_to_available:
             values["available"] = stock.c.available + quantity
-        await conn.execute(
+        version = await conn.scalar(
             sa.update(stock)
             .where(stock.c.tenant_id == tenant, stock.c.product_id == product_id)
             .values(values)
+            .returning(stock.c.version)
         )
+        if version is not None:
+            await _changed(conn, tenant, product_id, version)
 
 
 def _reservation(row: sa.Row[tuple[object, ...]], lines: Sequence[Line]) -> Reservation:

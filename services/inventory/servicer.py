@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
+from services.inventory import live
 from services.inventory.domain import Reservation, StockLevel, merged_lines, ttl_seconds
 from services.inventory.usecases import Reservations, Stock, StockSync
 from services.kit import calls, identity
@@ -46,9 +49,10 @@ def reservation_to_proto(reservation: Reservation) -> inventory_pb2.Reservation:
 class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     """shop.inventory.v1.InventoryService over the Stock use cases."""
 
-    def __init__(self, stock: Stock, sync: StockSync) -> None:
+    def __init__(self, stock: Stock, sync: StockSync, watch: live.StockWatch) -> None:
         self._stock = stock
         self._sync = sync
+        self._watch = watch
 
     async def SyncStock(
         self, request: inventory_pb2.SyncStockRequest, context: Context
@@ -64,6 +68,14 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         )
         await calls.send_headers(context, version=level.version)
         return stock_to_proto(level)
+
+    async def WatchStock(
+        self, request: inventory_pb2.WatchStockRequest, context: Context
+    ) -> AsyncIterator[inventory_pb2.Stock]:
+        tenant = identity.tenant(context)
+        product_id = parse_uuid(request.product_id, "productId")
+        async for level in live.levels(self._watch, tenant, product_id):
+            yield stock_to_proto(level)
 
     async def ListLowStock(
         self, request: inventory_pb2.ListLowStockRequest, context: Context

@@ -98,19 +98,27 @@ async def serve(
     *,
     grace: float,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    on_drain: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then report NOT_SERVING, drain for `grace` s, clean up."""
+    """Serve until SIGTERM/SIGINT, then report NOT_SERVING, end long-lived streams
+    (`on_drain`), let the other calls finish for up to `grace` s, clean up."""
     stop = stop_on_signals()
     await stop.wait()
     log.info("stopping", extra={"grace_s": grace})
     await health_servicer.enter_graceful_shutdown()
+    if on_drain is not None:
+        await on_drain()
     await server.stop(grace)
     if on_stop is not None:
         await on_stop()
 
 
 class HostedApp(Protocol):
-    """What a service's composition root returns: its services and its clean-up."""
+    """What a service's composition root returns: its services and its clean-up.
+
+    An app that serves long-lived streams also has `async def drain()`, which ends
+    them when the server stops, so they do not hold the stop for the whole grace.
+    """
 
     @property
     def registrations(self) -> list[Registration]: ...
@@ -134,7 +142,13 @@ async def run(name: str, config: ServerConfig, build: Callable[[], HostedApp]) -
     server, port, health = await create_server(app.registrations, config.bind)
     log.info("listening", extra={"port": port})
     try:
-        await serve(server, health, grace=config.shutdown_grace_s, on_stop=app.close)
+        await serve(
+            server,
+            health,
+            grace=config.shutdown_grace_s,
+            on_stop=app.close,
+            on_drain=getattr(app, "drain", None),
+        )
     finally:
         if endpoint is not None:
             await endpoint.close()

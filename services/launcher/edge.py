@@ -13,7 +13,15 @@ from typing import Any
 
 from services import topology
 from services.kit import error_model
-from services.launcher import ROOT, edge_capacity, edge_docs, edge_policy, edge_routes, procs
+from services.launcher import (
+    ROOT,
+    edge_capacity,
+    edge_docs,
+    edge_pages,
+    edge_policy,
+    edge_routes,
+    procs,
+)
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge_capacity import EdgeCapacity
 from services.launcher.edge_routes import EdgeLimits, Endpoint
@@ -150,6 +158,7 @@ def render(settings: EdgeSettings, template: Path = TEMPLATE) -> str:
         LUA_PATH=settings.lua_path,
         LOCAL_REPLY_MAPPERS=local_reply_mappers(),
         DOCS_ROUTES=_flow(edge_docs.routes(settings.docs), 24) if settings.docs else "",
+        PAGE_ROUTES=_flow(edge_pages.routes(), 24),
         ROUTES=_flow(edge_routes.routes(settings.limits), 24),
         TRANSCODED_SERVICES=json.dumps([s.name for s in edge_policy.services()]),
         IDENTITY_STRIP=json.dumps(edge_policy.identity_strip()),

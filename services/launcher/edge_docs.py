@@ -94,7 +94,7 @@ for (const [id, url] of Object.entries({docs})) {{
 """
 
 
-def _direct(path: str, content_type: str, body: dict[str, str]) -> dict[str, Any]:
+def direct(path: str, content_type: str, body: dict[str, str]) -> dict[str, Any]:
     return {
         "match": {"path": path},
         "typed_per_filter_config": TRANSCODER_OFF,
@@ -111,14 +111,14 @@ def _file(path: str, content_type: str, file: Path) -> dict[str, Any]:
         raise RuntimeError(f"{file} is missing: the edge cannot serve {path}")
     if file.stat().st_size > MAX_BODY_BYTES:
         raise RuntimeError(f"{file} is over the edge's {MAX_BODY_BYTES}-byte direct responses")
-    return _direct(path, content_type, {"filename": str(file)})
+    return direct(path, content_type, {"filename": str(file)})
 
 
 def routes(files: DocsFiles) -> list[dict[str, Any]]:
     """The docs routes, to be listed before the service routes."""
     documents = files.documents()
     html = page(list(documents))
-    found = [_direct(p, "text/html; charset=utf-8", {"inline_string": html}) for p in PAGE_PATHS]
+    found = [direct(p, "text/html; charset=utf-8", {"inline_string": html}) for p in PAGE_PATHS]
     found += [
         _file(f"{DOCUMENT_PREFIX}{package}.json", "application/json", path)
         for package, path in documents.items()

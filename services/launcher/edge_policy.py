@@ -18,6 +18,7 @@ from shop.api.v1 import access_pb2
 
 from services import topology
 from services.kit import identity
+from services.launcher import edge_pages
 
 PROVIDER = "shop"
 PAYLOAD_KEY = "jwt_payload"
@@ -27,6 +28,8 @@ EDGE_PATHS = ("/healthz",)
 # And the API reference (services/launcher/edge_docs.py): /docs, /docs/assets/...,
 # /openapi/<package>.json. No gRPC method path starts so.
 EDGE_PREFIXES = ("/docs", "/openapi/")
+# And the pages (services/launcher/edge_pages.py), matched whole: /orders/{id}/live.
+EDGE_PATTERNS = (edge_pages.LIVE_PATH,)
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ def jwt_authn(issuer: str, audience: str, jwks_uri: str) -> dict[str, Any]:
     }
     rules: list[dict[str, Any]] = [{"match": _path(p)} for p in EDGE_PATHS]
     rules += [{"match": {"prefix": p}} for p in EDGE_PREFIXES]
+    rules += [{"match": {"safe_regex": {"regex": p}}} for p in EDGE_PATTERNS]
     rules += [
         {"match": _path(path), "requires": optional}
         for path, level in sorted(access.items())

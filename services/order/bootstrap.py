@@ -16,10 +16,11 @@ from shop.order.v1 import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import db, grpc_client
+from services.kit import changes, db, grpc_client
 from services.kit.cursor import CursorCodec
 from services.kit.idempotency import IdempotencyStore
 from services.kit.server import Registration
+from services.order import live
 from services.order.config import OrderConfig
 from services.order.notification_usecases import Notifications
 from services.order.notifications import NotificationServicer
@@ -42,9 +43,15 @@ class OrderApp:
     engine: AsyncEngine
     orders: Orders
     registrations: list[Registration]
+    hub: changes.Hub
     channels: tuple[grpc.aio.Channel, ...] = ()
 
+    async def drain(self) -> None:
+        """End the open WatchOrder streams (the server stops taking calls)."""
+        await self.hub.close()
+
     async def close(self) -> None:
+        await self.hub.close()
         for channel in self.channels:
             await channel.close(None)
         await self.engine.dispose()
@@ -63,7 +70,8 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
         Catalogue(products),
         Stock(inventory),
     )
-    servicer = OrderServicer(orders)
+    hub = changes.Hub(config.database_url, [changes.ORDER_STATUS])
+    servicer = OrderServicer(orders, live.OrderWatch(orders, hub, config.watch_heartbeat_s))
     admin = OrderAdminServicer(orders)
     notices = NotificationServicer(Notifications(engine, CursorCodec(config.cursor_secret)))
     reports = ReportServicer(
@@ -92,4 +100,5 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
             Registration(NOTIFICATION_SERVICE_NAME, add_notifications_to),
             Registration(REPORT_SERVICE_NAME, add_reports_to),
         ],
+        hub=hub,
     )

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.kit.config import ServerConfig, env_int, env_str
+from services.kit.config import ServerConfig, env_float, env_int, env_str
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class OrderConfig:
     # Where the product gateway and the inventory service listen (host:port).
     product_target: str
     inventory_target: str
+    # Seconds between repeats of a quiet WatchOrder stream's current status.
+    watch_heartbeat_s: float = 15.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OrderConfig:
@@ -30,4 +32,5 @@ class OrderConfig:
             idempotency_ttl_s=env_int(env, "IDEMPOTENCY_TTL_S", 3600),
             product_target=env_str(env, "PRODUCT_GRPC_TARGET"),
             inventory_target=env_str(env, "INVENTORY_GRPC_TARGET"),
+            watch_heartbeat_s=env_float(env, "ORDER_WATCH_HEARTBEAT_S", 15.0),
         )

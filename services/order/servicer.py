@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC
 
 from shop.order.v1 import order_pb2, order_pb2_grpc
@@ -10,6 +11,7 @@ from services.kit import calls, errors, identity
 from services.kit.idempotency import fingerprint
 from services.kit.ids import parse_uuid
 from services.kit.wire import timestamp
+from services.order import live
 from services.order.domain import (
     Caller,
     LineItem,
@@ -123,8 +125,9 @@ def status_view(view: StatusView) -> order_pb2.OrderStatusView:
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     """shop.order.v1.OrderService over the Orders use cases."""
 
-    def __init__(self, orders: Orders) -> None:
+    def __init__(self, orders: Orders, watch: live.OrderWatch) -> None:
         self._orders = orders
+        self._watch = watch
 
     async def CreateOrder(
         self, request: order_pb2.CreateOrderRequest, context: Context
@@ -199,6 +202,13 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         if page.next_cursor is not None:
             response.next_cursor = page.next_cursor
         return response
+
+    async def WatchOrder(
+        self, request: order_pb2.WatchOrderRequest, context: Context
+    ) -> AsyncIterator[order_pb2.OrderStatusEvent]:
+        who, order_id = caller(context), parse_uuid(request.id)
+        async for event in live.watch(self._watch, who, order_id):
+            yield event
 
 
 class OrderAdminServicer(order_pb2_grpc.OrderAdminServiceServicer):

@@ -135,7 +135,10 @@ class InventoryServiceServicer:
         """Streams one product's stock: the current level at once, then every
         change as it commits (reservations, releases, restocks, syncs). Through
         the edge it is Server-Sent Events (`text/event-stream`). The stream runs
-        until the client leaves. Errors as GetStock, before the first event.
+        until the client leaves; while nothing changes the current level is sent
+        again every 15 seconds (a keep-alive: same `version`). A stream the server
+        ends (a restart) is to be opened again. Errors as GetStock, before the
+        first event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -297,6 +297,10 @@ class OrderServiceServicer:
         it commits, ending after a terminal status (fulfilled, failed, refunded,
         closed; cancelled without a charge). Through the edge it is Server-Sent
         Events (`text/event-stream`, one `data:` line of JSON per change).
+        While nothing changes the current status is sent again every 15 seconds
+        (a keep-alive: same `version`, so a client shows each version once). A
+        stream that ends without a `terminal` event (the server restarted) is to
+        be opened again; it starts with the current status.
         Errors as GetOrder, before the first event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
