@@ -121,6 +121,8 @@ async def test_draining_ends_open_watches_at_once(postgres_url: str, tenant: str
         db_pool_size=2,
         cursor_secret=b"integration-test-cursor-secret",
         idempotency_ttl_s=3600,
+        product_target="127.0.0.1:9",
+        inventory_target="127.0.0.1:9",
     )
     app = bootstrap(config)
     server, port, _health = await create_server(app.registrations, config.server.bind)
