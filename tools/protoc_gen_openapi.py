@@ -1,8 +1,9 @@
-"""A buf local plugin that writes one OpenAPI 3.1 document per proto file with HTTP routes.
+"""A buf local plugin that writes one OpenAPI 3.1 document per proto package with HTTP routes.
 
 Reads a CodeGeneratorRequest on stdin and writes a CodeGeneratorResponse on stdout. For every
-file to generate (files under google/ are skipped) whose services carry `google.api.http`
-rules it writes `<proto dir>/<stem>.openapi.json` with:
+package of the files to generate (files under google/ are skipped) whose services carry
+`google.api.http` rules it writes `<package dir>/<area>.openapi.json` (shop.order.v1, from
+order.proto, notifications.proto and reports.proto: shop/order/v1/order.openapi.json) with:
 - one operation per rule and additional binding (path, query and header parameters, body);
 - schemas in the proto3 JSON mapping: json_name properties, 64-bit integers as strings, enums
   as value names, well-known types as their JSON forms, google.api.HttpBody as raw content;
@@ -347,20 +348,27 @@ class Document:
         self.paths[path][verb] = operation
 
 
-def build(f: descriptor_pb2.FileDescriptorProto, index: Index, options: Options) -> JSON | None:
-    """The OpenAPI document of one file, or None when none of its methods has an HTTP rule."""
+def build(
+    package: str,
+    files: Sequence[descriptor_pb2.FileDescriptorProto],
+    index: Index,
+    options: Options,
+) -> JSON | None:
+    """The OpenAPI document of one package's files, or None when none of their methods has
+    an HTTP rule."""
     doc, descriptions = Document(index, options), []
-    for svc in f.service:
-        service = f"{f.package}.{svc.name}".lstrip(".")
-        for method in svc.method:
-            if rule := options.get(method.options, "google.api.http"):
-                for n, binding in enumerate([rule, *rule.get("additional_bindings", [])]):
-                    doc.add(service, method, binding, n)
-        if index.docs.get(service):
-            descriptions.append(index.docs[service])
+    for f in files:
+        for svc in f.service:
+            service = f"{f.package}.{svc.name}".lstrip(".")
+            for method in svc.method:
+                if rule := options.get(method.options, "google.api.http"):
+                    for n, binding in enumerate([rule, *rule.get("additional_bindings", [])]):
+                        doc.add(service, method, binding, n)
+            if index.docs.get(service):
+                descriptions.append(index.docs[service])
     if not doc.paths:
         return None
-    info = {"title": f.package, "version": f.package.rsplit(".", 1)[-1]}
+    info = {"title": package, "version": package.rsplit(".", 1)[-1]}
     if descriptions:
         info["description"] = "\n\n".join(descriptions)
     return {
@@ -382,11 +390,18 @@ def main() -> int:
     )
     index, options = Index(request.proto_file), Options(request.proto_file)
     files = {f.name: f for f in request.proto_file}
+    packages: dict[str, list[descriptor_pb2.FileDescriptorProto]] = {}
+    for name in request.file_to_generate:
+        if not name.startswith("google/"):
+            packages.setdefault(files[name].package, []).append(files[name])
     try:
-        for name in request.file_to_generate:
-            if name.startswith("google/") or (doc := build(files[name], index, options)) is None:
+        for package, members in sorted(packages.items()):
+            if (doc := build(package, members, index, options)) is None:
                 continue
-            out = str(PurePosixPath(name).with_suffix(".openapi.json"))
+            parts = package.split(".")
+            area = parts[-2] if len(parts) > 1 else parts[0]
+            folder = PurePosixPath(members[0].name).parent
+            out = str(folder / f"{area}.openapi.json")
             text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
             response.file.add(name=out, content=text)
     except (KeyError, ValueError) as exc:
