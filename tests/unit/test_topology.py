@@ -23,6 +23,7 @@ from services.launcher import ROOT, compose, edge_policy, edge_routes, ports
 from services.launcher.__main__ import endpoints
 from services.launcher.platform import LauncherConfig, State, dev_env_hook
 from services.order.config import OrderConfig
+from services.order.pipeline.config import PipelineConfig
 from services.product.config import ProductConfig
 from services.ratelimit.config import RateLimitConfig
 from services.relay.config import RelayProcessConfig
@@ -102,6 +103,8 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "RELAY_METRICS_PORT": 9161,
         "INVENTORY_GRPC_PORT": 7062,
         "INVENTORY_METRICS_PORT": 9162,
+        "ORDER_PIPELINE_PORT": 7063,
+        "ORDER_PIPELINE_METRICS_PORT": 9163,
         "ERP_PORT": 8101,
         "WAREHOUSE_PORT": 8102,
         "ROUTING_PORT": 8103,
@@ -137,6 +140,8 @@ def test_the_claimed_ports_are_todays_components() -> None:
         ("outbox relay metrics", "RELAY_METRICS_PORT", 9161),
         ("inventory service", "INVENTORY_GRPC_PORT", 7062),
         ("inventory service metrics", "INVENTORY_METRICS_PORT", 9162),
+        ("order pipeline 1", "ORDER_PIPELINE_PORT", 7063),
+        ("order pipeline 1 metrics", "ORDER_PIPELINE_METRICS_PORT", 9163),
         ("ERP stub", "ERP_PORT", 8101),
         ("Warehouse stub", "WAREHOUSE_PORT", 8102),
         ("Routing stub", "ROUTING_PORT", 8103),
@@ -185,6 +190,7 @@ def test_every_server_and_worker_is_a_module_with_a_bind_setting() -> None:
 
 def test_every_need_is_made_by_a_process_the_launcher_or_the_dev_hook(tmp_path: Path) -> None:
     provided = set(topology.url_settings()) | set(topology.LAUNCHER_SETTINGS)
+    provided |= {p.target for p in topology.PROCESSES if p.target}  # where a server listens
     for process in topology.PROCESSES:
         made = set(dev_env_hook(process.dev_env)(tmp_path, {})) if process.dev_env else set()
         assert set(process.needs) <= provided | made, process.name
@@ -199,6 +205,7 @@ CONFIGS = {
     "event-worker": WorkerProcessConfig.from_env,
     "relay": RelayProcessConfig.from_env,
     "inventory": InventoryConfig.from_env,
+    "order-pipeline": PipelineConfig.from_env,
 }
 SAMPLES = {
     "DATABASE_URL": "postgresql://shop:pw@db:5432/shop",
@@ -210,6 +217,7 @@ SAMPLES = {
     "ROUTING_URL": "http://routing:8103",
     "PAYMENTS_URL": "http://payments:8104",
     "NOTIFY_URL": "http://notifications:8105",
+    "INVENTORY_GRPC_TARGET": "inventory:7062",
     "WEBHOOK_SOURCES": json.dumps(
         {
             "courier": {
