@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import errors
@@ -80,7 +81,7 @@ async def _payment_statuses(
         sa.select(payments.c.order_id, payments.c.status)
         .where(payments.c.order_id.in_(ids))
         .order_by(payments.c.order_id, payments.c.created_at.desc(), payments.c.id)
-        .distinct(payments.c.order_id)
+        .ext(distinct_on(payments.c.order_id))
     )
     return {r.order_id: r.status for r in rows}
 
