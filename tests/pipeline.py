@@ -16,19 +16,24 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import httpx
+import pytest
 import sqlalchemy as sa
 from redis.asyncio import Redis
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.inventory.bootstrap import bootstrap as inventory_bootstrap
+from services.inventory.config import InventoryConfig
+from services.kit import db
 from services.kit.config import ServerConfig
+from services.kit.server import create_server
 from services.kit.streams import Queue, RetryPolicy, WorkerConfig
 from services.kit.streams.relay import Relay, RelayConfig
 from services.kit.uow import UnitOfWork
@@ -42,6 +47,7 @@ from services.order.pipeline.config import PipelineConfig
 from services.order.pipeline.payments import Payment
 from services.order.pipeline.reconciler import ReconcilerConfig
 from services.order.pipeline.stock import Reservations
+from tests.upstream_admin import running_stub
 
 T = TypeVar("T")
 PRICE = 1250
@@ -69,11 +75,11 @@ async def eventually(
     probe: Callable[[], Awaitable[T]],
     done: Callable[[T], bool],
     *,
-    timeout: float = 20.0,
+    within: float = 20.0,
     what: str = "the condition",
 ) -> T:
-    """`probe()` once `done` holds of it; AssertionError with the last value after `timeout`."""
-    deadline = time.monotonic() + timeout
+    """`probe()` once `done` holds of it; AssertionError with the last value after `within` s."""
+    deadline = time.monotonic() + within
     while True:
         value = await probe()
         if done(value):
@@ -278,24 +284,24 @@ class Shop:
             return await payments.of_order(conn, order_id)
 
     async def until(
-        self, tenant: str, order_id: uuid.UUID, *status: OrderStatus, timeout: float = 20.0
+        self, tenant: str, order_id: uuid.UUID, *status: OrderStatus, within: float = 20.0
     ) -> Order:
         """The order once it has one of these statuses."""
         return await eventually(
             lambda: self.order(tenant, order_id),
             lambda o: o.status in status,
-            timeout=timeout,
+            within=within,
             what=f"order {order_id} to be {'/'.join(s.value for s in status)}",
         )
 
     async def until_paid_for(
-        self, order_id: uuid.UUID, *status: str, timeout: float = 20.0
+        self, order_id: uuid.UUID, *status: str, within: float = 20.0
     ) -> list[Payment]:
         """The order's payments once the latest has one of these statuses."""
         return await eventually(
             lambda: self.payments(order_id),
             lambda found: bool(found) and found[-1].status in status,
-            timeout=timeout,
+            within=within,
             what=f"a payment of {order_id} to be {'/'.join(status)}",
         )
 
@@ -340,3 +346,83 @@ class Shop:
 
     async def dead_letters(self) -> int:
         return (await Queue(self.redis, self.queue).stats()).dead
+
+
+def only(found: list[Payment]) -> Payment:
+    """The one payment of an order."""
+    assert len(found) == 1, found
+    return found[0]
+
+
+# Fixtures (a module imports those it uses) ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pipeline_stubs(session_run_dir: Path) -> Iterator[tuple[str, str, str]]:
+    """The ERP and Warehouse stubs (the inventory's config names them) and the Payment
+    provider stub of this module."""
+    with (
+        running_stub("erp", session_run_dir) as erp,
+        running_stub("warehouse", session_run_dir) as warehouse,
+        running_stub("payments", session_run_dir) as pay,
+    ):
+        yield erp, warehouse, pay
+
+
+@pytest.fixture(scope="module")
+async def shop(
+    postgres_url: str,
+    redis_url: str,
+    pipeline_stubs: tuple[str, str, str],
+    session_run_dir: Path,
+) -> AsyncIterator[Shop]:
+    erp, warehouse, pay = pipeline_stubs
+    config = InventoryConfig(
+        server=ServerConfig(
+            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
+        ),
+        database_url=postgres_url,
+        db_pool_size=10,
+        cursor_secret=b"integration-test-cursor-secret",
+        idempotency_ttl_s=3600,
+        reaper_interval_s=0,
+        reaper_batch=10,
+        erp_url=erp,
+        warehouse_url=warehouse,
+        erp=UpstreamPolicy(),
+        warehouse=UpstreamPolicy(),
+        sync_tenants=(),
+        sync_interval_s=0,
+        low_stock_threshold=5,
+    )
+    inventory = inventory_bootstrap(config)
+    server, port, _health = await create_server(inventory.registrations, config.server.bind)
+    engine = db.create_engine(postgres_url, pool_size=5)
+    redis = Redis.from_url(redis_url)
+    queue = f"orders-test-{uuid.uuid4().hex[:8]}"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield Shop(
+            postgres_url=postgres_url,
+            redis_url=redis_url,
+            inventory_target=f"127.0.0.1:{port}",
+            payments_url=pay,
+            engine=engine,
+            channel=channel,
+            redis=redis,
+            queue=queue,
+            run_dir=session_run_dir,
+        )
+    await redis.delete(
+        *(f"queue:{queue}{suffix}" for suffix in ("", ":delayed", ":dead", ":stats"))
+    )
+    await redis.aclose()
+    await engine.dispose()
+    await server.stop(1)
+    await inventory.close()
+
+
+@pytest.fixture(autouse=True)
+async def clean_faults(shop: Shop) -> AsyncIterator[None]:
+    await shop.no_faults()
+    yield
+    await shop.no_faults()

@@ -10,101 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
-import grpc
-import pytest
-from redis.asyncio import Redis
-
-from services.inventory.bootstrap import bootstrap as inventory_bootstrap
-from services.inventory.config import InventoryConfig
-from services.kit import db
-from services.kit.config import ServerConfig
-from services.kit.server import create_server
 from services.kit.streams import Message
-from services.kit.upstream import UpstreamPolicy
 from services.order.domain import OrderStatus
 from services.order.pipeline.handlers import routes
-from services.order.pipeline.payments import Payment
-from tests.pipeline import PRICE, Shop
-from tests.upstream_admin import running_stub
+from tests.pipeline import PRICE, Shop, clean_faults, only, pipeline_stubs, shop
+
+__all__ = ["clean_faults", "pipeline_stubs", "shop"]  # the fixtures this module uses
 
 S = OrderStatus
-
-
-@pytest.fixture(scope="module")
-def stubs(session_run_dir: Path) -> Iterator[tuple[str, str, str]]:
-    """The ERP and Warehouse stubs (the inventory's config names them) and the Payment
-    provider stub of this module."""
-    with (
-        running_stub("erp", session_run_dir) as erp,
-        running_stub("warehouse", session_run_dir) as warehouse,
-        running_stub("payments", session_run_dir) as pay,
-    ):
-        yield erp, warehouse, pay
-
-
-@pytest.fixture(scope="module")
-async def shop(
-    postgres_url: str,
-    redis_url: str,
-    stubs: tuple[str, str, str],
-    session_run_dir: Path,
-) -> AsyncIterator[Shop]:
-    erp, warehouse, pay = stubs
-    config = InventoryConfig(
-        server=ServerConfig(
-            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
-        ),
-        database_url=postgres_url,
-        db_pool_size=10,
-        cursor_secret=b"integration-test-cursor-secret",
-        idempotency_ttl_s=3600,
-        reaper_interval_s=0,
-        reaper_batch=10,
-        erp_url=erp,
-        warehouse_url=warehouse,
-        erp=UpstreamPolicy(),
-        warehouse=UpstreamPolicy(),
-        sync_tenants=(),
-        sync_interval_s=0,
-        low_stock_threshold=5,
-    )
-    inventory = inventory_bootstrap(config)
-    server, port, _health = await create_server(inventory.registrations, config.server.bind)
-    engine = db.create_engine(postgres_url, pool_size=5)
-    redis = Redis.from_url(redis_url)
-    queue = f"orders-test-{uuid.uuid4().hex[:8]}"
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield Shop(
-            postgres_url=postgres_url,
-            redis_url=redis_url,
-            inventory_target=f"127.0.0.1:{port}",
-            payments_url=pay,
-            engine=engine,
-            channel=channel,
-            redis=redis,
-            queue=queue,
-            run_dir=session_run_dir,
-        )
-    await redis.delete(*(f"queue:{queue}{suffix}" for suffix in ("", ":delayed", ":dead", ":stats")))
-    await redis.aclose()
-    await engine.dispose()
-    await server.stop(1)
-    await inventory.close()
-
-
-@pytest.fixture(autouse=True)
-async def clean_faults(shop: Shop) -> AsyncIterator[None]:
-    await shop.no_faults()
-    yield
-    await shop.no_faults()
-
-
-def _only(found: list[Payment]) -> Payment:
-    assert len(found) == 1, found
-    return found[0]
 
 
 async def test_a_placed_order_is_paid_once_and_fulfilled(shop: Shop, tenant: str) -> None:
@@ -113,7 +27,7 @@ async def test_a_placed_order_is_paid_once_and_fulfilled(shop: Shop, tenant: str
     async with shop.running():
         order = await shop.until(tenant, order_id, S.FULFILLED)
     assert await shop.statuses(order_id) == ["reserved", "paid", "fulfilled"]
-    payment = _only(await shop.payments(order_id))
+    payment = only(await shop.payments(order_id))
     assert (payment.status, payment.amount_cents, payment.attempts) == ("captured", 3 * PRICE, 1)
     assert order.total_cents == 3 * PRICE
     ledger = await shop.ledger(tenant, order_id)
@@ -153,7 +67,7 @@ async def test_a_declined_charge_fails_the_order_and_gives_the_stock_back(
         order = await shop.until(tenant, order_id, S.FAILED)
         await shop.eventually_level(tenant, product, (4, 0))
     assert order.failure_reason == "payment_declined"
-    payment = _only(await shop.payments(order_id))
+    payment = only(await shop.payments(order_id))
     assert (payment.status, payment.decline_reason) == ("declined", "insufficient_funds")
     assert await shop.counts(tenant, order_id) == (0, 0, 1)
     assert await shop.reservation(tenant, order_id) == "released"
@@ -166,12 +80,12 @@ async def test_a_timed_out_charge_is_reconciled_into_one_capture(shop: Shop, ten
     # The provider captures, then the answer is lost (longer than the client waits).
     await shop.faults(timeout_rate=1, hang_s=4, phase="after", tenant=tenant)
     async with shop.running():
-        payment = _only(await shop.until_paid_for(order_id, "unknown"))
+        payment = only(await shop.until_paid_for(order_id, "unknown"))
         assert (await shop.order(tenant, order_id)).status is S.RESERVED
         assert (await shop.counts(tenant, order_id))[0] == 1  # taken, but we do not know yet
         await shop.no_faults()
         await shop.until(tenant, order_id, S.FULFILLED)
-    settled = _only(await shop.payments(order_id))
+    settled = only(await shop.payments(order_id))
     assert (settled.id, settled.status) == (payment.id, "captured")
     assert settled.provider_ref is not None
     assert await shop.counts(tenant, order_id) == (1, 0, 0)
@@ -208,7 +122,7 @@ async def test_a_charge_the_provider_never_saw_fails_the_order(shop: Shop, tenan
         order = await shop.until(tenant, order_id, S.FAILED)
         await shop.eventually_level(tenant, product, (2, 0))
     assert order.failure_reason == "payment_failed"
-    assert _only(await shop.payments(order_id)).status == "failed"
+    assert only(await shop.payments(order_id)).status == "failed"
     assert await shop.counts(tenant, order_id) == (0, 0, 0)
 
 
@@ -230,7 +144,7 @@ async def test_eight_concurrent_deliveries_of_one_message_charge_once(
         handle = routes(pipeline.engine, pipeline.pipeline)
         await asyncio.gather(*(handle(message) for _ in range(8)))
         await shop.until(tenant, order_id, S.FULFILLED)
-    assert _only(await shop.payments(order_id)).status == "captured"
+    assert only(await shop.payments(order_id)).status == "captured"
     assert await shop.counts(tenant, order_id) == (1, 0, 0)
 
 
@@ -241,6 +155,6 @@ async def test_two_pipelines_take_every_order_once(shop: Shop, tenant: str) -> N
         for order_id in orders:
             await shop.until(tenant, order_id, S.FULFILLED)
     for order_id in orders:
-        assert _only(await shop.payments(order_id)).status == "captured"
+        assert only(await shop.payments(order_id)).status == "captured"
         assert await shop.counts(tenant, order_id) == (1, 0, 0)
     assert await shop.level(tenant, product) == (88, 0)
