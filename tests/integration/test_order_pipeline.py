@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from services.kit.streams import Message
+from services.kit.streams import Message, Queue
+from services.launcher import procs
 from services.order.domain import OrderStatus
 from services.order.pipeline.handlers import routes
-from tests.pipeline import PRICE, Shop, clean_faults, only, pipeline_stubs, shop
+from tests.pipeline import PRICE, Shop, clean_faults, eventually, only, pipeline_stubs, shop
 
 __all__ = ["clean_faults", "pipeline_stubs", "shop"]  # the fixtures this module uses
 
@@ -158,3 +159,45 @@ async def test_two_pipelines_take_every_order_once(shop: Shop, tenant: str) -> N
         assert only(await shop.payments(order_id)).status == "captured"
         assert await shop.counts(tenant, order_id) == (1, 0, 0)
     assert await shop.level(tenant, product) == (88, 0)
+
+
+async def test_an_unavailable_inventory_is_retried_with_backoff(shop: Shop, tenant: str) -> None:
+    product = await shop.stock(tenant, 2)
+    order_id = await shop.place(tenant, {product: 2}, reserve=False)
+    nowhere = f"127.0.0.1:{procs.free_port()}"
+    before = await Queue(shop.redis, shop.queue).stats()
+    async with shop.running(inventory_target=nowhere):
+        await eventually(
+            lambda: Queue(shop.redis, shop.queue).stats(),
+            lambda now: now.retried > before.retried,
+            what="a retry of the reservation",
+        )
+        assert (await shop.order(tenant, order_id)).status is S.PENDING
+    async with shop.running():
+        await shop.until(tenant, order_id, S.FULFILLED)
+    assert await shop.level(tenant, product) == (0, 0)
+    assert await shop.dead_letters() == 0
+
+
+async def test_every_event_type_of_the_queue_is_taken_and_none_dead_lettered(
+    shop: Shop, tenant: str
+) -> None:
+    queue = Queue(shop.redis, shop.queue)
+    before = await queue.stats()
+    kinds = [
+        "orders.closed",
+        "orders.fulfilled",
+        "orders.refunded",
+        "orders.cancel_requested",
+        "orders.pending",
+    ]
+    for kind in kinds:
+        payload = f'{{"orderId":"{uuid.uuid4()}","tenantId":"{tenant}"}}'.encode()
+        await queue.publish(Message(str(uuid.uuid4()), tenant, kind, payload))
+    async with shop.running(relay=False):
+        await eventually(
+            queue.stats,
+            lambda now: now.processed >= before.processed + len(kinds),
+            what="every message processed",
+        )
+    assert (await queue.stats()).dead == before.dead
