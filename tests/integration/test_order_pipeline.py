@@ -12,6 +12,7 @@ import asyncio
 import uuid
 
 from services.kit.streams import Message, Queue
+from services.kit.upstream import UpstreamPolicy
 from services.launcher import procs
 from services.order.domain import OrderStatus
 from services.order.pipeline.handlers import routes
@@ -201,3 +202,32 @@ async def test_every_event_type_of_the_queue_is_taken_and_none_dead_lettered(
             what="every message processed",
         )
     assert (await queue.stats()).dead == before.dead
+
+
+async def test_a_provider_down_for_everyone_defers_the_charge_under_its_key(
+    shop: Shop, tenant: str
+) -> None:
+    product = await shop.stock(tenant, 1)
+    order_id = await shop.place(tenant, {product: 1})
+    queue = Queue(shop.redis, shop.queue)
+    before = await queue.stats()
+    await shop.faults(down=True, tenant=tenant)
+    touchy = UpstreamPolicy(
+        attempt_timeout_s=1.0, deadline_s=2.0, max_attempts=2, failure_threshold=1,
+        reset_timeout_s=1.0,
+    )  # fmt: skip
+    async with shop.running(payments=touchy):
+        await eventually(queue.stats, lambda now: now.deferred > before.deferred, what="a deferral")
+        payment = only(await shop.payments(order_id))
+        assert (payment.status, (await shop.order(tenant, order_id)).status) == (
+            "pending",
+            S.RESERVED,
+        )
+        await shop.no_faults()
+        await shop.until(tenant, order_id, S.FULFILLED)
+    assert only(await shop.payments(order_id)).id == payment.id
+    assert await shop.counts(tenant, order_id) == (1, 0, 0)
+    assert await shop.audit_actions(tenant, "payment", payment.id) == [
+        "payments.pending",
+        "payments.captured",
+    ]

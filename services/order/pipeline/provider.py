@@ -64,7 +64,8 @@ class PaymentProvider:
         self._currency = currency
 
     async def charge(self, request: ChargeRequest) -> ChargeOutcome:
-        """Captured or declined as the provider answered; UNKNOWN when it did not."""
+        """Captured or declined as the provider answered; UNKNOWN when it did not;
+        errors.CircuitOpen when the breaker stopped it (the provider is down)."""
         try:
             response = await self._http.request(
                 "POST",
@@ -81,6 +82,8 @@ class PaymentProvider:
                 },
                 idempotent=True,  # the key makes a resend the same charge
             )
+        except errors.CircuitOpen:
+            raise  # down for everyone: the caller waits for the breaker and resumes the key
         except (errors.Unavailable, errors.DeadlineExceeded):
             return ChargeOutcome(Settled.UNKNOWN)
         if response.status_code in (200, 201):

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import errors
+from services.kit.streams import Defer
 from services.kit.uow import UnitOfWork, Work
 from services.order import repository, transitions
 from services.order.domain import Caller, Order, OrderNotFound, OrderStatus
@@ -149,8 +150,16 @@ class Pipeline:
             payment = live
         else:
             return  # `unknown` is the reconciler's to settle
-        if payment is not None:
-            await self.settle(payment, await self._ask(payment))
+        if payment is None:
+            return
+        try:
+            outcome = await self._ask(payment)
+        except errors.CircuitOpen as exc:
+            # The provider is down for everyone: the row stays `pending` and the message
+            # comes back to resume it under the same key (one charge, whatever was sent).
+            wait_s = max(float(exc.metadata.get("retry_after_s", "0")), 1.0)
+            raise Defer(wait_s, str(exc)) from exc
+        await self.settle(payment, outcome)
 
     async def _start(self, tenant: str, order_id: uuid.UUID, order: Order) -> Payment | None:
         """The order's new payment row, committed; None when it needs none any more."""
@@ -180,6 +189,7 @@ class Pipeline:
     async def settle(self, payment: Payment, outcome: ChargeOutcome) -> None:
         """Record what became of a charge, and move its order along with it."""
         lost: Payment | None = None
+        unwanted: Payment | None = None
         async with UnitOfWork(self._engine) as work:
             order = await repository.lock(work.conn, payment.tenant_id, payment.order_id)
             current = await payments.lock(work.conn, payment.id)
@@ -188,20 +198,24 @@ class Pipeline:
             if current.status not in payments.UNSETTLED:
                 if outcome.settled is Settled.CAPTURED and current.status in ("failed", "declined"):
                     lost = current  # given up on, yet captured: the money goes back
-                return
-            await self._settled(work, order, current, outcome)
+            else:
+                unwanted = await self._settled(work, order, current, outcome)
         if lost is not None:
             log.warning("a capture of a payment given up on", extra={"payment": str(lost.id)})
             if outcome.charge_id is not None:
                 await self._provider.refund(lost.tenant_id, lost.id, outcome.charge_id)
+        if unwanted is not None:
+            await self.refund(unwanted)
 
     async def _settled(
         self, work: Work, order: Order, payment: Payment, outcome: ChargeOutcome
-    ) -> None:
+    ) -> Payment | None:
+        """Record the outcome; the payment when it was captured for an order that no
+        longer waits for money (to be refunded once this commits)."""
         match outcome.settled:
             case Settled.UNKNOWN:
                 await payments.mark(work, payment, "unknown", actor=ACTOR, attempted=True)
-                return
+                return None
             case Settled.CAPTURED:
                 now = await payments.mark(
                     work,
@@ -213,12 +227,12 @@ class Pipeline:
                 )
                 order = dataclasses.replace(order, payment_status=now.status)
                 if order.status is not S.RESERVED:
-                    return  # not waiting for money any more; `cancelled` refunds it
+                    return now  # not waiting for money any more
                 paid = await transitions.moved(work, order, order.move(S.PAID), actor=ACTOR)
                 if paid.cancel_requested:
                     after = paid.move(S.CANCELLED)
                     await transitions.moved(work, paid, after, actor=ACTOR, reason=CANCEL_REQUESTED)
-                return
+                return None
             case Settled.DECLINED:
                 now = await payments.mark(
                     work,
@@ -235,13 +249,14 @@ class Pipeline:
                 reason = "payment_failed"
         order = dataclasses.replace(order, payment_status=now.status)
         if order.status is not S.RESERVED:
-            return
+            return None
         if order.cancel_requested:
             after = order.move(S.CANCELLED)
             await transitions.moved(work, order, after, actor=ACTOR, reason=CANCEL_REQUESTED)
         else:
             after = order.move(S.FAILED, failure_reason=reason)
             await transitions.moved(work, order, after, actor=ACTOR, reason=reason)
+        return None
 
     # orders.paid -----------------------------------------------------------------
 
