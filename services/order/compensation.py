@@ -182,15 +182,11 @@ async def _fulfil(
     who: str,
     reason: str | None,
 ) -> CancelOutcome:
-    async with engine.connect() as conn:
-        order = await repository.get(conn, caller, order_id)
-    if order.already(S.FULFILLED):
-        return CancelOutcome(order, changed=False)
-    order.move(S.FULFILLED, expected_version)  # refuse before touching the stock
-    await stock.commit(caller.tenant, order_id)
+    # The commit is made under the row lock, as the pipeline's: a cancel waits for it.
     async with UnitOfWork(engine) as work:
         order = await repository.lock(work.conn, caller.tenant, order_id)
         if order.already(S.FULFILLED):
             return CancelOutcome(order, changed=False)  # the pipeline got there first
-        after = order.move(S.FULFILLED, expected_version)
+        after = order.move(S.FULFILLED, expected_version)  # refused before the stock moves
+        await stock.commit(caller.tenant, order_id)
         return CancelOutcome(await transitions.moved(work, order, after, actor=who, reason=reason))

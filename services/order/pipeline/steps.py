@@ -261,27 +261,23 @@ class Pipeline:
     # orders.paid -----------------------------------------------------------------
 
     async def fulfil(self, tenant: str, order_id: uuid.UUID) -> None:
-        """A paid order's units leave the shop (the reservation is committed): fulfilled."""
+        """A paid order's units leave the shop (the reservation is committed): fulfilled.
+        The commit is made under the order's row lock, so a cancel waits for it and then
+        finds the order fulfilled, never a cancelled order whose stock is gone."""
         order = await self._read(tenant, order_id)
         if order is None or order.status is not S.PAID:
-            return
-        try:
-            await self._stock.commit(tenant, order_id)
-        except (errors.Conflict, errors.NotFound):
-            # The stock went back before it could be committed: the money goes back too.
-            async def undo(work: Work, order: Order) -> Order | None:
-                if order.status is not S.PAID:
-                    return None
-                after = order.move(S.CANCELLED)
-                reason = "reservation_expired"
-                return await transitions.moved(work, order, after, actor=ACTOR, reason=reason)
-
-            await self._locked(tenant, order_id, undo)
             return
 
         async def change(work: Work, order: Order) -> Order | None:
             if order.status is not S.PAID:
                 return None
+            try:
+                await self._stock.commit(tenant, order_id)
+            except (errors.Conflict, errors.NotFound):
+                # The stock went back before it could be committed: the money goes back.
+                after = order.move(S.CANCELLED)
+                reason = "reservation_expired"
+                return await transitions.moved(work, order, after, actor=ACTOR, reason=reason)
             return await transitions.moved(work, order, order.move(S.FULFILLED), actor=ACTOR)
 
         await self._locked(tenant, order_id, change)
