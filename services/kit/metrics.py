@@ -137,6 +137,13 @@ OUTBOX_PUBLISHED = Counter(
     "shop_outbox_published_total", "Outbox rows published onto their stream.", ("route",)
 )
 
+# --- payments (services.order.pipeline) ----------------------------------------------------
+PAYMENTS = Counter(
+    "shop_payments_total",
+    "Charge attempts reaching a status (pending, captured, declined, unknown, failed, refunded).",
+    ("status",),
+)
+
 # --- database (services.kit.db) and rate limits (services.ratelimit) -----------------------
 
 DB_POOL = Gauge(

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.kit import metrics
 from services.kit.uow import Work
 from services.order.domain import Order
 from services.order.schema import LIVE_PAYMENT_STATUSES, payments
@@ -103,6 +104,7 @@ async def insert(work: Work, order: Order, *, actor: str) -> Payment:
         )
     ).one()
     payment = _payment(row)
+    metrics.PAYMENTS.labels(payment.status).inc()
     await work.audit.record(
         tenant=payment.tenant_id,
         entity_type=ENTITY,
@@ -142,6 +144,7 @@ async def mark(
         )
     ).one()
     after = _payment(row)
+    metrics.PAYMENTS.labels(status).inc()
     await work.audit.record(
         tenant=after.tenant_id,
         entity_type=ENTITY,
