@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from prometheus_client import REGISTRY
+
 from services.kit.streams import Message, Queue
 from services.kit.upstream import UpstreamPolicy
 from services.launcher import procs
@@ -23,11 +25,18 @@ __all__ = ["clean_faults", "pipeline_stubs", "shop"]  # the fixtures this module
 S = OrderStatus
 
 
+def _counted(status: str) -> float:
+    """`shop_payments_total{status}` in this process."""
+    return REGISTRY.get_sample_value("shop_payments_total", {"status": status}) or 0.0
+
+
 async def test_a_placed_order_is_paid_once_and_fulfilled(shop: Shop, tenant: str) -> None:
     product = await shop.stock(tenant, 10)
     order_id = await shop.place(tenant, {product: 3})
+    captured = _counted("captured")
     async with shop.running():
         order = await shop.until(tenant, order_id, S.FULFILLED)
+    assert _counted("captured") >= captured + 1  # (others may settle leftovers meanwhile)
     assert await shop.statuses(order_id) == ["reserved", "paid", "fulfilled"]
     payment = only(await shop.payments(order_id))
     assert (payment.status, payment.amount_cents, payment.attempts) == ("captured", 3 * PRICE, 1)
