@@ -7,6 +7,8 @@ and SetOrderStatus call them; the relay and the pipeline then do the rest.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import uuid
 
 import httpx
@@ -292,3 +294,43 @@ async def test_a_pipeline_killed_mid_charge_is_taken_over_and_charges_once(
     assert only(await shop.payments(order_id)).status == "captured"
     assert await shop.counts(tenant, order_id) == (1, 0, 0)
     assert await shop.level(tenant, product) == (0, 0)
+
+
+async def test_cancels_racing_two_pipelines_leave_no_money_and_no_stock_held(
+    shop: Shop, tenant: str
+) -> None:
+    product = await shop.stock(tenant, 30)
+    orders = [await shop.place(tenant, {product: 2}) for _ in range(10)]
+    await shop.faults(latency_ms=100, jitter_ms=200, tenant=tenant)
+    rng = random.Random(7)
+
+    async def cancel_later(order_id: uuid.UUID) -> compensation.CancelOutcome:
+        await asyncio.sleep(rng.uniform(0, 1.0))
+        return await compensation.cancel(shop.engine, customer(tenant), order_id)
+
+    async with shop.running(pipelines=2):
+        outcomes = await asyncio.gather(*(cancel_later(o) for o in orders), return_exceptions=True)
+        # A cancel after fulfilment is refused; every other one is taken now or later.
+        refused = [o for o, r in zip(orders, outcomes, strict=True) if isinstance(r, Exception)]
+        assert all(
+            isinstance(r, errors.InvalidTransition) for r in outcomes if isinstance(r, Exception)
+        )
+        for order_id in orders:
+            await eventually(
+                lambda order_id=order_id: shop.order(tenant, order_id),
+                lambda o: o.terminal,
+                what=f"order {order_id} to come to rest",
+            )
+        fulfilled = len(refused)
+        await shop.eventually_level(tenant, product, (30 - 2 * fulfilled, 0))
+    seen: set[S] = set()
+    for order_id in orders:
+        order = await shop.order(tenant, order_id)
+        assert (
+            order.status is S.FULFILLED if order_id in refused else order.status is not S.FULFILLED
+        )
+        captures, refunds, _ = await shop.counts(tenant, order_id)
+        expected = {S.CANCELLED: (0, 0), S.REFUNDED: (1, 1), S.FULFILLED: (1, 0)}[order.status]
+        assert (captures, refunds) == expected, (order.status, order_id)
+        seen.add(order.status)
+    assert len(seen) >= 2, seen  # the race went more than one way
