@@ -13,6 +13,7 @@ import uuid
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from services.kit import errors
 from services.kit.uow import UnitOfWork
@@ -334,3 +335,33 @@ async def test_cancels_racing_two_pipelines_leave_no_money_and_no_stock_held(
         assert (captures, refunds) == expected, (order.status, order_id)
         seen.add(order.status)
     assert len(seen) >= 2, seen  # the race went more than one way
+
+
+async def test_two_reconcilers_never_take_the_same_payment(shop: Shop, tenant: str) -> None:
+    product = await shop.stock(tenant, 3)
+    ids = set()
+    for _ in range(3):
+        order_id = await shop.place(tenant, {product: 1})
+        async with UnitOfWork(shop.engine) as work:
+            order = await repository.lock(work.conn, tenant, order_id)
+            payment = await payments.insert(work, order, actor="service:order-pipeline")
+            await payments.mark(work, payment, "unknown", actor="service:order-pipeline")
+            await work.conn.execute(
+                sa.text(
+                    "UPDATE payments SET updated_at = now() - interval '1 minute' WHERE id = :i"
+                ),
+                {"i": payment.id},
+            )
+        ids.add(payment.id)
+
+    def ours(found: list[payments.Payment]) -> set[uuid.UUID]:
+        return {p.id for p in found} & ids
+
+    claim = {"pending_grace_s": 30.0, "unknown_after_s": 10.0, "limit": 100}
+    async with shop.engine.begin() as first:
+        taken = ours(await payments.claim_unsettled(first, **claim))
+        async with shop.engine.begin() as second:  # while the first holds them
+            assert ours(await payments.claim_unsettled(second, **claim)) == set()
+    assert taken == ids
+    async with shop.engine.begin() as later:  # and after: they rest for unknown_after_s
+        assert ours(await payments.claim_unsettled(later, **claim)) == set()
