@@ -204,6 +204,16 @@ PROCESSES: tuple[Process, ...] = (
         metrics_port=_metrics("INVENTORY_METRICS_PORT", 9162),
         dev_env="services.inventory.dev:dev_env", note=_GRPC,
     ),
+    # Takes placed orders through stock, payment and fulfilment (the `orders`
+    # queue), and reconciles charges whose answer was lost; any number may run.
+    Process(
+        "order-pipeline", "order pipeline", Kind.WORKER, Port("ORDER_PIPELINE_PORT", 7063),
+        module="services.order.pipeline", bind_setting="ORDER_PIPELINE_GRPC_BIND",
+        needs=("DATABASE_URL", "REDIS_URL", "INVENTORY_GRPC_TARGET", "PAYMENTS_URL"),
+        replicas=Replicas("ORDER_PIPELINES", "ORDER_PIPELINE_NAME", default=1),
+        note="{where} (health)",
+        metrics_port=_metrics("ORDER_PIPELINE_METRICS_PORT", 9163),
+    ),
     # Sends customers' notifications; any number may run (SKIP LOCKED claims).
     Process(
         "notifier", "notifier", Kind.WORKER, Port("NOTIFIER_PORT", 7064),

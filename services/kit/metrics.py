@@ -150,6 +150,13 @@ NOTIFICATIONS_LAG = Gauge(
     "Age of the oldest pending notification that is due (0 when none).",
 )
 
+# --- payments (services.order.pipeline) ----------------------------------------------------
+PAYMENTS = Counter(
+    "shop_payments_total",
+    "Charge attempts reaching a status (pending, captured, declined, unknown, failed, refunded).",
+    ("status",),
+)
+
 # --- database (services.kit.db) and rate limits (services.ratelimit) -----------------------
 
 DB_POOL = Gauge(

@@ -3,7 +3,9 @@
 Closing an order through the edge writes one outbox row with the seed's
 fields; the platform's outbox relay (`python -m services.relay`, started by the
 launcher from the topology) publishes it to the `orders` stream and sets
-`published_at`.
+`published_at`. The platform's order pipeline consumes that stream (and a
+consumed entry is deleted once acked), so the test watches the stream with a
+blocking XREAD, which sees each entry as it is appended, whoever takes it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import re
 import time
 from datetime import datetime
+from typing import Any
 
 import redis
 import sqlalchemy as sa
@@ -24,6 +27,7 @@ from services.launcher.platform import State
 from services.relay.config import ROUTES, parse_routes
 from tests.e2e.conftest import Api
 
+Fields = dict[bytes, bytes]
 TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
@@ -39,11 +43,33 @@ async def _row(engine: AsyncEngine, order_id: str) -> sa.RowMapping:
         return result.mappings().one()
 
 
+def _watch(client: redis.Redis, stream: str, order_id: str, timeout_s: float) -> list[Fields]:
+    """The entries appended to `stream` for `order_id` within `timeout_s` (a blocking XREAD
+    from the stream's last id, so entries a consumer deletes at once are seen too)."""
+    info: Any = client.xinfo_stream(stream) if client.exists(stream) else {}
+    last = info.get("last-generated-id", b"0-0")
+    found: list[Fields] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not found:
+        reply: Any = client.xread({stream: last}, block=200)
+        for _, entries in reply or ():
+            for entry_id, fields in entries:
+                last = entry_id
+                if json.loads(fields[b"payload"]).get("orderId") == order_id:
+                    found.append(fields)
+    return found
+
+
 async def test_a_closed_order_reaches_the_orders_stream_and_is_marked_published(
     platform: State, api: Api, engine: AsyncEngine, redis_client: redis.Redis
 ) -> None:
     order = api.draft()
     api.confirm(order["id"], 1, 4200)
+    routes = parse_routes(ROUTES)
+    watching = asyncio.create_task(
+        asyncio.to_thread(_watch, redis_client, f"queue:{routes['order']}", order["id"], 20)
+    )
+    await asyncio.sleep(0.5)  # the watcher's XREAD is waiting before the event exists
     closed = api.close(order["id"]).json()
 
     row = await _row(engine, order["id"])
@@ -59,17 +85,12 @@ async def test_a_closed_order_reaches_the_orders_stream_and_is_marked_published(
     assert _instant(row["payload"]["closedAt"]) == _instant(closed["closedAt"])
     assert TRACEPARENT.match(row["traceparent"]), row["traceparent"]
 
-    routes = parse_routes(ROUTES)
     deadline = time.monotonic() + 20
     while (await _row(engine, order["id"]))["published_at"] is None:
         assert time.monotonic() < deadline, "the platform's relay did not publish the row"
         await asyncio.sleep(0.05)
 
-    entries = [
-        fields
-        for _, fields in redis_client.xrange(f"queue:{routes['order']}")
-        if fields[b"id"] == str(row["id"]).encode()
-    ]
+    entries = [fields for fields in await watching if fields[b"id"] == str(row["id"]).encode()]
     assert len(entries) == 1
     (entry,) = entries
     assert (entry[b"type"], entry[b"tenant"]) == (b"orders.closed", api.tenant.encode())

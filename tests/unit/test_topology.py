@@ -25,6 +25,7 @@ from services.launcher.platform import LauncherConfig, State, dev_env_hook
 from services.order.config import OrderConfig
 from services.order.exports.config import ExportWorkerConfig
 from services.order.notifier.config import NotifierConfig
+from services.order.pipeline.config import PipelineConfig
 from services.product.config import ProductConfig
 from services.ratelimit.config import RateLimitConfig
 from services.relay.config import RelayProcessConfig
@@ -112,6 +113,8 @@ def test_every_port_has_one_default_outside_the_ephemeral_range() -> None:
         "RELAY_METRICS_PORT": 9161,
         "INVENTORY_GRPC_PORT": 7062,
         "INVENTORY_METRICS_PORT": 9162,
+        "ORDER_PIPELINE_PORT": 7063,
+        "ORDER_PIPELINE_METRICS_PORT": 9163,
         "NOTIFIER_PORT": 7064,
         "NOTIFIER_METRICS_PORT": 9164,
         "EXPORT_WORKER_PORT": 7065,
@@ -151,6 +154,8 @@ def test_the_claimed_ports_are_todays_components() -> None:
         ("outbox relay metrics", "RELAY_METRICS_PORT", 9161),
         ("inventory service", "INVENTORY_GRPC_PORT", 7062),
         ("inventory service metrics", "INVENTORY_METRICS_PORT", 9162),
+        ("order pipeline 1", "ORDER_PIPELINE_PORT", 7063),
+        ("order pipeline 1 metrics", "ORDER_PIPELINE_METRICS_PORT", 9163),
         ("notifier 1", "NOTIFIER_PORT", 7064),
         ("notifier 1 metrics", "NOTIFIER_METRICS_PORT", 9164),
         ("export worker", "EXPORT_WORKER_PORT", 7065),
@@ -221,6 +226,7 @@ CONFIGS = {
     "event-worker": WorkerProcessConfig.from_env,
     "relay": RelayProcessConfig.from_env,
     "inventory": InventoryConfig.from_env,
+    "order-pipeline": PipelineConfig.from_env,
     "notifier": NotifierConfig.from_env,
     "export-worker": ExportWorkerConfig.from_env,
 }
@@ -234,6 +240,7 @@ SAMPLES = {
     "ROUTING_URL": "http://routing:8103",
     "PAYMENTS_URL": "http://payments:8104",
     "NOTIFY_URL": "http://notifications:8105",
+    "INVENTORY_GRPC_TARGET": "inventory:7062",
     "WEBHOOK_SOURCES": json.dumps(
         {
             "courier": {
@@ -244,7 +251,6 @@ SAMPLES = {
     ),
     "JWT_SIGNING_KEYS": "/keys/jwt-signing.pem",
     "PRODUCT_GRPC_TARGET": "product:7052",
-    "INVENTORY_GRPC_TARGET": "inventory:7062",
     "USER_GRPC_TARGET": "user:7053",
     "JWT_ISSUER": "shop-platform",
     "JWT_AUDIENCE": "shop-api",

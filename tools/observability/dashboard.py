@@ -138,6 +138,11 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             sum_by("channel, outcome", rate("shop_notifications_sent_total")),
             "{{channel}} {{outcome}}"),), "ops"),
     )),
+    ("Payments (order pipeline)", (
+        Panel("Payment status changes", ((
+            sum_by("status", rate("shop_payments_total")), "{{status}}"),), "ops",
+            "`unknown`: the provider's answer was lost; the reconciler settles it by its key."),
+    )),
     ("Database pool", (
         Panel("Pool connections by process and state", ((
             "sum by (job, state) (shop_db_pool_connections)", "{{job}} {{state}}"),), "short"),

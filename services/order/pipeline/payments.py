@@ -1,0 +1,191 @@
+"""Charge attempts in PostgreSQL: the `payments` table, each change with its audit row.
+
+A payment row is written (`pending`) and committed before the provider is called,
+and its id is the provider's idempotency key: whatever happens after, the key is
+on record, so the charge can be asked about and is never made twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from services.kit import metrics
+from services.kit.uow import Work
+from services.order.domain import Order
+from services.order.schema import LIVE_PAYMENT_STATUSES, payments
+
+ENTITY = "payment"
+UNSETTLED = ("pending", "unknown")
+
+
+@dataclass(frozen=True)
+class Payment:
+    id: uuid.UUID
+    tenant_id: str
+    order_id: uuid.UUID
+    amount_cents: int
+    status: str
+    provider_ref: str | None
+    decline_reason: str | None
+    attempts: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE_PAYMENT_STATUSES
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "order_id": str(self.order_id),
+            "amount_cents": self.amount_cents,
+            "provider_ref": self.provider_ref,
+            "decline_reason": self.decline_reason,
+            "version": self.version,
+        }
+
+
+def _payment(row: sa.Row[Any]) -> Payment:
+    m = row._mapping
+    return Payment(**{name: m[name] for name in Payment.__dataclass_fields__})
+
+
+async def live_of(conn: AsyncConnection, order_id: uuid.UUID) -> Payment | None:
+    """The order's charge that may still take, or has (at most one: a unique index)."""
+    row = (
+        await conn.execute(
+            sa.select(payments).where(
+                payments.c.order_id == order_id, payments.c.status.in_(LIVE_PAYMENT_STATUSES)
+            )
+        )
+    ).first()
+    return None if row is None else _payment(row)
+
+
+async def of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[Payment]:
+    """Every charge attempt of an order, oldest first."""
+    rows = await conn.execute(
+        sa.select(payments)
+        .where(payments.c.order_id == order_id)
+        .order_by(payments.c.created_at, payments.c.id)
+    )
+    return [_payment(r) for r in rows]
+
+
+async def lock(conn: AsyncConnection, payment_id: uuid.UUID) -> Payment | None:
+    row = (
+        await conn.execute(sa.select(payments).where(payments.c.id == payment_id).with_for_update())
+    ).first()
+    return None if row is None else _payment(row)
+
+
+async def insert(work: Work, order: Order, *, actor: str) -> Payment:
+    """A new `pending` charge of the order's total, with its audit row."""
+    assert order.total_cents is not None
+    row = (
+        await work.conn.execute(
+            sa.insert(payments)
+            .values(
+                id=uuid.uuid4(),
+                tenant_id=order.tenant_id,
+                order_id=order.id,
+                amount_cents=order.total_cents,
+                status="pending",
+            )
+            .returning(*payments.c)
+        )
+    ).one()
+    payment = _payment(row)
+    metrics.PAYMENTS.labels(payment.status).inc()
+    await work.audit.record(
+        tenant=payment.tenant_id,
+        entity_type=ENTITY,
+        entity_id=str(payment.id),
+        action="payments.pending",
+        actor=actor,
+        before=None,
+        after=payment.snapshot(),
+    )
+    return payment
+
+
+async def mark(
+    work: Work,
+    payment: Payment,
+    status: str,
+    *,
+    actor: str,
+    provider_ref: str | None = None,
+    decline_reason: str | None = None,
+    attempted: bool = False,
+) -> Payment:
+    """Move the payment to `status` (the caller holds its row lock), with its audit row."""
+    row = (
+        await work.conn.execute(
+            sa.update(payments)
+            .where(payments.c.id == payment.id)
+            .values(
+                status=status,
+                provider_ref=provider_ref or payment.provider_ref,
+                decline_reason=decline_reason or payment.decline_reason,
+                attempts=payments.c.attempts + (1 if attempted else 0),
+                version=payments.c.version + 1,
+                updated_at=sa.func.now(),
+            )
+            .returning(*payments.c)
+        )
+    ).one()
+    after = _payment(row)
+    metrics.PAYMENTS.labels(status).inc()
+    await work.audit.record(
+        tenant=after.tenant_id,
+        entity_type=ENTITY,
+        entity_id=str(after.id),
+        action=f"payments.{status}",
+        actor=actor,
+        before=payment.snapshot(),
+        after=after.snapshot(),
+    )
+    return after
+
+
+async def claim_unsettled(
+    conn: AsyncConnection, *, pending_grace_s: float, unknown_after_s: float, limit: int
+) -> list[Payment]:
+    """Take up to `limit` charges whose outcome is not known: `unknown` ones not looked
+    at for `unknown_after_s`, and `pending` ones older than the grace period (their
+    worker died between the insert and the call). Taking one touches its `updated_at`,
+    so another reconciler (SKIP LOCKED meanwhile) leaves it alone for as long."""
+    due = sa.or_(
+        sa.and_(
+            payments.c.status == "unknown",
+            payments.c.updated_at < sa.func.now() - timedelta(seconds=unknown_after_s),
+        ),
+        sa.and_(
+            payments.c.status == "pending",
+            payments.c.updated_at < sa.func.now() - timedelta(seconds=pending_grace_s),
+        ),
+    )
+    chosen = (
+        sa.select(payments.c.id)
+        .where(payments.c.status.in_(UNSETTLED), due)
+        .order_by(payments.c.updated_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    rows = await conn.execute(
+        sa.update(payments)
+        .where(payments.c.id.in_(chosen))
+        .values(updated_at=sa.func.now())
+        .returning(*payments.c)
+    )
+    return [_payment(r) for r in rows]
