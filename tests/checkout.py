@@ -3,7 +3,9 @@ placing orders for it."""
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -57,3 +59,54 @@ async def audit_rows(platform: State, tenant: str) -> list[dict[str, Any]]:
             return [dict(r._mapping) for r in rows]
     finally:
         await engine.dispose()
+
+
+def wait_for_status(
+    http: httpx.Client,
+    headers: dict[str, str],
+    order_id: str,
+    until: Callable[[dict[str, Any]], bool],
+    timeout_s: float = 20.0,
+) -> dict[str, Any]:
+    """Poll GET /v1/orders/{id} until `until(order)`; the order (AssertionError on timeout)."""
+    deadline = time.monotonic() + timeout_s
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        answer = http.get(f"/v1/orders/{order_id}", headers=headers)
+        assert answer.status_code == 200, answer.text
+        seen = dict(answer.json())
+        if until(seen):
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(f"order {order_id} never got there; last seen {seen}")
+
+
+def settled(order: dict[str, Any]) -> bool:
+    return order["status"] in ("fulfilled", "failed", "refunded") or (
+        order["status"] == "cancelled"
+        and order.get("paymentStatus") not in ("captured",)
+        and not order.get("cancelRequested")
+    )
+
+
+def payments_ledger(platform: State, tenant: str, order_id: str) -> dict[str, Any]:
+    """What the Payment provider stub did for one order: captures, refunds, declines."""
+    answer = httpx.get(
+        f"{platform.urls['PAYMENTS_URL']}/_admin/ledger",
+        params={"orderId": order_id, "tenant": tenant},
+    )
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def wait_for_stock(
+    http: httpx.Client, tenant: str, product_id: str, *, available: int, timeout_s: float = 20.0
+) -> dict[str, Any]:
+    """Poll the ledger until the product has `available` units; its level."""
+    deadline = time.monotonic() + timeout_s
+    level = stock(http, tenant, product_id)
+    while level["available"] != available and time.monotonic() < deadline:
+        time.sleep(0.1)
+        level = stock(http, tenant, product_id)
+    assert level["available"] == available, level
+    return level

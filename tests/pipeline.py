@@ -46,7 +46,7 @@ from services.order.pipeline.bootstrap import PipelineProcess, bootstrap
 from services.order.pipeline.config import PipelineConfig
 from services.order.pipeline.payments import Payment
 from services.order.pipeline.reconciler import ReconcilerConfig
-from services.order.pipeline.stock import Reservations
+from services.order.stock import Reservations
 from tests.upstream_admin import running_stub
 
 T = TypeVar("T")

@@ -27,9 +27,12 @@ from services.order.notifications import NotificationServicer
 from services.order.reporting import Reports
 from services.order.reports import ReportServicer
 from services.order.servicer import OrderAdminServicer, OrderServicer
-from services.order.upstreams import Catalogue, Stock
+from services.order.stock import Reservations
+from services.order.upstreams import Catalogue
 from services.order.usecases import Orders
 
+# Who the order service is when it calls the inventory (`service:order` there).
+SERVICE_IDENTITY = "order"
 SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name
 ADMIN_SERVICE_NAME = order_pb2.DESCRIPTOR.services_by_name["OrderAdminService"].full_name
 NOTIFICATION_SERVICE_NAME = notifications_pb2.DESCRIPTOR.services_by_name[
@@ -68,7 +71,7 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
         IdempotencyStore(timedelta(seconds=config.idempotency_ttl_s)),
         CursorCodec(config.cursor_secret),
         Catalogue(products),
-        Stock(inventory),
+        Reservations(inventory, SERVICE_IDENTITY),
     )
     hub = changes.Hub(config.database_url, [changes.ORDER_STATUS])
     servicer = OrderServicer(orders, live.OrderWatch(orders, hub, config.watch_heartbeat_s))

@@ -21,6 +21,7 @@ from services.order.domain import (
     OrderFilter,
     OrderStatus,
     Wanted,
+    check_reason,
     parse_status,
 )
 from services.order.usecases import Orders, StatusView
@@ -187,6 +188,18 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         await calls.send_headers(context, version=order.version)
         return to_proto(order)
 
+    async def CancelOrder(
+        self, request: order_pb2.CancelOrderRequest, context: Context
+    ) -> order_pb2.Order:
+        who = caller(context)
+        order_id = parse_uuid(request.id)
+        reason = check_reason(request.reason if request.HasField("reason") else None)
+        done = await self._orders.cancel(who, order_id, reason, calls.if_match(context))
+        await calls.send_headers(
+            context, http_status=202 if done.accepted_later else None, version=done.order.version
+        )
+        return to_proto(done.order)
+
     async def GetOrderStatus(
         self, request: order_pb2.GetOrderStatusRequest, context: Context
     ) -> order_pb2.OrderStatusView:
@@ -234,3 +247,16 @@ class OrderAdminServicer(order_pb2_grpc.OrderAdminServiceServicer):
         if page.next_cursor is not None:
             response.next_cursor = page.next_cursor
         return response
+
+    async def SetOrderStatus(
+        self, request: order_pb2.SetOrderStatusRequest, context: Context
+    ) -> order_pb2.Order:
+        who = caller(context)
+        order_id = parse_uuid(request.id)
+        to = parse_status(request.status)
+        reason = check_reason(request.reason if request.HasField("reason") else None)
+        done = await self._orders.set_status(who, order_id, to, reason, calls.if_match(context))
+        await calls.send_headers(
+            context, http_status=202 if done.accepted_later else None, version=done.order.version
+        )
+        return to_proto(done.order)

@@ -1,5 +1,5 @@
-"""The platform services an order is placed against, over the kit's gRPC client:
-the product catalogue (names and prices) and the inventory's reservations.
+"""The product catalogue as an order is placed against it, over the kit's gRPC client
+(the inventory's reservations are services.order.stock).
 
 Calls carry the caller's deadline, request id and trace (services.kit.grpc_client)
 and act as the order service (`service:order`, tenant-wide in one tenant): the
@@ -11,17 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import grpc
-from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from services.kit import errors
-from services.kit.grpc_client import platform_error, service_identity
+from services.kit.grpc_client import platform_error
 
-SERVICE = "order"
 # How long one catalogue read or reservation call may take (the caller's own
 # deadline is shorter when it has one).
 CALL_TIMEOUT_S = 3.0
@@ -62,44 +60,3 @@ class Catalogue:
         unique = list(dict.fromkeys(ids))
         found = await asyncio.gather(*(self._one(tenant, i) for i in unique))
         return {p.id: p for p in found if p is not None}
-
-
-class Stock:
-    """Reservations of the inventory service, held in the order's id."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self._stub = inventory_pb2_grpc.ReservationServiceStub(channel)  # type: ignore[no-untyped-call]
-
-    async def reserve(
-        self, tenant: str, order_id: uuid.UUID, units: Mapping[uuid.UUID, int]
-    ) -> None:
-        """Hold every line or none: errors.InsufficientStock when a product is short;
-        errors.Unavailable / DeadlineExceeded when the inventory did not answer."""
-        request = inventory_pb2.ReserveRequest(
-            reservation_id=str(order_id),
-            lines=[
-                inventory_pb2.ReservationLine(product_id=str(p), quantity=n)
-                for p, n in sorted(units.items())
-            ],
-        )
-        try:
-            await self._stub.Reserve(
-                request,
-                metadata=service_identity(SERVICE, tenant).metadata(),
-                timeout=CALL_TIMEOUT_S,
-            )
-        except grpc.aio.AioRpcError as exc:
-            raise platform_error(exc) from None
-
-    async def release(self, tenant: str, order_id: uuid.UUID) -> None:
-        """Give the units back (idempotent); a reservation that never took is fine."""
-        try:
-            await self._stub.Release(
-                inventory_pb2.ReleaseRequest(reservation_id=str(order_id)),
-                metadata=service_identity(SERVICE, tenant).metadata(),
-                timeout=CALL_TIMEOUT_S,
-            )
-        except grpc.aio.AioRpcError as exc:
-            error = platform_error(exc)
-            if not isinstance(error, errors.NotFound):
-                raise error from None

@@ -13,7 +13,8 @@ from services.kit import errors
 from services.kit.cursor import CursorCodec, Page, TimeIdPosition, page_size, time_id_page
 from services.kit.idempotency import IdempotencyStore, KeyScope
 from services.kit.uow import Claim, Stored, UnitOfWork
-from services.order import events, repository, transitions
+from services.order import compensation, events, repository, transitions
+from services.order.compensation import CancelOutcome
 from services.order.domain import (
     Caller,
     LineItem,
@@ -24,7 +25,8 @@ from services.order.domain import (
     OrderStatus,
     StatusChange,
 )
-from services.order.upstreams import Catalogue, Stock
+from services.order.stock import Reservations
+from services.order.upstreams import Catalogue
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class Orders:
         idempotency: IdempotencyStore,
         cursors: CursorCodec,
         catalogue: Catalogue | None = None,
-        stock: Stock | None = None,
+        stock: Reservations | None = None,
     ) -> None:
         self._engine = engine
         self._idempotency = idempotency
@@ -117,6 +119,39 @@ class Orders:
 
             done = await work.idempotent(claim, effect, STORED_ORDER)
         return Created(done.value, done.replayed)
+
+    async def cancel(
+        self,
+        caller: Caller,
+        order_id: uuid.UUID,
+        reason: str | None,
+        expected_version: int | None,
+    ) -> CancelOutcome:
+        """Cancel a placed order with compensation (services.order.compensation)."""
+        return await compensation.cancel(
+            self._engine, caller, order_id, reason=reason, expected_version=expected_version
+        )
+
+    async def set_status(
+        self,
+        caller: Caller,
+        order_id: uuid.UUID,
+        to: OrderStatus,
+        reason: str | None,
+        expected_version: int | None,
+    ) -> CancelOutcome:
+        """An admin's move along the machine (services.order.compensation)."""
+        if self._stock is None:
+            raise errors.Unavailable("moving orders needs the inventory")
+        return await compensation.admin_move(
+            self._engine,
+            caller,
+            order_id,
+            to,
+            stock=self._stock,
+            reason=reason,
+            expected_version=expected_version,
+        )
 
     async def status(self, caller: Caller, order_id: uuid.UUID) -> StatusView:
         async with self._engine.connect() as conn:
@@ -184,7 +219,7 @@ class Orders:
         return await time_id_page(self._cursors, caller.list_scope, cursor, size, fetch)
 
 
-async def _release_quietly(stock: Stock, tenant: str, order_id: uuid.UUID) -> None:
+async def _release_quietly(stock: Reservations, tenant: str, order_id: uuid.UUID) -> None:
     """Give back a reservation whose order was not written; the reaper is the backstop."""
     try:
         await asyncio.shield(stock.release(tenant, order_id))

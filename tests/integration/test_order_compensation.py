@@ -22,7 +22,7 @@ from services.order.domain import NewOrder, OrderNotFound, OrderStatus
 from services.order.pipeline import payments
 from services.order.pipeline.bootstrap import bootstrap
 from services.order.pipeline.reconciler import ReconcilerConfig
-from services.order.pipeline.stock import Reservations
+from services.order.stock import Reservations
 from tests.pipeline import (
     PRICE,
     Shop,

@@ -18,7 +18,7 @@ from services.order.pipeline.handlers import routes
 from services.order.pipeline.provider import PaymentProvider
 from services.order.pipeline.reconciler import Reconciler
 from services.order.pipeline.steps import Pipeline
-from services.order.pipeline.stock import Reservations
+from services.order.stock import Reservations
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from services.order.pipeline.provider import (
     Settled,
 )
 from services.order.pipeline.settlement import ACTOR, Settlement
-from services.order.pipeline.stock import Reservations
+from services.order.stock import Reservations
 
 log = logging.getLogger("shop.order.pipeline")
 S = OrderStatus

@@ -1,4 +1,4 @@
-"""The inventory's reservations as the pipeline uses them, held in the order's id.
+"""The inventory's reservations as the order service and the pipeline use them, held in the order's id.
 
 Calls go through the kit's gRPC client acting as the pipeline's service identity in
 the order's tenant; a failed call raises the platform error the inventory raised
@@ -16,7 +16,7 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from services.kit import errors
 from services.kit.grpc_client import platform_error, service_identity
 
-SERVICE = "order-pipeline"
+SERVICE = "order-pipeline"  # the pipeline's identity; the order service passes its own
 # One reservation call; the inventory answers in milliseconds.
 CALL_TIMEOUT_S = 3.0
 
