@@ -3,9 +3,10 @@ placing orders for it."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -110,3 +111,14 @@ def wait_for_stock(
         level = stock(http, tenant, product_id)
     assert level["available"] == available, level
     return level
+
+
+def sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    """The JSON of each `data:` event of a text/event-stream response, as it arrives."""
+    data: list[str] = []
+    for line in response.iter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip())
+        elif line == "" and data:
+            yield json.loads("\n".join(data))
+            data = []

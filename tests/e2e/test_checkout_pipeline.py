@@ -165,3 +165,27 @@ def test_cancel_after_the_charge_refunds_and_after_fulfilment_is_refused(
         400,
         "invalid_argument",
     )  # fmt: skip
+
+
+def test_the_live_stream_shows_a_placed_order_through_to_fulfilment_in_order(
+    http: httpx.Client, platform: State, tenant: str, payments: StubAdmin
+) -> None:
+    admin = identity.admin(http, platform, tenant).headers()
+    buyer = identity.customer(http, tenant)
+    product = checkout.product(http, admin, price_cents=900, stock=2)
+    # A slow provider, so the stream is open before the charge settles.
+    payments.faults(tenant=tenant, latency_ms=1000)
+    order = _place(http, buyer, product)
+    seen: list[tuple[str, int]] = []
+    with http.stream(
+        "GET", f"/v1/orders/{order['id']}/watch", headers=buyer.headers(), timeout=20.0
+    ) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        for event in checkout.sse_events(stream):
+            if not seen or event["version"] > seen[-1][1]:
+                seen.append((event["status"], event["version"]))
+            if event.get("terminal"):
+                break
+    assert [s for s, _ in seen] == ["reserved", "paid", "fulfilled"], seen
+    assert [v for _, v in seen] == [1, 2, 3]

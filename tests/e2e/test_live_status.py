@@ -9,7 +9,6 @@ path every status change takes, so each change commits with its notification.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import subprocess
 import time
@@ -27,7 +26,7 @@ from services.kit.uow import UnitOfWork
 from services.launcher.platform import State
 from services.order import repository, transitions
 from services.order.domain import Caller, LineItem, Order, OrderStatus
-from tests import identity
+from tests import checkout, identity
 from tests.e2e.conftest import Api, assert_error
 from tests.scrapes import scrape, value
 
@@ -69,17 +68,6 @@ def _move(platform: State, tenant: str, order_id: str, to: OrderStatus) -> Order
     return asyncio.run(move())
 
 
-def _events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    """The JSON of each `data:` event of a text/event-stream response, as it arrives."""
-    data: list[str] = []
-    for line in response.iter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip())
-        elif line == "" and data:
-            yield json.loads("\n".join(data))
-            data = []
-
-
 def _changes(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     """Each version once: keep-alive repeats of the current one are skipped."""
     last = -1
@@ -102,7 +90,7 @@ def test_a_customer_watches_their_order_from_its_status_now_to_its_final_one(
     with _watch(http, f"/v1/orders/{order_id}/watch", api.headers()) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        seen = _changes(_events(response))
+        seen = _changes(checkout.sse_events(response))
         first = next(seen)
         assert (first["orderId"], first["status"], first["version"]) == (order_id, "pending", 1)
         assert first["terminal"] is False
@@ -124,7 +112,7 @@ def test_a_quiet_stream_repeats_the_current_status_to_keep_the_connection(
     """The platform fixture sets a 1 s keep-alive (15 s in production)."""
     order_id = _placed(platform, api.account)
     with _watch(http, f"/v1/orders/{order_id}/watch", api.headers()) as response:
-        events = _events(response)
+        events = checkout.sse_events(response)
         first, repeat = next(events), next(events)
         assert (repeat["status"], repeat["version"]) == (first["status"], first["version"])
 
@@ -147,7 +135,7 @@ def test_another_customers_or_tenants_order_cannot_be_watched(
     admin = identity.admin(http, platform, tenant)
     with _watch(http, f"/v1/orders/{order_id}/watch", admin.headers()) as response:
         assert response.status_code == 200
-        assert next(_events(response))["status"] == "pending"
+        assert next(checkout.sse_events(response))["status"] == "pending"
 
 
 def test_anyone_watches_a_products_stock_and_sees_a_restock(
@@ -158,7 +146,7 @@ def test_anyone_watches_a_products_stock_and_sees_a_restock(
     with _watch(http, f"/v1/inventory/{product}/watch", {"X-Tenant-Id": tenant}) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        seen = _changes(_events(response))
+        seen = _changes(checkout.sse_events(response))
         now = next(seen)
         assert (now["productId"], now["available"], now["version"]) == (product, 0, 0)
         for version, available in ((0, 7), (1, 4)):

@@ -166,6 +166,9 @@ async def channel(postgres_url: str) -> AsyncIterator[grpc.aio.Channel]:
         db_pool_size=2,
         cursor_secret=b"integration-test-cursor-secret",
         idempotency_ttl_s=3600,
+        # Nothing here places an order: the catalogue and inventory are never called.
+        product_target="127.0.0.1:9",
+        inventory_target="127.0.0.1:9",
     )
     app = bootstrap(config)
     server, port, _health = await create_server(app.registrations, config.server.bind)
