@@ -83,9 +83,12 @@ def wait_for_status(
 
 
 def settled(order: dict[str, Any]) -> bool:
-    return order["status"] in ("fulfilled", "failed", "refunded") or (
+    """Nothing more will happen to the order (a cancelled one only if no money moved)."""
+    if order["status"] in ("fulfilled", "failed", "refunded"):
+        return True
+    return (
         order["status"] == "cancelled"
-        and order.get("paymentStatus") not in ("captured",)
+        and order.get("paymentStatus") in (None, "declined", "failed")
         and not order.get("cancelRequested")
     )
 

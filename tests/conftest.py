@@ -14,12 +14,15 @@ URLs, so a whole run still starts each server once.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 import redis
 from pymongo import MongoClient
@@ -116,6 +119,24 @@ def routing_stub_url(session_run_dir: Path) -> Iterator[str]:
     )
 
 
+async def _own_database(url: str, name: str) -> str:
+    """A database `name` on the server of `url` (created when absent); its URL."""
+    parts = urllib.parse.urlsplit(url)
+    conn = await asyncpg.connect(url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def _own_redis_db(url: str, db: int) -> str:
+    """`url` with Redis database `db` instead of its own."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
+
+
 @pytest.fixture(scope="session")
 def platform(
     session_run_dir: Path,
@@ -126,13 +147,16 @@ def platform(
 ) -> Iterator[State]:
     run_dir = session_run_dir
     # Every process on a free port; the session's servers (and any the environment
-    # names by URL) are used instead of starting second copies.
+    # names by URL) are used instead of starting second copies, but with a database
+    # and a Redis database of the platform's own: its workers (the pipeline, the
+    # notifier, the export worker, the relay) must not take the integration tests'
+    # messages and rows, nor theirs the platform's.
     config = LauncherConfig.on_free_ports(
         run_dir,
         {
             **os.environ,
-            "DATABASE_URL": postgres_url,
-            "REDIS_URL": redis_url,
+            "DATABASE_URL": asyncio.run(_own_database(postgres_url, "shop_platform")),
+            "REDIS_URL": _own_redis_db(redis_url, 1),
             "MONGO_URL": mongo_url,
             "ROUTING_URL": routing_stub_url,
         },

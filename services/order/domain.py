@@ -272,7 +272,9 @@ class Order:
     def terminal(self) -> bool:
         """Nothing more happens to it (a cancelled order only when no charge went through)."""
         if self.status is S.CANCELLED:
-            return self.payment_status not in ("captured", "pending", "unknown")
+            # Money moved (captured, or refunded but not yet recorded on the order):
+            # `refunded` still follows.
+            return self.payment_status in (None, "declined", "failed")
         return self.status in TERMINAL
 
     def already(self, status: OrderStatus) -> bool:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+import redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kit import db
 from services.launcher.platform import State
 from tests import identity
 
@@ -78,3 +81,21 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert body["message"]
     assert "details" in body
     return body
+
+
+# Through the edge, rows and keys are asserted where the platform keeps them: its own
+# database and Redis database (tests/conftest.py `platform`), not the session's.
+@pytest.fixture
+async def engine(platform: State) -> AsyncIterator[AsyncEngine]:
+    """A connection pool to the platform's database, for asserting on rows."""
+    created = db.create_engine(platform.database_url, pool_size=2)
+    yield created
+    await created.dispose()
+
+
+@pytest.fixture
+def redis_client(platform: State) -> Iterator[redis.Redis]:
+    """A client of the platform's Redis database, for asserting on streams and keys."""
+    client = redis.Redis.from_url(platform.redis_url)
+    yield client
+    client.close()

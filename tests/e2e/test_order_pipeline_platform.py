@@ -12,8 +12,8 @@ import grpc
 import httpx
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kit import db
 from services.launcher.platform import State
 from services.order.domain import OrderStatus
 from services.order.pipeline.config import ORDERS_QUEUE
@@ -21,14 +21,13 @@ from tests.pipeline import Shop, only
 
 
 @pytest.fixture
-async def shop(
-    platform: State, postgres_url: str, redis_url: str, engine: AsyncEngine
-) -> AsyncIterator[Shop]:
-    redis = Redis.from_url(redis_url)
+async def shop(platform: State) -> AsyncIterator[Shop]:
+    redis = Redis.from_url(platform.redis_url)
+    engine = db.create_engine(platform.database_url, pool_size=2)
     async with grpc.aio.insecure_channel(platform.target("inventory")) as channel:
         yield Shop(
-            postgres_url=postgres_url,
-            redis_url=redis_url,
+            postgres_url=platform.database_url,
+            redis_url=platform.redis_url,
             inventory_target=platform.target("inventory"),
             payments_url=platform.urls["PAYMENTS_URL"],
             engine=engine,
@@ -38,6 +37,7 @@ async def shop(
             run_dir=Path(platform.run_dir),
         )
     await redis.aclose()
+    await engine.dispose()
 
 
 async def test_the_platforms_pipeline_pays_and_fulfils_a_placed_order(
