@@ -79,6 +79,9 @@ class RunResult:
     orders_charged_twice: int
     ledger_available: int
     ledger_reserved: int
+    # CPU milliseconds per accepted order, by process, over placement and settlement
+    # ("machine": every core; "other": the machine less the named processes).
+    cpu_ms_per_order: dict[str, float]
 
 
 def issuer(state: State) -> TokenIssuer:
@@ -211,12 +214,15 @@ def run(state: State, label: str, customers: int, stock: int, settle_timeout_s: 
         tokens = [mint.issue(str(uuid.uuid4()), TENANT, "customer").token for _ in range(customers)]
         progress(f"{label}: {customers} customers for {stock} units")
         began = time.perf_counter()
-        answers, wall = asyncio.run(place_all(state.rest_url, tokens, product))
-        by = Counter(status for status, _, _ in answers)
-        accepted = by[201] + by[202]
-        rejected = sum(1 for s, _, c in answers if s == 409 and c == "insufficient_stock")
-        progress(f"{label}: placed {accepted} in {wall:.2f} s; waiting for settlement")
-        settled, settle_s = asyncio.run(settle(state, product, accepted, began, settle_timeout_s))
+        with load.cpu_meter(state.pids) as spent:
+            answers, wall = asyncio.run(place_all(state.rest_url, tokens, product))
+            by = Counter(status for status, _, _ in answers)
+            accepted = by[201] + by[202]
+            rejected = sum(1 for s, _, c in answers if s == 409 and c == "insufficient_stock")
+            progress(f"{label}: placed {accepted} in {wall:.2f} s; waiting for settlement")
+            settled, settle_s = asyncio.run(
+                settle(state, product, accepted, began, settle_timeout_s)
+            )
         final = asyncio.run(statuses(state, product))
         ids = [c for s, _, c in answers if s in (201, 202)]
         new = {k: v for k, v in captures(state, ids).items() if v}
@@ -248,7 +254,15 @@ def run(state: State, label: str, customers: int, stock: int, settle_timeout_s: 
         orders_charged_twice=sum(1 for v in new.values() if v > 1),
         ledger_available=int(level.get("available", 0)),
         ledger_reserved=held,
+        cpu_ms_per_order=per_order(spent, accepted),
     )
+
+
+def per_order(spent: dict[str, float], orders: int) -> dict[str, float]:
+    named = {k: v for k, v in spent.items() if k not in load.MACHINE_KEYS and k != "wrk"}
+    shares = {**named, "machine": spent["machine"], "other": spent["machine"] - sum(named.values())}
+    n = max(orders, 1)
+    return {k: round(v * 1000 / n, 2) for k, v in shares.items() if v * 1000 / n >= 0.05}
 
 
 def table(results: list[RunResult]) -> str:
@@ -282,6 +296,15 @@ def table(results: list[RunResult]) -> str:
     lines = [head]
     for name, get in rows:
         lines.append(f"{name:<{width}}  " + "  ".join(f"{get(r)!s:>24}" for r in results))
+    processes = sorted(
+        {p for r in results for p in r.cpu_ms_per_order},
+        key=lambda p: -max(r.cpu_ms_per_order.get(p, 0) for r in results),
+    )
+    lines.append("")
+    lines.append(f"{'CPU ms per accepted order, by process':<{width}}")
+    for name in processes:
+        cells = "  ".join(f"{r.cpu_ms_per_order.get(name, 0):>24}" for r in results)
+        lines.append(f"  {name:<{width - 2}}  {cells}")
     return "\n".join(lines)
 
 

@@ -56,17 +56,39 @@ class Audit:
         """Write one audit row now (inside the caller's transaction). The actor is the
         RPC's caller unless given (a worker names itself: `service:<name>`)."""
         await self._conn.execute(
-            sa.insert(audit_log).values(
-                tenant_id=tenant,
+            row(
+                tenant=tenant,
                 entity_type=entity_type,
                 entity_id=entity_id,
                 action=action,
-                actor=actor or context.user_id.get() or "system",
-                request_id=context.request_id.get() or None,
-                before=None if before is None else dict(before),
-                after=None if after is None else dict(after),
+                before=before,
+                after=after,
+                actor=actor,
             )
         )
+
+
+def row(
+    *,
+    tenant: str,
+    entity_type: str,
+    entity_id: str,
+    action: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    actor: str | None = None,
+) -> sa.Insert:
+    """The insert of one audit row (`Audit.record` runs it; `db.write_together` batches it)."""
+    return sa.insert(audit_log).values(
+        tenant_id=tenant,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        action=action,
+        actor=actor or context.user_id.get() or "system",
+        request_id=context.request_id.get() or None,
+        before=None if before is None else dict(before),
+        after=None if after is None else dict(after),
+    )
 
 
 async def history(

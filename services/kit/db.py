@@ -7,9 +7,11 @@ idle, summed over the process's engines) on each metrics scrape.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.kit import metrics
 
@@ -51,6 +53,19 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
 
 
 _engines: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()
+
+
+async def write_together(
+    conn: AsyncConnection,
+    writes: Sequence[sa.Insert],
+    then: sa.ColumnElement[Any] | None = None,
+) -> None:
+    """Run several inserts (and a final expression, e.g. `pg_notify`) as ONE statement:
+    each insert is a data-modifying CTE, which PostgreSQL runs exactly once and to
+    completion whether or not the query reads it. One round trip instead of one per
+    row, for the rows a change writes beside itself (history, audit, outbox, ...)."""
+    ctes = [write.cte(f"write_{n}") for n, write in enumerate(writes)]
+    await conn.execute(sa.select(then if then is not None else sa.literal(1)).add_cte(*ctes))
 
 
 async def _sample_pools() -> None:

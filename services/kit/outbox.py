@@ -95,18 +95,22 @@ class Outbox:
     async def add(self, event: Event) -> uuid.UUID:
         """Record `event` in the caller's transaction, with the current trace; returns its id."""
         event_id = uuid.uuid4()
-        await self._conn.execute(
-            sa.insert(outbox).values(
-                id=event_id,
-                aggregate_type=event.aggregate_type,
-                aggregate_id=event.aggregate_id,
-                event_type=event.type,
-                tenant_id=event.tenant_id,
-                payload=contract_json(event.contract),
-                traceparent=current_traceparent(),
-            )
-        )
+        await self._conn.execute(row(event, event_id))
         return event_id
+
+
+def row(event: Event, event_id: uuid.UUID | None = None) -> sa.Insert:
+    """The insert that records `event` with the current trace (`Outbox.add` runs it; a
+    writer batching several rows into one statement uses it with `db.write_together`)."""
+    return sa.insert(outbox).values(
+        id=event_id or uuid.uuid4(),
+        aggregate_type=event.aggregate_type,
+        aggregate_id=event.aggregate_id,
+        event_type=event.type,
+        tenant_id=event.tenant_id,
+        payload=contract_json(event.contract),
+        traceparent=current_traceparent(),
+    )
 
 
 async def pending(

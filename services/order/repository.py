@@ -171,8 +171,24 @@ async def insert_placed(
     lines: Sequence[LineItem],
     status: OrderStatus,
 ) -> Order:
-    """Insert a placed order (catalogue lines, total their sum) at version 1."""
+    """Insert a placed order (catalogue lines, total their sum) at version 1, order and
+    lines in one statement (the lines as a data-modifying CTE: the foreign key is checked
+    at the end of the statement, when the order exists)."""
     now = sa.func.now()
+    lines_insert = sa.insert(order_items).values(
+        [
+            {
+                "order_id": order_id,
+                "line_no": n,
+                "sku": i.sku,
+                "quantity": i.quantity,
+                "unit_price_cents": i.unit_price_cents,
+                "product_id": i.product_id,
+                "name": i.name,
+            }
+            for n, i in enumerate(lines, start=1)
+        ]
+    )
     row = (
         await conn.execute(
             sa.insert(orders)
@@ -187,24 +203,10 @@ async def insert_placed(
                 created_at=now,
                 updated_at=now,
             )
+            .add_cte(lines_insert.cte("lines"))
             .returning(*orders.c)
         )
     ).one()
-    await conn.execute(
-        sa.insert(order_items),
-        [
-            {
-                "order_id": order_id,
-                "line_no": n,
-                "sku": i.sku,
-                "quantity": i.quantity,
-                "unit_price_cents": i.unit_price_cents,
-                "product_id": i.product_id,
-                "name": i.name,
-            }
-            for n, i in enumerate(lines, start=1)
-        ],
-    )
     return _order(row, lines)
 
 
@@ -237,22 +239,20 @@ async def save_status(conn: AsyncConnection, before: Order, after: Order) -> Ord
     return _order(row, before.items, before.payment_status)
 
 
-async def add_status_change(
-    conn: AsyncConnection,
+def status_change_row(
     order: Order,
     from_status: OrderStatus | None,
     actor: str,
     reason: str | None,
-) -> None:
-    await conn.execute(
-        sa.insert(order_status_changes).values(
-            order_id=order.id,
-            from_status=None if from_status is None else from_status.value,
-            to_status=order.status.value,
-            version=order.version,
-            actor=actor,
-            reason=reason,
-        )
+) -> sa.Insert:
+    """The insert of one history row: the status the order just reached."""
+    return sa.insert(order_status_changes).values(
+        order_id=order.id,
+        from_status=None if from_status is None else from_status.value,
+        to_status=order.status.value,
+        version=order.version,
+        actor=actor,
+        reason=reason,
     )
 
 

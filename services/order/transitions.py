@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from shop.order.events.v1 import events_pb2
 
-from services.kit import changes
+from services.kit import audit, changes, db, outbox
 from services.kit.outbox import Event
 from services.kit.uow import Work
 from services.kit.wire import timestamp
@@ -74,40 +74,46 @@ async def moved(
 async def _recorded(
     work: Work, before: Order | None, after: Order, *, actor: str, reason: str | None
 ) -> None:
-    conn = work.conn
+    """Everything the change implies, written in one statement (services.kit.db)."""
+    rows: list[sa.Insert] = []
     if before is None or before.status is not after.status:
-        await repository.add_status_change(
-            conn, after, None if before is None else before.status, actor, reason
+        rows.append(
+            repository.status_change_row(
+                after, None if before is None else before.status, actor, reason
+            )
         )
     kind = event_type(before, after)
-    await work.audit.record(
-        tenant=after.tenant_id,
-        entity_type=AGGREGATE,
-        entity_id=str(after.id),
-        action=kind,
-        actor=actor,
-        before=None if before is None else snapshot(before),
-        after=snapshot(after),
+    rows.append(
+        audit.row(
+            tenant=after.tenant_id,
+            entity_type=AGGREGATE,
+            entity_id=str(after.id),
+            action=kind,
+            actor=actor,
+            before=None if before is None else snapshot(before),
+            after=snapshot(after),
+        )
     )
-    moment = after.updated_at
-    await work.outbox.add(
-        Event(
-            AGGREGATE,
-            str(after.id),
-            after.tenant_id,
-            kind,
-            events_pb2.OrderStatusChanged(
-                order_id=str(after.id),
-                tenant_id=after.tenant_id,
-                user_id=after.user_id or "",
-                from_status="" if before is None else before.status.value,
-                to_status=after.status.value,
-                version=after.version,
-                total_cents=after.total_cents or 0,
-                at=timestamp(moment),
-                reason=reason or after.failure_reason or "",
-                actor=actor,
-            ),
+    rows.append(
+        outbox.row(
+            Event(
+                AGGREGATE,
+                str(after.id),
+                after.tenant_id,
+                kind,
+                events_pb2.OrderStatusChanged(
+                    order_id=str(after.id),
+                    tenant_id=after.tenant_id,
+                    user_id=after.user_id or "",
+                    from_status="" if before is None else before.status.value,
+                    to_status=after.status.value,
+                    version=after.version,
+                    total_cents=after.total_cents or 0,
+                    at=timestamp(after.updated_at),
+                    reason=reason or after.failure_reason or "",
+                    actor=actor,
+                ),
+            )
         )
     )
     # A notice per status reached; a pending order that gets its stock was already
@@ -117,7 +123,7 @@ async def _recorded(
     )
     notice = notice_for(after) if tell else None
     if notice is not None and after.user_id is not None:
-        await conn.execute(
+        rows.append(
             sa.insert(notifications).values(
                 id=uuid.uuid4(),
                 tenant_id=after.tenant_id,
@@ -130,8 +136,11 @@ async def _recorded(
                 status="pending",
             )
         )
-    await changes.notify(
-        conn,
-        changes.ORDER_STATUS,
-        {"tenant": after.tenant_id, "id": str(after.id), "version": after.version},
+    await db.write_together(
+        work.conn,
+        rows,
+        then=changes.notification(
+            changes.ORDER_STATUS,
+            {"tenant": after.tenant_id, "id": str(after.id), "version": after.version},
+        ),
     )
