@@ -4,6 +4,7 @@ PostgreSQL), and every stock write of the inventory telling its watchers on comm
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,38 +19,23 @@ from services.inventory import repository as stock_rows
 from services.inventory.domain import Line
 from services.inventory.usecases import Reservations
 from services.kit import changes
-from services.kit.config import ServerConfig
 from services.kit.server import create_server
 from services.kit.uow import UnitOfWork
 from services.order import repository, transitions
 from services.order.bootstrap import OrderApp, bootstrap
-from services.order.config import OrderConfig
 from services.order.domain import Caller, LineItem, OrderStatus
+from tests.order_service import order_config, serving
 
 USER = "5f0c1a8e-0000-4000-8000-0000000000aa"
 
 
 @pytest.fixture(scope="module")
 async def served(postgres_url: str) -> AsyncIterator[tuple[OrderApp, grpc.aio.Channel]]:
-    config = OrderConfig(
-        server=ServerConfig(
-            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
-        ),
-        database_url=postgres_url,
-        db_pool_size=4,
-        cursor_secret=b"integration-test-cursor-secret",
-        idempotency_ttl_s=3600,
-        # Drafts and direct writes only: nothing here places an order.
-        product_target="127.0.0.1:9",
-        inventory_target="127.0.0.1:9",
-        watch_heartbeat_s=30,
-    )
-    app = bootstrap(config)
-    server, port, _health = await create_server(app.registrations, config.server.bind)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with serving(order_config(postgres_url, db_pool_size=4, watch_heartbeat_s=30)) as (
+        app,
+        ch,
+    ):
         yield app, ch
-    await server.stop(1)
-    await app.close()
 
 
 def _md(tenant: str, user: str = USER) -> tuple[tuple[str, str], ...]:
@@ -113,17 +99,8 @@ async def test_another_customers_order_is_not_found_before_any_event(
 
 async def test_draining_ends_open_watches_at_once(postgres_url: str, tenant: str) -> None:
     """A stopping server ends its streams itself instead of waiting out the grace."""
-    config = OrderConfig(
-        server=ServerConfig(
-            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=30
-        ),
-        database_url=postgres_url,
-        db_pool_size=2,
-        cursor_secret=b"integration-test-cursor-secret",
-        idempotency_ttl_s=3600,
-        product_target="127.0.0.1:9",
-        inventory_target="127.0.0.1:9",
-    )
+    base = order_config(postgres_url)
+    config = dataclasses.replace(base, server=dataclasses.replace(base.server, shutdown_grace_s=30))
     app = bootstrap(config)
     server, port, _health = await create_server(app.registrations, config.server.bind)
     order_id = await _placed(app.engine, tenant)

@@ -17,11 +17,8 @@ import sqlalchemy as sa
 from shop.order.v1 import notifications_pb2, notifications_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.config import ServerConfig
-from services.kit.server import create_server
-from services.order.bootstrap import bootstrap
-from services.order.config import OrderConfig
 from services.order.schema import notifications
+from tests.order_service import order_config, serving
 
 ADA = "5f0c1a8e-0000-4000-8000-00000000b001"
 BOB = "5f0c1a8e-0000-4000-8000-00000000b002"
@@ -30,24 +27,8 @@ START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 @pytest.fixture(scope="module")
 async def stub(postgres_url: str) -> AsyncIterator[notifications_pb2_grpc.NotificationServiceStub]:
-    config = OrderConfig(
-        server=ServerConfig(
-            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
-        ),
-        database_url=postgres_url,
-        db_pool_size=2,
-        cursor_secret=b"integration-test-cursor-secret",
-        idempotency_ttl_s=3600,
-        # Nothing here places an order: the catalogue and inventory are never called.
-        product_target="127.0.0.1:9",
-        inventory_target="127.0.0.1:9",
-    )
-    app = bootstrap(config)
-    server, port, _health = await create_server(app.registrations, config.server.bind)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with serving(order_config(postgres_url)) as (_app, channel):
         yield notifications_pb2_grpc.NotificationServiceStub(channel)
-    await server.stop(1)
-    await app.close()
 
 
 def md(tenant: str, user: str, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:

@@ -13,32 +13,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.config import ServerConfig
-from services.kit.server import create_server
-from services.order.bootstrap import SERVICE_NAME, bootstrap
-from services.order.config import OrderConfig
+from services.order.bootstrap import SERVICE_NAME
+from tests.order_service import order_config, serving
 
 
 @pytest.fixture(scope="module")
 async def channel(postgres_url: str) -> AsyncIterator[grpc.aio.Channel]:
-    config = OrderConfig(
-        server=ServerConfig(
-            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
-        ),
-        database_url=postgres_url,
-        db_pool_size=2,
-        cursor_secret=b"integration-test-cursor-secret",
-        idempotency_ttl_s=3600,
-        # Drafts only here: placement (which calls these) is tested through the edge.
-        product_target="127.0.0.1:9",
-        inventory_target="127.0.0.1:9",
-    )
-    app = bootstrap(config)
-    server, port, _health = await create_server(app.registrations, config.server.bind)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with serving(order_config(postgres_url)) as (_app, ch):
         yield ch
-    await server.stop(1)
-    await app.close()
 
 
 # A caller inside the network sets the identity the edge would forward from a token.

@@ -15,17 +15,14 @@ from shop.order.v1 import reports_pb2, reports_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
-from services.kit.config import ServerConfig
 from services.kit.idempotency import IdempotencyStore
-from services.kit.server import create_server
 from services.order import report_repository
-from services.order.bootstrap import bootstrap
-from services.order.config import OrderConfig
 from services.order.domain import Caller
 from services.order.reporting import Reports
 from services.order.sales import DailySales, DayRange, ProductSales
 from services.order.schema import report_exports
 from tests import reports_data
+from tests.order_service import order_config, serving
 from tests.reports_data import MARCH_1, MARCH_3, OUTSIDE, PRODUCTS
 
 MARCH = DayRange.parse("2026-03-01", "2026-03-03")
@@ -158,24 +155,8 @@ async def test_a_report_does_not_wait_for_orders_locked_by_another_transaction(
 
 @pytest.fixture(scope="module")
 async def channel(postgres_url: str) -> AsyncIterator[grpc.aio.Channel]:
-    config = OrderConfig(
-        server=ServerConfig(
-            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
-        ),
-        database_url=postgres_url,
-        db_pool_size=2,
-        cursor_secret=b"integration-test-cursor-secret",
-        idempotency_ttl_s=3600,
-        # Nothing here places an order: the catalogue and inventory are never called.
-        product_target="127.0.0.1:9",
-        inventory_target="127.0.0.1:9",
-    )
-    app = bootstrap(config)
-    server, port, _health = await create_server(app.registrations, config.server.bind)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+    async with serving(order_config(postgres_url)) as (_app, ch):
         yield ch
-    await server.stop(1)
-    await app.close()
 
 
 def _md(tenant: str, role: str = "admin", **extra: str) -> tuple[tuple[str, str], ...]:

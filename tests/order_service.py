@@ -1,0 +1,49 @@
+"""The order service as integration tests run it: its configuration for the session's
+database, and the server on a free port with a channel to it."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import grpc
+
+from services.kit.config import ServerConfig
+from services.kit.server import create_server
+from services.order.bootstrap import OrderApp, bootstrap
+from services.order.config import OrderConfig
+
+# An address nothing listens on: these tests place no order, so the catalogue and the
+# inventory are never called (placement is tested through the edge).
+NOWHERE = "127.0.0.1:9"
+
+
+def order_config(postgres_url: str, **changes: Any) -> OrderConfig:
+    """The order service's configuration for the session's database, with `changes`."""
+    config = OrderConfig(
+        server=ServerConfig(
+            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
+        ),
+        database_url=postgres_url,
+        db_pool_size=2,
+        cursor_secret=b"integration-test-cursor-secret",
+        idempotency_ttl_s=3600,
+        product_target=NOWHERE,
+        inventory_target=NOWHERE,
+    )
+    return dataclasses.replace(config, **changes)
+
+
+@asynccontextmanager
+async def serving(config: OrderConfig) -> AsyncIterator[tuple[OrderApp, grpc.aio.Channel]]:
+    """The order service on a free port, and a channel to it; stopped afterwards."""
+    app = bootstrap(config)
+    server, port, _health = await create_server(app.registrations, config.server.bind)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield app, channel
+    finally:
+        await server.stop(1)
+        await app.close()
