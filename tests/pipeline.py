@@ -30,7 +30,6 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.inventory.bootstrap import bootstrap as inventory_bootstrap
-from services.inventory.config import InventoryConfig
 from services.kit import db
 from services.kit.config import ServerConfig
 from services.kit.server import create_server
@@ -47,6 +46,7 @@ from services.order.pipeline.config import PipelineConfig
 from services.order.pipeline.payments import Payment
 from services.order.pipeline.reconciler import ReconcilerConfig
 from services.order.stock import Reservations
+from tests.servers import inventory_config
 from tests.upstream_admin import running_stub
 
 T = TypeVar("T")
@@ -377,24 +377,7 @@ async def shop(
     session_run_dir: Path,
 ) -> AsyncIterator[Shop]:
     erp, warehouse, pay = pipeline_stubs
-    config = InventoryConfig(
-        server=ServerConfig(
-            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
-        ),
-        database_url=postgres_url,
-        db_pool_size=10,
-        cursor_secret=b"integration-test-cursor-secret",
-        idempotency_ttl_s=3600,
-        reaper_interval_s=0,
-        reaper_batch=10,
-        erp_url=erp,
-        warehouse_url=warehouse,
-        erp=UpstreamPolicy(),
-        warehouse=UpstreamPolicy(),
-        sync_tenants=(),
-        sync_interval_s=0,
-        low_stock_threshold=5,
-    )
+    config = inventory_config(postgres_url, erp, warehouse)
     inventory = inventory_bootstrap(config)
     server, port, _health = await create_server(inventory.registrations, config.server.bind)
     engine = db.create_engine(postgres_url, pool_size=5)

@@ -55,13 +55,18 @@ def to_proto(order: Order) -> order_pb2.Order:
         msg.customer_ref = order.customer_ref
     if order.user_id is not None:
         msg.user_id = order.user_id
+    _progress(msg, order)
+    return msg
+
+
+def _progress(msg: order_pb2.Order | order_pb2.OrderStatusView, order: Order) -> None:
+    """A placed order's failure reason, pending cancel and charge state (absent on drafts)."""
     if order.failure_reason is not None:
         msg.failure_reason = order.failure_reason
     if order.cancel_requested:
         msg.cancel_requested = True
     if order.payment_status is not None:
         msg.payment_status = order.payment_status
-    return msg
 
 
 def _line(item: LineItem) -> order_pb2.LineItem:
@@ -114,12 +119,7 @@ def status_view(view: StatusView) -> order_pb2.OrderStatusView:
             step.from_status = change.from_status.value
         if change.reason is not None:
             step.reason = change.reason
-    if order.failure_reason is not None:
-        msg.failure_reason = order.failure_reason
-    if order.cancel_requested:
-        msg.cancel_requested = True
-    if order.payment_status is not None:
-        msg.payment_status = order.payment_status
+    _progress(msg, order)
     return msg
 
 

@@ -21,11 +21,9 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.inventory.bootstrap import InventoryApp, bootstrap
-from services.inventory.config import InventoryConfig
-from services.kit.config import ServerConfig
 from services.kit.outbox import outbox
 from services.kit.server import create_server
-from services.kit.upstream import UpstreamPolicy
+from tests.servers import inventory_config
 from tests.upstream_admin import StubAdmin, running_stub
 
 
@@ -44,24 +42,7 @@ async def served(
     postgres_url: str, stubs: tuple[str, str]
 ) -> AsyncIterator[tuple[InventoryApp, grpc.aio.Channel]]:
     erp, warehouse = stubs
-    config = InventoryConfig(
-        server=ServerConfig(
-            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
-        ),
-        database_url=postgres_url,
-        db_pool_size=10,
-        cursor_secret=b"integration-test-cursor-secret",
-        idempotency_ttl_s=3600,
-        reaper_interval_s=0,
-        reaper_batch=10,
-        erp_url=erp,
-        warehouse_url=warehouse,
-        erp=UpstreamPolicy(),
-        warehouse=UpstreamPolicy(),
-        sync_tenants=(),
-        sync_interval_s=0,
-        low_stock_threshold=5,
-    )
+    config = inventory_config(postgres_url, erp, warehouse)
     app = bootstrap(config)
     server, port, _health = await create_server(app.registrations, config.server.bind)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:

@@ -24,7 +24,7 @@ from services.kit.uow import UnitOfWork
 from services.order import repository, transitions
 from services.order.bootstrap import OrderApp, bootstrap
 from services.order.domain import Caller, LineItem, OrderStatus
-from tests.order_service import order_config, serving
+from tests.servers import order_config, serving
 
 USER = "5f0c1a8e-0000-4000-8000-0000000000aa"
 

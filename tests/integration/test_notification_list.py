@@ -18,7 +18,7 @@ from shop.order.v1 import notifications_pb2, notifications_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order.schema import notifications
-from tests.order_service import order_config, serving
+from tests.servers import order_config, serving
 
 ADA = "5f0c1a8e-0000-4000-8000-00000000b001"
 BOB = "5f0c1a8e-0000-4000-8000-00000000b002"

@@ -14,7 +14,7 @@ from shop.order.v1 import order_pb2, order_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.order.bootstrap import SERVICE_NAME
-from tests.order_service import order_config, serving
+from tests.servers import order_config, serving
 
 
 @pytest.fixture(scope="module")

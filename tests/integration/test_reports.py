@@ -22,8 +22,8 @@ from services.order.reporting import Reports
 from services.order.sales import DailySales, DayRange, ProductSales
 from services.order.schema import report_exports
 from tests import reports_data
-from tests.order_service import order_config, serving
 from tests.reports_data import MARCH_1, MARCH_3, OUTSIDE, PRODUCTS
+from tests.servers import order_config, serving
 
 MARCH = DayRange.parse("2026-03-01", "2026-03-03")
 

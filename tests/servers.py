@@ -1,5 +1,5 @@
-"""The order service as integration tests run it: its configuration for the session's
-database, and the server on a free port with a channel to it."""
+"""Platform services as integration tests run them: their configuration for the
+session's servers, and (the order service) the server on a free port with a channel."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any
 
 import grpc
 
+from services.inventory.config import InventoryConfig
 from services.kit.config import ServerConfig
 from services.kit.server import create_server
+from services.kit.upstream import UpstreamPolicy
 from services.order.bootstrap import OrderApp, bootstrap
 from services.order.config import OrderConfig
 
@@ -34,6 +36,29 @@ def order_config(postgres_url: str, **changes: Any) -> OrderConfig:
         inventory_target=NOWHERE,
     )
     return dataclasses.replace(config, **changes)
+
+
+def inventory_config(postgres_url: str, erp_url: str, warehouse_url: str) -> InventoryConfig:
+    """The inventory service's configuration: no reaper or sync loop of its own (tests
+    call them), the stubs' URLs."""
+    return InventoryConfig(
+        server=ServerConfig(
+            bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
+        ),
+        database_url=postgres_url,
+        db_pool_size=10,
+        cursor_secret=b"integration-test-cursor-secret",
+        idempotency_ttl_s=3600,
+        reaper_interval_s=0,
+        reaper_batch=10,
+        erp_url=erp_url,
+        warehouse_url=warehouse_url,
+        erp=UpstreamPolicy(),
+        warehouse=UpstreamPolicy(),
+        sync_tenants=(),
+        sync_interval_s=0,
+        low_stock_threshold=5,
+    )
 
 
 @asynccontextmanager
