@@ -41,12 +41,13 @@ from pathlib import Path
 import aiohttp
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bench import load
 from bench.load import nearest_rank, progress
 from services.kit import db
 from services.launcher.platform import State
-from services.order.schema import orders
+from services.order.schema import order_items, orders
 from services.user.tokens import KeyRing, TokenIssuer
 
 TENANT = "checkout-load"
@@ -149,48 +150,32 @@ async def place_all(
         return results, time.perf_counter() - began
 
 
+async def by_status(conn: AsyncConnection, product: str) -> Counter[str]:
+    """The load tenant's orders of `product`, counted by status."""
+    rows = await conn.execute(
+        sa.select(orders.c.status, sa.func.count())
+        .select_from(orders.join(order_items, order_items.c.order_id == orders.c.id))
+        .where(orders.c.tenant_id == TENANT, order_items.c.product_id == uuid.UUID(product))
+        .group_by(orders.c.status)
+    )
+    return Counter({status: count for status, count in rows})
+
+
 async def settle(
     state: State, product: str, accepted: int, began: float, timeout_s: float
-) -> tuple[int, float]:
-    """Wait until every accepted order of the product is settled; (settled, seconds)."""
+) -> tuple[int, float, Counter[str]]:
+    """Wait until every accepted order of the product is settled: how many are, the
+    seconds since `began`, and the orders by status."""
     engine = db.create_engine(state.database_url, pool_size=1)
     try:
-        query = sa.text(
-            "SELECT count(*) FROM orders o JOIN order_items i ON i.order_id = o.id "
-            "WHERE o.tenant_id = :t AND i.product_id = :p AND o.status = ANY(:s)"
-        )
         deadline = time.monotonic() + timeout_s
-        settled = 0
-        while time.monotonic() < deadline:
+        while True:
             async with engine.connect() as conn:
-                settled = (
-                    await conn.execute(query, {"t": TENANT, "p": product, "s": list(SETTLED)})
-                ).scalar_one()
-            if settled >= accepted:
-                break
+                counts = await by_status(conn, product)
+            settled = sum(counts[s] for s in SETTLED)
+            if settled >= accepted or time.monotonic() >= deadline:
+                return settled, time.perf_counter() - began, counts
             await asyncio.sleep(0.2)
-        return settled, time.perf_counter() - began
-    finally:
-        await engine.dispose()
-
-
-async def statuses(state: State, product: str) -> Counter[str]:
-    engine = db.create_engine(state.database_url, pool_size=1)
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(orders.c.status, sa.func.count())
-                .select_from(
-                    orders.join(
-                        sa.table("order_items", sa.column("order_id"), sa.column("product_id")),
-                        sa.text("order_items.order_id = orders.id"),
-                    )
-                )
-                .where(orders.c.tenant_id == TENANT, sa.text("order_items.product_id = :p"))
-                .group_by(orders.c.status),
-                {"p": product},
-            )
-            return Counter({r[0]: r[1] for r in rows})
     finally:
         await engine.dispose()
 
@@ -220,10 +205,9 @@ def run(state: State, label: str, customers: int, stock: int, settle_timeout_s: 
             accepted = by[201] + by[202]
             rejected = sum(1 for s, _, c in answers if s == 409 and c == "insufficient_stock")
             progress(f"{label}: placed {accepted} in {wall:.2f} s; waiting for settlement")
-            settled, settle_s = asyncio.run(
+            settled, settle_s, final = asyncio.run(
                 settle(state, product, accepted, began, settle_timeout_s)
             )
-        final = asyncio.run(statuses(state, product))
         ids = [c for s, _, c in answers if s in (201, 202)]
         new = {k: v for k, v in captures(state, ids).items() if v}
         level = http.get(f"/v1/inventory/{product}", headers={"X-Tenant-Id": TENANT}).json()

@@ -89,19 +89,3 @@ def row(
         before=None if before is None else dict(before),
         after=None if after is None else dict(after),
     )
-
-
-async def history(
-    conn: AsyncConnection, tenant: str, entity_type: str, entity_id: str
-) -> list[sa.Row[Any]]:
-    """Every audit row of one entity, oldest first."""
-    rows = await conn.execute(
-        sa.select(audit_log)
-        .where(
-            audit_log.c.tenant_id == tenant,
-            audit_log.c.entity_type == entity_type,
-            audit_log.c.entity_id == entity_id,
-        )
-        .order_by(audit_log.c.id)
-    )
-    return list(rows)

@@ -30,28 +30,18 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from opentelemetry import propagate, trace
 
-from services.kit import context, errors, metrics
+from services.kit import context, errors, metrics, status
 
 _tracer = trace.get_tracer("services.kit.grpc_client")
 
-# A platform error's class by the ErrorInfo reason it is sent with (the most
-# general class of a shared reason: `conflict` is Conflict).
+# A platform error's class by the ErrorInfo reason it is sent with: the classes the
+# kit's status mapping knows, the most general one of a shared reason (`conflict` is
+# Conflict). A callee's `internal` is not among them: it reaches the caller's callers
+# as the dependency being unavailable.
 _BY_REASON: dict[str, type[errors.PlatformError]] = {}
-for _cls in (
-    errors.InvalidArgument,
-    errors.Unauthenticated,
-    errors.PermissionDenied,
-    errors.NotFound,
-    errors.Conflict,
-    errors.InsufficientStock,
-    errors.PreconditionFailed,
-    errors.PreconditionRequired,
-    errors.PayloadTooLarge,
-    errors.RateLimited,
-    errors.Unavailable,
-    errors.DeadlineExceeded,
-):
-    _BY_REASON.setdefault(_cls.code, _cls)
+for _cls in status.ERROR_CLASSES:
+    if _cls is not errors.PlatformError:
+        _BY_REASON.setdefault(_cls.code, _cls)
 
 # Transport failures that say nothing about the request: the callee is away.
 _AWAY = {

@@ -54,14 +54,3 @@ class Inbox:
             .returning(inbox.c.message_id)
         )
         return recorded.first() is not None
-
-    async def applied(self, consumer: str, message_id: str) -> bool:
-        """Whether `consumer` has applied `message_id` (a committed record): a
-        handler whose effects span several transactions checks before it starts
-        and records with `first_time` when it is done."""
-        found = await self._conn.execute(
-            sa.select(inbox.c.message_id).where(
-                inbox.c.consumer == consumer, inbox.c.message_id == message_id
-            )
-        )
-        return found.first() is not None

@@ -34,7 +34,8 @@ _REFINED: dict[type[errors.PlatformError], grpc.StatusCode] = {
     errors.IdempotencyKeyReused: grpc.StatusCode.ALREADY_EXISTS,
     errors.InvalidTransition: grpc.StatusCode.FAILED_PRECONDITION,
 }
-_BY_CODE: tuple[type[errors.PlatformError], ...] = (
+# Every error class, general before specific (a reason's first class is its own).
+ERROR_CLASSES: tuple[type[errors.PlatformError], ...] = (
     errors.PlatformError,
     errors.InvalidArgument,
     errors.Unauthenticated,
@@ -52,7 +53,7 @@ _BY_CODE: tuple[type[errors.PlatformError], ...] = (
     errors.DeadlineExceeded,
 )
 STATUS_BY_ERROR: dict[type[errors.PlatformError], grpc.StatusCode] = {
-    **{cls: error_model.BY_CODE[cls.code].grpc_status for cls in _BY_CODE},
+    **{cls: error_model.BY_CODE[cls.code].grpc_status for cls in ERROR_CLASSES},
     **_REFINED,
 }
 

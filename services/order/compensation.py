@@ -65,11 +65,6 @@ def _actor(caller: Caller, actor: str | None) -> str:
     return actor or caller.user
 
 
-def _expect(order: Order, expected_version: int | None) -> None:
-    if expected_version is not None and expected_version != order.version:
-        raise errors.StaleVersion(order.version)
-
-
 async def cancel_in(
     work: Work,
     caller: Caller,
@@ -81,8 +76,7 @@ async def cancel_in(
 ) -> CancelOutcome:
     """Cancel inside the caller's unit of work (e.g. one with an idempotency claim)."""
     check_reason(reason)
-    await repository.get(work.conn, caller, order_id)  # OrderNotFound unless visible
-    order = await repository.lock(work.conn, caller.tenant, order_id)
+    order = await repository.lock(work.conn, caller.tenant, order_id, caller=caller)
     who = _actor(caller, actor)
     if order.status in ENDED:
         return CancelOutcome(order, accepted_later=False, changed=False)
@@ -94,7 +88,7 @@ async def cancel_in(
     if order.status is S.RESERVED and order.payment_status in IN_FLIGHT:
         if order.cancel_requested:
             return CancelOutcome(order, accepted_later=True, changed=False)
-        _expect(order, expected_version)
+        order.expect_version(expected_version)
         after = dataclasses.replace(order, cancel_requested=True)
         saved = await transitions.moved(work, order, after, actor=who, reason=reason)
         return CancelOutcome(saved, accepted_later=True)

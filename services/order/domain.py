@@ -27,6 +27,7 @@ admin, or an internal service acting with the admin role) sees them all.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -152,10 +153,15 @@ class NewPlacement:
 
     def merged(self) -> dict[uuid.UUID, int]:
         """Units per product (a product on two lines is one reservation line)."""
-        units: dict[uuid.UUID, int] = {}
-        for line in self.lines:
-            units[line.product_id] = units.get(line.product_id, 0) + line.quantity
-        return units
+        return units_per_product((line.product_id, line.quantity) for line in self.lines)
+
+
+def units_per_product(lines: Iterable[tuple[uuid.UUID, int]]) -> dict[uuid.UUID, int]:
+    """Units per product of (product, quantity) lines: what one reservation holds."""
+    units: dict[uuid.UUID, int] = {}
+    for product_id, quantity in lines:
+        units[product_id] = units.get(product_id, 0) + quantity
+    return units
 
 
 def check_reason(reason: str | None, field: str = "reason") -> str | None:
@@ -268,6 +274,12 @@ class Order:
     def placed(self) -> bool:
         return self.status in PLACED
 
+    def units(self) -> dict[uuid.UUID, int]:
+        """Units per catalogue product: what the order's reservation holds."""
+        return units_per_product(
+            (i.product_id, i.quantity) for i in self.items if i.product_id is not None
+        )
+
     @property
     def terminal(self) -> bool:
         """Nothing more happens to it (a cancelled order only when no charge went through)."""
@@ -289,7 +301,7 @@ class Order:
     ) -> Order:
         """The order after an allowed move of the placed orders' machine; InvalidTransition
         (409) for any other, StaleVersion when `expected_version` is not current."""
-        self._expect(expected_version)
+        self.expect_version(expected_version)
         if to not in TRANSITIONS.get(self.status, frozenset()):
             raise errors.InvalidTransition(
                 f"an order that is {self.status.value} cannot become {to.value}",
@@ -302,7 +314,8 @@ class Order:
             cancel_requested=False if to in (S.CANCELLED, S.FAILED) else self.cancel_requested,
         )
 
-    def _expect(self, version: int | None) -> None:
+    def expect_version(self, version: int | None) -> None:
+        """StaleVersion unless `version` is None or the order's (the optimistic lock)."""
         if version is not None and version != self.version:
             raise errors.StaleVersion(self.version)
 
@@ -315,7 +328,7 @@ class Order:
 
     def confirm(self, expected_version: int, total_cents: int | None) -> Order:
         """The confirmed order; the total defaults to, and must match, the items' sum."""
-        self._expect(expected_version)
+        self.expect_version(expected_version)
         self._require(OrderStatus.DRAFT, "confirm")
         items_total = NewOrder(self.customer_ref, self.items).items_total()
         if total_cents is None:
@@ -332,7 +345,7 @@ class Order:
 
     def close(self, expected_version: int | None) -> Order:
         """The closed order."""
-        self._expect(expected_version)
+        self.expect_version(expected_version)
         self._require(OrderStatus.CONFIRMED, "close")
         return replace(self, status=OrderStatus.CLOSED)
 

@@ -148,14 +148,16 @@ async def get(conn: AsyncConnection, caller: Caller, order_id: uuid.UUID) -> Ord
     return (await _full(conn, [row]))[0]
 
 
-async def lock(conn: AsyncConnection, tenant: str, order_id: uuid.UUID) -> Order:
+async def lock(
+    conn: AsyncConnection, tenant: str, order_id: uuid.UUID, *, caller: Caller | None = None
+) -> Order:
     """The tenant's order, its row locked until the transaction ends (the pipeline's
-    and the cancel's one writer at a time); OrderNotFound when there is none."""
+    and the cancel's one writer at a time); OrderNotFound when there is none, or when
+    `caller` is given and may not see it (another customer's)."""
+    visible = orders.c.tenant_id == tenant if caller is None else _visible(caller)
     row = (
         await conn.execute(
-            sa.select(orders)
-            .where(orders.c.tenant_id == tenant, orders.c.id == order_id)
-            .with_for_update()
+            sa.select(orders).where(visible, orders.c.id == order_id).with_for_update()
         )
     ).first()
     if row is None:

@@ -2,9 +2,7 @@
 (the inventory's reservations are services.order.stock).
 
 Calls carry the caller's deadline, request id and trace (services.kit.grpc_client)
-and act as the order service (`service:order`, tenant-wide in one tenant): the
-catalogue is read as the tenant's public catalogue, and a reservation is held in
-the order's own id.
+and read the tenant's public catalogue (the tenant's id, no user).
 """
 
 from __future__ import annotations

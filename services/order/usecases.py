@@ -56,8 +56,8 @@ class Orders:
         engine: AsyncEngine,
         idempotency: IdempotencyStore,
         cursors: CursorCodec,
-        catalogue: Catalogue | None = None,
-        stock: Reservations | None = None,
+        catalogue: Catalogue,
+        stock: Reservations,
     ) -> None:
         self._engine = engine
         self._idempotency = idempotency
@@ -78,8 +78,6 @@ class Orders:
         pipeline reserves it. The payment is the pipeline's: placement never waits
         on the provider.
         """
-        if self._catalogue is None or self._stock is None:
-            raise errors.Unavailable("placing orders needs the catalogue and the inventory")
         stock, catalogue = self._stock, self._catalogue
         found = await catalogue.products(caller.tenant, [w.product_id for w in new.lines])
         lines: list[LineItem] = []
@@ -141,8 +139,6 @@ class Orders:
         expected_version: int | None,
     ) -> CancelOutcome:
         """An admin's move along the machine (services.order.compensation)."""
-        if self._stock is None:
-            raise errors.Unavailable("moving orders needs the inventory")
         return await compensation.admin_move(
             self._engine,
             caller,

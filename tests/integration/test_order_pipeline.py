@@ -152,7 +152,7 @@ async def test_eight_concurrent_deliveries_of_one_message_charge_once(
         ).encode(),
     )
     async with shop.running() as (pipeline,):
-        handle = routes(pipeline.engine, pipeline.pipeline)
+        handle = routes(pipeline.pipeline)
         await asyncio.gather(*(handle(message) for _ in range(8)))
         await shop.until(tenant, order_id, S.FULFILLED)
     assert only(await shop.payments(order_id)).status == "captured"

@@ -106,17 +106,6 @@ async def test_everything_done_in_a_unit_of_work_commits_together(scene: Scene) 
     assert await scene.inbox_records() == 1
 
 
-async def test_the_inbox_says_what_was_applied_once_it_committed(scene: Scene) -> None:
-    async with UnitOfWork(scene.engine) as work:
-        assert not await work.inbox.applied(scene.aggregate, "m-1")
-        assert await work.inbox.first_time(scene.aggregate, "m-1")
-        async with UnitOfWork(scene.engine) as other:  # not committed yet: not applied
-            assert not await other.inbox.applied(scene.aggregate, "m-1")
-    async with UnitOfWork(scene.engine) as work:
-        assert await work.inbox.applied(scene.aggregate, "m-1")
-        assert not await work.inbox.applied(f"{scene.aggregate}-other", "m-1")
-
-
 async def test_an_error_rolls_back_the_writes_the_outbox_the_inbox_and_the_claim(
     scene: Scene,
 ) -> None:

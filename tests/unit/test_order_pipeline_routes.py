@@ -23,7 +23,7 @@ NEEDS = {
 
 
 def test_every_event_type_the_order_outbox_writes_is_routed() -> None:
-    router = routes(None, Pipeline(None, None, None))  # type: ignore[arg-type]
+    router = routes(Pipeline(None, None, None))  # type: ignore[arg-type]
     written = {f"orders.{status}" for status in PLACED} | {CANCEL_REQUESTED}
     written |= {"orders.placed", "orders.closed"}
     assert written <= set(router.types)

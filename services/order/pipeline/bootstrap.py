@@ -54,6 +54,6 @@ def bootstrap(config: PipelineConfig, *, engine: AsyncEngine | None = None) -> P
     upstream = Upstream("payments", config.payments_url, config.payments)
     provider = PaymentProvider(upstream, config.currency)
     pipeline = Pipeline(engine, Reservations(channel), provider, hold_s=config.hold_s)
-    worker = Worker(Queue(redis, config.queue), routes(engine, pipeline), config.worker)
+    worker = Worker(Queue(redis, config.queue), routes(pipeline), config.worker)
     reconciler = Reconciler(engine, provider, pipeline, config.reconciler)
     return PipelineProcess(engine, redis, channel, upstream, pipeline, worker, reconciler)

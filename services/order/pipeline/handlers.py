@@ -1,8 +1,9 @@
 """The `orders` queue's routes: every event type the order outbox writes, to its step.
 
 Each message names one order (`OrderStatusChanged.orderId`); its step works
-from the order's current state, not from the message, so a late or repeated
-message does nothing wrong. Types that need nothing from the pipeline (the
+from the order's current state, not from the message, and re-checks it under the
+order's row lock before it writes, so a late or repeated message does nothing
+wrong: no inbox record is needed (it would cost two more transactions a message). Types that need nothing from the pipeline (the
 terminal ones, `orders.cancel_requested`, seed 001's `orders.closed`) are acked
 as they come, so nothing lands in the dead letters as of an unknown type.
 """
@@ -14,18 +15,14 @@ from collections.abc import Awaitable, Callable
 
 from google.protobuf import json_format
 from shop.order.events.v1 import events_pb2
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit.inbox import Inbox
 from services.kit.streams import Message, Permanent, Router
-from services.kit.uow import UnitOfWork
 from services.order.domain import PLACED, OrderStatus
 from services.order.events import CLOSED
 from services.order.pipeline.steps import Pipeline
 from services.order.transitions import CANCEL_REQUESTED
 from services.order.transitions import PLACED as ORDER_PLACED
 
-CONSUMER = "order-pipeline"
 Step = Callable[[str, uuid.UUID], Awaitable[None]]
 
 
@@ -43,32 +40,21 @@ def order_of(message: Message) -> uuid.UUID:
     return order_id
 
 
-class Applied:
-    """Runs a step once per message: skipped when the inbox has it, recorded after."""
+def applied(step: Step) -> Callable[[Message], Awaitable[None]]:
+    """The handler of a message type: the step, on the order the message names."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+    async def handle(message: Message) -> None:
+        await step(message.tenant, order_of(message))
 
-    def __call__(self, step: Step) -> Callable[[Message], Awaitable[None]]:
-        async def handle(message: Message) -> None:
-            order_id = order_of(message)
-            async with self._engine.connect() as conn:
-                if await Inbox(conn).applied(CONSUMER, message.id):
-                    return
-            await step(message.tenant, order_id)
-            async with UnitOfWork(self._engine) as work:
-                await work.inbox.first_time(CONSUMER, message.id)
-
-        return handle
+    return handle
 
 
 async def nothing(message: Message) -> None:
     """An event the pipeline has no step for."""
 
 
-def routes(engine: AsyncEngine, pipeline: Pipeline) -> Router:
+def routes(pipeline: Pipeline) -> Router:
     """What the pipeline takes: every event type of the `orders` queue."""
-    once = Applied(engine)
     steps: dict[str, Step] = {
         ORDER_PLACED: pipeline.placed,
         f"orders.{OrderStatus.RESERVED}": pipeline.charge,
@@ -78,7 +64,7 @@ def routes(engine: AsyncEngine, pipeline: Pipeline) -> Router:
     }
     router = Router()
     for message_type, step in steps.items():
-        router.route(message_type, once(step))
+        router.route(message_type, applied(step))
     idle = {f"orders.{status}" for status in PLACED} | {CANCEL_REQUESTED, CLOSED}
     for message_type in sorted(idle - set(steps)):
         router.route(message_type, nothing)

@@ -38,10 +38,6 @@ class Payment:
     created_at: datetime
     updated_at: datetime
 
-    @property
-    def live(self) -> bool:
-        return self.status in LIVE_PAYMENT_STATUSES
-
     def snapshot(self) -> dict[str, Any]:
         return {
             "status": self.status,

@@ -40,15 +40,6 @@ log = logging.getLogger("shop.order.pipeline")
 S = OrderStatus
 
 
-def units_of(order: Order) -> dict[uuid.UUID, int]:
-    """Units per catalogue product: the order's reservation lines."""
-    units: dict[uuid.UUID, int] = {}
-    for item in order.items:
-        if item.product_id is not None:
-            units[item.product_id] = units.get(item.product_id, 0) + item.quantity
-    return units
-
-
 class Pipeline:
     """The steps, over the database, the inventory's reservations and the provider."""
 
@@ -103,18 +94,16 @@ class Pipeline:
         if order is None:
             return
         if order.status is S.PENDING:
-            await self.reserve(tenant, order_id)
+            await self._reserve(order)
         elif order.status is S.RESERVED:
-            await self.charge(tenant, order_id)
+            await self._charge(order)
 
-    async def reserve(self, tenant: str, order_id: uuid.UUID) -> None:
+    async def _reserve(self, order: Order) -> None:
         """Hold a pending order's stock: reserved, or failed when it is short.
         An unavailable inventory raises, and the queue tries again later."""
-        order = await self._read(tenant, order_id)
-        if order is None or order.status is not S.PENDING:
-            return
+        tenant, order_id = order.tenant_id, order.id
         try:
-            await self._stock.reserve(tenant, order_id, units_of(order))
+            await self._stock.reserve(tenant, order_id, order.units())
         except errors.InsufficientStock:
             await self._fail(tenant, order_id, S.PENDING, "insufficient_stock")
             return
@@ -133,13 +122,17 @@ class Pipeline:
     # orders.reserved: the charge -------------------------------------------------
 
     async def charge(self, tenant: str, order_id: uuid.UUID) -> None:
-        """Charge a reserved order once: hold its stock for the charge, write the
-        payment row, commit it, then ask the provider under the row's id. A payment
-        row still `pending` (its worker died before the provider answered) is sent
-        again under the same key, which the provider makes one charge."""
+        """Charge a reserved order once (`orders.reserved`)."""
         order = await self._read(tenant, order_id)
-        if order is None or order.status is not S.RESERVED:
-            return
+        if order is not None and order.status is S.RESERVED:
+            await self._charge(order)
+
+    async def _charge(self, order: Order) -> None:
+        """Hold a reserved order's stock for the charge, write the payment row, commit
+        it, then ask the provider under the row's id. A payment row still `pending`
+        (its worker died before the provider answered) is sent again under the same
+        key, which the provider makes one charge."""
+        tenant, order_id = order.tenant_id, order.id
         async with self._engine.connect() as conn:
             live = await payments.live_of(conn, order_id)
         if live is None:
