@@ -13,6 +13,7 @@ notifier whose lease ran out cannot overwrite a newer claim's schedule.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -80,15 +81,18 @@ async def claim_due(conn: AsyncConnection, limit: int, lease: timedelta) -> list
     return [_notification(r) for r in (await conn.execute(claimed)).all()]
 
 
-async def mark_sent(conn: AsyncConnection, notification_id: uuid.UUID) -> bool:
-    """Sent (whichever claim delivered it: the provider keeps one message per id)."""
+async def mark_sent(conn: AsyncConnection, notification_ids: Sequence[uuid.UUID]) -> int:
+    """Sent, in one statement (whichever claim delivered them: the provider keeps one
+    message per id); how many were still pending."""
+    if not notification_ids:
+        return 0
     n = notifications.c
     result = await conn.execute(
         sa.update(notifications)
-        .where(n.id == notification_id, n.status == PENDING)
+        .where(n.id.in_(notification_ids), n.status == PENDING)
         .values(status=SENT, sent_at=sa.func.now(), last_error=None)
     )
-    return result.rowcount == 1
+    return int(result.rowcount)
 
 
 async def mark_retry(

@@ -92,37 +92,45 @@ class Notifier:
             claimed = await notification_store.claim_due(
                 conn, self.config.batch, timedelta(seconds=self.config.lease_s)
             )
-        # Every send settles before a failure is raised: an outcome not recorded
-        # leaves its row to the next claim after the lease.
-        settled = await asyncio.gather(*(self._deliver(n) for n in claimed), return_exceptions=True)
-        for failure in settled:
+        # Every send settles before the round's outcomes are recorded, in one
+        # transaction (the sent ones in one statement); a send that raised leaves its
+        # row to the next claim after the lease.
+        sent = await asyncio.gather(*(self.send(n) for n in claimed), return_exceptions=True)
+        await self._record(claimed, sent)
+        for failure in sent:
             if isinstance(failure, BaseException):
                 raise failure
         return len(claimed)
 
-    async def _deliver(self, notification: Notification) -> None:
-        outcome = await self.send(notification)
-        state = settle(outcome, notification.attempts, self.config)
+    async def _record(
+        self, claimed: list[Notification], outcomes: list[Outcome | BaseException]
+    ) -> None:
+        states = [
+            (n, o, settle(o, n.attempts, self.config))
+            for n, o in zip(claimed, outcomes, strict=True)
+            if not isinstance(o, BaseException)
+        ]
         async with self._engine.begin() as conn:
-            if state == SENT:
-                await notification_store.mark_sent(conn, notification.id)
-            elif state == RETRY:
-                delay = self.backoff(notification.attempts)
-                await notification_store.mark_retry(conn, notification, delay, outcome.error)
-            else:
-                await notification_store.mark_failed(conn, notification, outcome.error)
-        metrics.NOTIFICATIONS_SENT.labels(notification.channel, state).inc()
-        if state != SENT:
-            log.warning(
-                "notification not sent",
-                extra={
-                    "notifier": self.name,
-                    "notification": str(notification.id),
-                    "attempt": notification.attempts,
-                    "outcome": state,
-                    "reason": outcome.error,
-                },
-            )
+            await notification_store.mark_sent(conn, [n.id for n, _, st in states if st == SENT])
+            for notification, outcome, state in states:
+                if state == RETRY:
+                    delay = self.backoff(notification.attempts)
+                    await notification_store.mark_retry(conn, notification, delay, outcome.error)
+                elif state != SENT:
+                    await notification_store.mark_failed(conn, notification, outcome.error)
+        for notification, outcome, state in states:
+            metrics.NOTIFICATIONS_SENT.labels(notification.channel, state).inc()
+            if state != SENT:
+                log.warning(
+                    "notification not sent",
+                    extra={
+                        "notifier": self.name,
+                        "notification": str(notification.id),
+                        "attempt": notification.attempts,
+                        "outcome": state,
+                        "reason": outcome.error,
+                    },
+                )
 
     async def send(self, notification: Notification) -> Outcome:
         """One send to the provider, keyed by the notification id."""
