@@ -35,7 +35,7 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kit import backoff
+from services.kit import backoff, db
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,6 @@ async def notify(conn: AsyncConnection, channel: str, payload: Mapping[str, Any]
 def notification(channel: str, payload: Mapping[str, Any]) -> sa.ColumnElement[Any]:
     """The `pg_notify` call `notify` selects (`db.write_together` selects it after its rows)."""
     return sa.func.pg_notify(channel, json.dumps(payload, separators=(",", ":")))
-
-
-def listen_url(url: str) -> str:
-    """The libpq form of a platform database URL (asyncpg takes no SQLAlchemy driver)."""
-    for prefix in ("postgresql+asyncpg://", "postgres+asyncpg://"):
-        if url.startswith(prefix):
-            return "postgresql://" + url[len(prefix) :]
-    return url
 
 
 @dataclass(frozen=True)
@@ -147,7 +139,7 @@ class Hub:
         unknown = set(channels) - set(KEYS)
         if unknown:
             raise ValueError(f"no key is known for the channels {sorted(unknown)}")
-        self._url = listen_url(url)
+        self._url = db.libpq_url(url)
         self._channels = tuple(channels)
         self._settings = settings or HubSettings()
         self._subscribers: dict[str, dict[tuple[str, ...], set[Subscription]]] = {

@@ -34,6 +34,15 @@ def async_url(url: str) -> str:
     return url
 
 
+def libpq_url(url: str) -> str:
+    """The plain `postgresql://` form of a platform URL, for asyncpg itself (the change
+    hub's LISTEN connection takes no SQLAlchemy driver name)."""
+    for prefix in ("postgresql+asyncpg://", "postgres+asyncpg://"):
+        if url.startswith(prefix):
+            return "postgresql://" + url[len(prefix) :]
+    return url
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine with a bounded pool that checks connections before use.
 
