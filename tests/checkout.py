@@ -11,10 +11,15 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
 from services.kit.audit import audit_log
+from services.kit.outbox import outbox
+from services.kit.uow import UnitOfWork, Work
 from services.launcher.platform import State
+from services.order import repository, transitions
+from services.order.domain import Caller, LineItem, Order, OrderStatus
 
 
 def product(
@@ -125,3 +130,43 @@ def sse_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
         elif line == "" and data:
             yield json.loads("\n".join(data))
             data = []
+
+
+async def write_placed(
+    engine: AsyncEngine, tenant: str, user: str, *, hidden_from_pipeline: bool = False
+) -> Order:
+    """A pending placed order of `user`, written as the order service writes one (no
+    stock reserved). `hidden_from_pipeline` drops its outbox event before commit, so
+    a running pipeline never hears of it and only the test moves it (live views follow
+    the committed change itself, not the event)."""
+    caller = Caller(tenant, user, tenant_wide=False)
+    line = LineItem("LIVE-1", 2, 150, uuid.uuid4(), "Live test item")
+    async with UnitOfWork(engine) as work:
+        order = await repository.insert_placed(
+            work.conn, caller, uuid.uuid4(), None, [line], OrderStatus.PENDING
+        )
+        await transitions.placed(work, order, actor="test")
+        if hidden_from_pipeline:
+            await _drop_events(work, order.id)
+    return order
+
+
+async def write_move(
+    engine: AsyncEngine,
+    tenant: str,
+    order_id: uuid.UUID,
+    to: OrderStatus,
+    *,
+    hidden_from_pipeline: bool = False,
+) -> Order:
+    """Move an order along the machine as the pipeline would (transitions.moved)."""
+    async with UnitOfWork(engine) as work:
+        before = await repository.lock(work.conn, tenant, order_id)
+        moved = await transitions.moved(work, before, before.move(to), actor="test")
+        if hidden_from_pipeline:
+            await _drop_events(work, order_id)
+    return moved
+
+
+async def _drop_events(work: Work, order_id: uuid.UUID) -> None:
+    await work.conn.execute(sa.delete(outbox).where(outbox.c.aggregate_id == str(order_id)))

@@ -21,14 +21,10 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 
 from services.kit import db
-from services.kit.outbox import outbox as outbox_table
-from services.kit.uow import UnitOfWork, Work
 from services.launcher.platform import State
-from services.order import repository, transitions
-from services.order.domain import Caller, LineItem, Order, OrderStatus
+from services.order.domain import Order, OrderStatus
 from tests import browser, checkout, identity
 from tests.e2e.conftest import Api, assert_error
 from tests.scrapes import scrape, value
@@ -38,29 +34,15 @@ pytestmark = pytest.mark.e2e
 S = OrderStatus
 
 
-async def _keep_from_the_pipeline(work: Work, order_id: uuid.UUID) -> None:
-    """Drop the change's outbox event before it commits: the platform's pipeline never
-    hears of these orders, so only the test moves them (live views follow the
-    committed change itself, not the event)."""
-    await work.conn.execute(
-        sa.delete(outbox_table).where(outbox_table.c.aggregate_id == str(order_id))
-    )
-
-
 def _placed(platform: State, account: identity.Account) -> str:
-    """A new pending order of `account`, placed as the order service places one."""
+    """A new pending order of `account`, kept from the platform's pipeline."""
 
     async def place() -> str:
         engine = db.create_engine(platform.database_url, pool_size=1)
         try:
-            caller = Caller(account.tenant, account.id, tenant_wide=False)
-            line = LineItem("LIVE-1", 2, 150, uuid.uuid4(), "Live test item")
-            async with UnitOfWork(engine) as work:
-                order = await repository.insert_placed(
-                    work.conn, caller, uuid.uuid4(), None, [line], S.PENDING
-                )
-                await transitions.placed(work, order, actor="test")
-                await _keep_from_the_pipeline(work, order.id)
+            order = await checkout.write_placed(
+                engine, account.tenant, account.id, hidden_from_pipeline=True
+            )
             return str(order.id)
         finally:
             await engine.dispose()
@@ -72,11 +54,9 @@ def _move(platform: State, tenant: str, order_id: str, to: OrderStatus) -> Order
     async def move() -> Order:
         engine = db.create_engine(platform.database_url, pool_size=1)
         try:
-            async with UnitOfWork(engine) as work:
-                before = await repository.lock(work.conn, tenant, uuid.UUID(order_id))
-                moved = await transitions.moved(work, before, before.move(to), actor="test")
-                await _keep_from_the_pipeline(work, moved.id)
-                return moved
+            return await checkout.write_move(
+                engine, tenant, uuid.UUID(order_id), to, hidden_from_pipeline=True
+            )
         finally:
             await engine.dispose()
 

@@ -20,10 +20,9 @@ from services.inventory.domain import Line
 from services.inventory.usecases import Reservations
 from services.kit import changes
 from services.kit.server import create_server
-from services.kit.uow import UnitOfWork
-from services.order import repository, transitions
 from services.order.bootstrap import OrderApp, bootstrap
-from services.order.domain import Caller, LineItem, OrderStatus
+from services.order.domain import OrderStatus
+from tests import checkout
 from tests.servers import order_config, serving
 
 USER = "5f0c1a8e-0000-4000-8000-0000000000aa"
@@ -43,24 +42,11 @@ def _md(tenant: str, user: str = USER) -> tuple[tuple[str, str], ...]:
 
 
 async def _placed(engine: AsyncEngine, tenant: str) -> uuid.UUID:
-    caller = Caller(tenant, USER, tenant_wide=False)
-    async with UnitOfWork(engine) as work:
-        order = await repository.insert_placed(
-            work.conn,
-            caller,
-            uuid.uuid4(),
-            None,
-            [LineItem("LIVE-1", 1, 100, uuid.uuid4(), "Item")],
-            OrderStatus.PENDING,
-        )
-        await transitions.placed(work, order, actor="test")
-    return order.id
+    return (await checkout.write_placed(engine, tenant, USER)).id
 
 
 async def _move(engine: AsyncEngine, tenant: str, order_id: uuid.UUID, to: OrderStatus) -> None:
-    async with UnitOfWork(engine) as work:
-        before = await repository.lock(work.conn, tenant, order_id)
-        await transitions.moved(work, before, before.move(to), actor="test")
+    await checkout.write_move(engine, tenant, order_id, to)
 
 
 async def test_a_watch_sends_the_status_now_then_each_change_and_ends_when_final(
