@@ -9,11 +9,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Runtime dependencies only, in their own layer (rebuilt when pyproject.toml changes):
-# `[tool.setuptools] packages = []` makes `pip install .` install the pinned
-# dependencies and an empty distribution, no code. Extras (local, dev) stay out.
-COPY pyproject.toml ./
-RUN pip install . && rm -rf build ./*.egg-info
+# Runtime dependencies only, in their own layer (rebuilt when the lock changes): every
+# package at the version and hash requirements.lock names (compiled from pyproject.toml's
+# pins), nothing resolved at build time. Extras (local, dev) stay out.
+COPY requirements.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 
 # The code: services/, the fake upstreams in stubs/ (with their seed data) and the
 # generated code plus descriptor set in gen/.

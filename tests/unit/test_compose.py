@@ -330,6 +330,61 @@ def test_dockerfile_builds_one_non_root_image() -> None:
                 assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
 
 
+LOCK = ROOT / "requirements.lock"
+PIN = re.compile(r"^([A-Za-z0-9_.-]+)==([^ ;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\?$")
+
+
+def locked() -> dict[str, tuple[str, str | None]]:
+    """The lock's packages: normalised name -> (version, environment marker)."""
+    pins: dict[str, tuple[str, str | None]] = {}
+    for line in LOCK.read_text().splitlines():
+        match = PIN.match(line)
+        if match:
+            name, version, marker = match.groups()
+            pins[canonical(name)] = (version, marker)
+    return pins
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_the_image_installs_the_lock_with_hashes() -> None:
+    lines = [line.strip() for line in DOCKERFILE.read_text().splitlines()]
+    assert "COPY requirements.lock ./" in lines
+    assert "RUN pip install --require-hashes --no-deps -r requirements.lock" in lines
+    assert not any(re.match(r"RUN pip install \.", line) for line in lines)
+    entries = [line for line in LOCK.read_text().splitlines() if PIN.match(line)]
+    text = LOCK.read_text()
+    for entry in entries:
+        following = text[text.index(entry) + len(entry) :].lstrip()
+        assert following.startswith("--hash=sha256:"), f"no hash for {entry}"
+
+
+def test_the_lock_holds_every_runtime_pin() -> None:
+    import tomllib
+
+    pins = locked()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"]:
+        name, version = requirement.split("==")
+        name = canonical(name.split("[")[0])
+        assert name in pins, f"{name} is pinned in pyproject.toml but not in requirements.lock"
+        assert pins[name][0] == version, f"{name}: pyproject {version}, lock {pins[name][0]}"
+
+
+def test_the_tests_run_with_the_locked_versions() -> None:
+    """What the suite runs with is what the image ships (markers for other Pythons aside)."""
+    from importlib import metadata
+
+    from packaging.markers import Marker
+
+    for name, (version, marker) in locked().items():
+        if marker and not Marker(marker).evaluate():
+            continue
+        assert metadata.version(name) == version, f"{name}: installed {metadata.version(name)}"
+
+
 # --- healthchecks, run for real ------------------------------------------------------------
 
 
