@@ -13,7 +13,9 @@ WORKDIR /app
 # `[tool.setuptools] packages = []` makes `pip install .` install the pinned
 # dependencies and an empty distribution, no code. Extras (local, dev) stay out.
 COPY pyproject.toml ./
-RUN pip install . && rm -rf build ./*.egg-info
+# xds-protos overwrites OpenTelemetry's protos with old ones: the pinned ones go back last.
+RUN pip install . && rm -rf build ./*.egg-info \
+    && pip install --no-deps --force-reinstall "$(grep -o 'opentelemetry-proto==[^"]*' pyproject.toml)"
 
 # The code: services/, the fake upstreams in stubs/ (with their seed data) and the
 # generated code plus descriptor set in gen/.
