@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -224,3 +225,72 @@ def test_a_catalogue_write_traces_the_upstream_call_to_the_erp(
     assert erp
     assert erp.attributes["http.response.status_code"] == 201
     assert _parent(trace, erp).service == "product"
+
+
+def _log_events(logs_dir: Path) -> dict[str, list[dict[str, object]]]:
+    """Every log file's lines, each parsed as one JSON object (AssertionError naming the
+    file and line of any that is not one)."""
+    found: dict[str, list[dict[str, object]]] = {}
+    for log in sorted(logs_dir.glob("*.log")):
+        events = found.setdefault(log.stem, [])
+        for number, line in enumerate(log.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise AssertionError(f"{log.name}:{number} is not JSON: {line[:200]}") from None
+            assert isinstance(event, dict), f"{log.name}:{number}: {line[:200]}"
+            events.append(event)
+    return found
+
+
+def test_every_log_line_is_one_json_object_with_the_request_and_trace_ids(
+    http: httpx.Client, traced: State, receiver: Receiver
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    admin = identity.admin(http, traced, tenant)
+    request_id = uuid.uuid4().hex
+    created = http.post(
+        "/v1/products",
+        json={"sku": f"LG-{uuid.uuid4().hex[:8].upper()}", "name": "Logged", "priceCents": 100},
+        headers={
+            **admin.headers(),
+            "Idempotency-Key": uuid.uuid4().hex,
+            "X-Request-Id": request_id,
+        },
+    )
+    assert created.status_code == 201, created.text
+    trace = _trace_of(
+        receiver.wait_for(lambda spans: bool(_trace_of(spans, request_id)), timeout_s=20),
+        request_id,
+    )
+    trace_id = trace[0].trace_id
+    server = _has(trace, "product", "server", "/shop.product.v1.ProductService/CreateProduct")
+    assert server
+
+    def mine(events: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [e for e in events if e.get("request_id") == request_id]
+
+    # Envoy flushes its access log once a second.
+    deadline = time.monotonic() + 5
+    while True:
+        events = _log_events(Path(traced.logs_dir))
+        if mine(events.get("envoy", [])) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    [service_line] = [e for e in mine(events["product"]) if e["msg"] == "rpc"]
+    assert service_line["trace_id"] == trace_id
+    assert service_line["span_id"] == server.span_id
+    assert (service_line["tenant"], service_line["user"]) == (tenant, admin.id)
+    assert (service_line["rpc_method"], service_line["status"]) == ("CreateProduct", "OK")
+    assert isinstance(service_line["duration_ms"], float)
+    [edge_line] = mine(events["envoy"])
+    assert edge_line["trace_id"] == trace_id
+    assert (edge_line["tenant"], edge_line["user"], edge_line["status"]) == (tenant, admin.id, 201)
+    # The ERP stub logs the caller's request id and attempt span.
+    [erp_line] = mine(events["erp"])
+    assert erp_line["trace_id"] == trace_id
+    erp_span = _has(trace, "product", "client", "POST erp")
+    assert erp_span
+    assert erp_line["span_id"] == erp_span.span_id
