@@ -11,9 +11,13 @@ WORKDIR /app
 
 # Runtime dependencies only, in their own layer (rebuilt when the lock changes): every
 # package at the version and hash requirements.lock names (compiled from pyproject.toml's
-# pins), nothing resolved at build time. Extras (local, dev) stay out.
+# pins), nothing resolved at build time. Extras (local, dev) stay out. xds-protos
+# overwrites OpenTelemetry's protos with old ones: the pinned ones go back last.
 COPY requirements.lock ./
-RUN pip install --require-hashes --no-deps -r requirements.lock
+RUN pip install --require-hashes --no-deps -r requirements.lock \
+    && sed -n '/^opentelemetry-proto==/,/^ *# via/p' requirements.lock >/tmp/otel-proto.txt \
+    && pip install --require-hashes --no-deps --force-reinstall -r /tmp/otel-proto.txt \
+    && rm /tmp/otel-proto.txt
 
 # The code: services/, the fake upstreams in stubs/ (with their seed data) and the
 # generated code plus descriptor set in gen/.

@@ -51,8 +51,38 @@ class JsonAccessLogger(AbstractAccessLogger):
             "ms": round(time_s * 1000, 1),
             "tenant": request.headers.get(TENANT_HEADER),
             "fault": request.get("fault"),
+            # The caller's request id and trace context, as the platform's upstream client
+            # sends them: the span is the caller's attempt.
+            "request_id": request.headers.get("x-request-id"),
+            **_trace_ids(request.headers.get("traceparent", "")),
         }
         self.logger.info(json.dumps(event))
+
+
+def _trace_ids(traceparent: str) -> dict[str, str]:
+    """trace_id and span_id of a W3C traceparent, or nothing if there is none."""
+    parts = traceparent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return {}
+    return {"trace_id": parts[1], "span_id": parts[2]}
+
+
+class JsonLines(logging.Formatter):
+    """Every other record (aiohttp's own, a traceback) as one JSON object too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if message.startswith("{"):  # an event already written as JSON
+            return message
+        event = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created)),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": message,
+        }
+        if record.exc_info:
+            event["exc"] = self.formatException(record.exc_info)
+        return json.dumps(event)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         except UpstreamError as exc:
             parser.error(f"STUB_FAULTS: {exc.message}")
     app = APPS[args.name](args.data, FaultInjector(faults))
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     serving = {"event": "serving", "stub": args.name, "port": args.port, "faults": faults.to_json()}
     logging.getLogger("stubs").info(json.dumps(serving))
     web.run_app(

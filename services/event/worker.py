@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from services.event.config import WorkerProcessConfig
 from services.event.domain import EVENT_TYPE
 from services.event.handler import CourierEventHandler
+from services.kit.mongo import create_mongo
 from services.kit.redis_client import create_redis
 from services.kit.server import run_worker
 from services.kit.streams import Handler, Queue, Router, Worker
@@ -60,7 +61,7 @@ def bootstrap(config: WorkerProcessConfig) -> EventWorkerProcess:
     redis = create_redis(
         config.redis_url, connect_timeout_s=2.0, max_connections=config.worker.concurrency + 8
     )
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongo_url, tz_aware=True)
+    mongo = create_mongo(config.mongo_url)
     routing = Upstream("routing", config.routing_url, config.routing)
     handler = CourierEventHandler(mongo.get_default_database(), routing)
     worker = Worker(Queue(redis, config.queue), routes(handler), config.worker)

@@ -1,7 +1,9 @@
 """PostgreSQL access: one MetaData for the platform's tables, async engines on asyncpg.
 
 Every engine made here is counted in `shop_db_pool_connections` (in use and
-idle, summed over the process's engines) on each metrics scrape.
+idle, summed over the process's engines) on each metrics scrape, and, while the
+process exports spans, traces each statement as a CLIENT span (OpenTelemetry's
+SQLAlchemy instrumentation: the SQL with its placeholders, never the values).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from services.kit import metrics
+from services.kit import metrics, tracing
 
 metadata = sa.MetaData(
     naming_convention={
@@ -58,7 +60,25 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         hide_parameters=True,
     )
     _engines.add(engine)
+    if tracing.exporting():
+        _trace(engine)
     return engine
+
+
+def _trace(engine: AsyncEngine) -> None:
+    """A span per statement of `engine`, child of the span that runs it."""
+    from opentelemetry import metrics as otel_metrics
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.sqlalchemy import __name__ as scope
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.instrumentation.sqlalchemy.version import __version__
+
+    # The instrumentor patches create_engine process-wide and instruments one engine
+    # at most; its engine tracer is what it attaches to each engine.
+    usage = otel_metrics.get_meter(scope, __version__).create_up_down_counter(
+        "db.client.connections.usage", unit="connections"
+    )
+    EngineTracer(trace.get_tracer(scope, __version__), engine.sync_engine, usage)  # type: ignore[no-untyped-call]
 
 
 _engines: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()

@@ -1,4 +1,5 @@
-"""Structured JSON logs: one event per line, stamped with the request context."""
+"""Structured JSON logs: one event per line, stamped with the request context (request id,
+tenant, user, method) and the current trace and span ids."""
 
 from __future__ import annotations
 
@@ -32,14 +33,16 @@ class JsonFormatter(logging.Formatter):
         for key, var in (
             ("request_id", context.request_id),
             ("tenant", context.tenant_id),
+            ("user", context.user_id),
             ("method", context.method),
         ):
             value = var.get()
             if value:
                 event[key] = value
-        trace_id = tracing.current_trace_id()
+        trace_id, span_id = tracing.current_ids()
         if trace_id:
             event["trace_id"] = trace_id
+            event["span_id"] = span_id
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 event[key] = value

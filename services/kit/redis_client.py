@@ -6,6 +6,9 @@ request; a blocking pool makes a burst wait for one of a bounded set of
 connections instead of failing when all are busy; and `retries=False` turns
 off redis-py's own retries for callers whose caller gives up first (Envoy's
 rate-limit check fails open instead).
+
+While the process exports spans, every command (and pipeline) is a CLIENT span
+(OpenTelemetry's Redis instrumentation: the command name, its arguments as `?`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+
+from services.kit import tracing
 
 
 def create_redis(
@@ -44,5 +49,11 @@ def create_redis(
         options["retry"] = Retry(NoBackoff(), 0)
     if blocking:
         pool = BlockingConnectionPool.from_url(url, timeout=timeout_s, **options)
-        return Redis(connection_pool=pool)
-    return Redis.from_url(url, **options)
+        client = Redis(connection_pool=pool)
+    else:
+        client = Redis.from_url(url, **options)
+    if tracing.exporting():
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+        RedisInstrumentor.instrument_client(client)
+    return client

@@ -23,7 +23,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from services.kit import identity, logs, metrics, tracing
 from services.kit.config import ServerConfig
@@ -50,13 +50,25 @@ class Registration:
     enforce_access: bool = True
 
 
+def _server_spans() -> grpc.aio.ServerInterceptor:  # type: ignore[type-arg]
+    """OpenTelemetry's SERVER span per RPC, continuing the caller's trace; health checks
+    and reflection (the launcher's, Envoy's and probes', every few seconds) get none."""
+    infrastructure = filters.any_of(
+        filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection.")
+    )
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[type-arg, no-untyped-call]
+        filter_=filters.negate(infrastructure)
+    )
+    return interceptor
+
+
 async def create_server(
     services: Sequence[Registration], bind: str = "127.0.0.1:0"
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """Build, bind and start a server; returns it, its port and its health servicer."""
     access = identity.method_access(s.name for s in services if s.enforce_access)
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), PlatformInterceptor(access)],  # type: ignore[no-untyped-call]
+        interceptors=[_server_spans(), PlatformInterceptor(access)],
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),

@@ -1,5 +1,5 @@
-"""The platform launcher: `./shop up | up --detach | down | status | admin | generate |
-release-contracts`.
+"""The platform launcher: `./shop up | up --detach | up --observability | down | status |
+admin | generate | release-contracts`.
 
 `up` starts everything in the foreground and stops it on Ctrl-C; `up --detach`
 returns once everything is healthy and `down` stops it later.
@@ -8,6 +8,7 @@ returns once everything is healthy and `down` stops it later.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import subprocess
@@ -53,6 +54,7 @@ def endpoints(s: State, run_dir: Path) -> list[tuple[str, str]]:
         ("demo admin", f"{DEMO_ADMIN_EMAIL} (tenant {DEMO_TENANT}); password in {secrets_file}"),
         *(line(p) for p in outside),
         ("Envoy admin", s.envoy_admin_url),
+        *s.observability.items(),
         ("logs", s.logs_dir),
     ]  # fmt: skip
 
@@ -107,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the whole platform")
     up.add_argument("--detach", "-d", action="store_true", help="return once healthy")
     up.add_argument("--no-generate", action="store_true", help="skip buf lint + generate")
+    up.add_argument(
+        "--observability",
+        action="store_true",
+        help="also collect traces (an OTLP receiver) and start Prometheus if installed",
+    )
     sub.add_parser("down", help="stop a detached platform")
     sub.add_parser("status", help="show where it listens and what runs")
     sub.add_parser("generate", help="buf lint + buf generate")
@@ -125,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "release-contracts":
         print(f"released contracts: {codegen.release_contracts()}")
         return 0
-    platform = Platform(LauncherConfig.from_env())
+    config = LauncherConfig.from_env()
+    if getattr(args, "observability", False):
+        config = dataclasses.replace(config, observability=True)
+    platform = Platform(config)
     if args.command == "admin":
         return _admin(platform, args.args)
     if args.command == "down":

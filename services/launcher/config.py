@@ -38,6 +38,11 @@ class LauncherConfig:
     # Settings passed to every service on top of the environment (e.g. tests'
     # shorter breaker timings).
     service_env: Mapping[str, str] = field(default_factory=dict)
+    # `up --observability`: an OTLP receiver (unless `otlp_endpoint` names a collector)
+    # and Prometheus (when installed) beside the platform; a port of 0 is any free one.
+    observability: bool = False
+    otlp_receiver_port: int = 4317
+    prometheus_port: int = 9090
 
     def port(self, setting: str) -> int:
         """The port of a port setting of the topology."""
@@ -73,6 +78,8 @@ class LauncherConfig:
                 credentials_rps=env_int(env, "EDGE_CREDENTIALS_RPS", 10),
             ),
             edge_capacity=EdgeCapacity.from_env(env),
+            otlp_receiver_port=env_int(env, "OTLP_RECEIVER_PORT", 4317),
+            prometheus_port=env_int(env, "PROMETHEUS_PORT", 9090),
         )
 
     @classmethod
@@ -105,6 +112,8 @@ class State:
     urls: dict[str, str] = field(default_factory=dict)
     # Prometheus endpoints by process name (one per replica).
     metrics: dict[str, list[str]] = field(default_factory=dict)
+    # What `up --observability` started or would need, by name (traces, Prometheus).
+    observability: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     stop_signals: dict[str, int] = field(default_factory=dict)
 

@@ -195,6 +195,11 @@ def _counter(admin: str, name: str) -> int:
     return int(value or 0)
 
 
+# Envoy's own log lines as JSON objects, like its access log and every other process's
+# (%j: the message escaped for JSON).
+LOG_FORMAT = '{"ts":"%Y-%m-%dT%T.%eZ","level":"%l","service":"edge","logger":"%n","msg":"%j"}'
+
+
 def start_envoy(
     binary: str, settings: EdgeSettings, run_dir: Path, env: dict[str, str]
 ) -> procs.Proc:
@@ -204,7 +209,7 @@ def start_envoy(
     proc = procs.start(
         "envoy",
         [binary, "-c", str(config_path), "--concurrency", "1", "--disable-hot-restart",
-         "--log-level", "warn"],
+         "--log-level", "warn", "--log-format", LOG_FORMAT],
         log_dir=run_dir / "logs", env=env,
     )  # fmt: skip
     with procs.stop_on_error(proc):

@@ -25,7 +25,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import topology
 from services.kit import dev
-from services.launcher import PYTHONPATH, ROOT, edge, edge_routes, infra, ports, procs, stubs
+from services.launcher import (
+    PYTHONPATH,
+    ROOT,
+    edge,
+    edge_routes,
+    infra,
+    observability,
+    ports,
+    procs,
+    stubs,
+)
 from services.launcher.config import LauncherConfig, State, given_urls
 from services.launcher.provision import migrate, seed_admin, seed_shipments
 from services.topology import Kind, Process
@@ -96,6 +106,8 @@ class Platform:
         self.state_path = self.run_dir / "state.json"
         self.state = State()
         self._procs: list[procs.Proc] = []
+        # Where spans go: the configured collector, or the receiver `up` starts.
+        self._otlp_endpoint = config.otlp_endpoint
 
     def _track(self, proc: procs.Proc) -> None:
         self._procs.append(proc)
@@ -111,8 +123,8 @@ class Platform:
         env["PYTHONPATH"] = PYTHONPATH
         env["LOG_LEVEL"] = self.config.log_level
         env.update(self.config.service_env)
-        if self.config.otlp_endpoint:
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.config.otlp_endpoint
+        if self._otlp_endpoint:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self._otlp_endpoint
         return env
 
     def preflight(self) -> None:
@@ -155,6 +167,8 @@ class Platform:
             self.run_dir.rmdir()
 
     def _up(self) -> None:
+        if self.config.observability:
+            self._start_traces()
         cfg, env, state = self.config, self._env(), self.state
         keys = _secrets(self.run_dir)
         state.run_dir = str(self.run_dir)
@@ -186,7 +200,39 @@ class Platform:
                     made[process.target] = state.target(process.name)
             elif process.kind is Kind.EDGE:
                 self._start_edge(process, env)
+        if cfg.observability:
+            self._start_prometheus(env)
         self._save()
+
+    def _start_traces(self) -> None:
+        """The OTLP receiver, unless spans go to a collector the environment names."""
+        if self._otlp_endpoint:
+            self.state.observability["traces"] = (
+                f"OTLP to {self._otlp_endpoint} (OTEL_EXPORTER_OTLP_ENDPOINT)"
+            )
+            return
+        env = {**os.environ, "PYTHONPATH": PYTHONPATH}
+        proc, endpoint = observability.start_receiver(
+            self.run_dir, self.config.otlp_receiver_port, env
+        )
+        self._track(proc)
+        self._otlp_endpoint = endpoint
+        self.state.observability["traces"] = (
+            f"OTLP receiver {endpoint}, spans in {self.run_dir / observability.TRACES_FILE}; "
+            + observability.JAEGER_HINT
+        )
+
+    def _start_prometheus(self, env: dict[str, str]) -> None:
+        binary = observability.prometheus_binary()
+        if binary is None:
+            hint = observability.prometheus_hint(self.run_dir, self.state)
+            self.state.observability["Prometheus"] = hint
+            return
+        proc, url = observability.start_prometheus(
+            binary, self.run_dir, self.config.prometheus_port, self.state, env
+        )
+        self._track(proc)
+        self.state.observability["Prometheus"] = f"{url} (targets: {url}/targets)"
 
     def _start_infra(self, process: Process, keys: Mapping[str, str], env: dict[str, str]) -> str:
         """An infrastructure server's URL: the one configured, or the one started here."""
@@ -250,7 +296,7 @@ class Platform:
             jwt_audience=cfg.jwt_audience,
             limits=cfg.edge_limits,
             capacity=cfg.edge_capacity,
-            otlp_endpoint=cfg.otlp_endpoint,
+            otlp_endpoint=self._otlp_endpoint,
         )
         self._track(edge.start_envoy(infra.executable("envoy"), settings, self.run_dir, env))
         state.rest_url = f"http://{infra.HOST}:{settings.edge_port}"

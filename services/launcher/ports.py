@@ -3,6 +3,7 @@ platform and another program) must never share one."""
 
 from __future__ import annotations
 
+import shutil
 from typing import TYPE_CHECKING
 
 from services import topology
@@ -15,7 +16,8 @@ if TYPE_CHECKING:
 def claimed(config: LauncherConfig) -> list[tuple[str, str, int]]:
     """(component, setting, port) for every fixed port `up` will listen on, one per
     process of the topology and one per metrics endpoint (each replica on the next
-    port); servers given by URL and ports of 0 (any free one) claim none."""
+    port), and with `--observability` the OTLP receiver's and Prometheus's; servers
+    given by URL and ports of 0 (any free one) claim none."""
     claims: list[tuple[str, str, int]] = []
     for process in topology.PROCESSES:
         if process.provides and config.urls.get(process.provides):
@@ -42,6 +44,11 @@ def claimed(config: LauncherConfig) -> list[tuple[str, str, int]]:
                 (f"{name} metrics", metrics.setting, base and base + i)
                 for i, name in enumerate(names)
             ]
+    if config.observability:
+        if not config.otlp_endpoint:
+            claims.append(("OTLP receiver", "OTLP_RECEIVER_PORT", config.otlp_receiver_port))
+        if shutil.which("prometheus"):
+            claims.append(("Prometheus", "PROMETHEUS_PORT", config.prometheus_port))
     return [claim for claim in claims if claim[2]]
 
 

@@ -341,13 +341,21 @@ async def test_one_trace_runs_from_the_writer_through_the_relay_to_the_handler(
 ) -> None:
     provider = _recording_provider()
     producers, consumers = Collector(f"publish {lane.queue}"), Collector(f"process {lane.queue}")
-    provider.add_span_processor(producers)
-    provider.add_span_processor(consumers)
+    batches = Collector("relay outbox")
+    for collector in (producers, consumers, batches):
+        provider.add_span_processor(collector)
     with provider.get_tracer("test").start_as_current_span("write") as write_span:
         event_id = await lane.record("traced", total=7)
     written = write_span.get_span_context()
 
     await lane.relay(async_redis).relay_once()
+    # The batch is a trace of its own (it may carry many requests' rows), linked to
+    # each row's writer.
+    [batch] = batches.spans
+    assert batch.parent is None
+    assert [(link.context.trace_id, link.context.span_id) for link in batch.links] == [
+        (written.trace_id, written.span_id)
+    ]
     [producer] = producers.spans
     assert producer.kind == trace.SpanKind.PRODUCER
     assert producer.parent is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from services import topology
 from services.launcher import compose
+from services.launcher.edge import LOG_FORMAT
 from services.topology import Kind
 
 from .common import (
@@ -60,6 +61,8 @@ def envoy_documents() -> list[Doc]:
             "--disable-hot-restart",
             "--log-level",
             "warn",
+            "--log-format",
+            LOG_FORMAT,
             "--drain-time-s",
             str(ENVOY_DRAIN_S),
         ],

@@ -70,7 +70,8 @@ def _around(layer: Middleware, inner: Handler) -> Handler:
 
 class Tracing:
     """The consumer span of each attempt, in the publisher's trace, with the message id
-    as the request id (so log lines and outgoing calls carry it).
+    as the request id and its tenant as the tenant (so log lines and outgoing calls
+    carry them).
 
     The span is `process <queue>` with the OpenTelemetry messaging attributes and the
     attempt number; a failed attempt ends it in error, described as it is recorded
@@ -89,6 +90,7 @@ class Tracing:
     async def __call__(self, message: Message, next_: Handler) -> None:
         parent = propagate.extract({"traceparent": message.traceparent})
         token = context.request_id.set(message.id)
+        tenant = context.tenant_id.set(message.tenant)
         try:
             # The status says why an attempt failed; exception events would repeat it.
             with tracer.start_as_current_span(
@@ -110,6 +112,7 @@ class Tracing:
                     raise
         finally:
             context.request_id.reset(token)
+            context.tenant_id.reset(tenant)
 
 
 def attempt_result(exc: BaseException | None) -> str:

@@ -104,6 +104,16 @@ def message_of(row: outbox.Pending) -> Message:
     )
 
 
+def _writers(rows: list[outbox.Pending]) -> list[trace.SpanContext]:
+    """The span context of each row's writer, for the rows written inside one."""
+    found = []
+    for row in rows:
+        if row.traceparent:
+            writer = propagate.extract({"traceparent": row.traceparent})
+            found.append(trace.get_current_span(writer).get_span_context())
+    return found
+
+
 class Relay:
     """Moves outbox rows of the routed aggregate types to their queues."""
 
@@ -139,17 +149,26 @@ class Relay:
         if not (await conn.execute(lock)).scalar_one():
             return Batch(0, leader=False), None
         rows = await outbox.pending(conn, self._queues.keys(), self.config.batch)
+        if not rows:
+            return Batch(0, leader=True), None
         published: list[uuid.UUID] = []
         failure: RedisError | None = None
-        for row in rows:
-            try:
-                await self._publish(row)
-            except RedisError as exc:
-                failure = exc
-                break
-            published.append(row.id)
-            metrics.OUTBOX_PUBLISHED.labels(row.aggregate_type).inc()
-        await outbox.mark_published(conn, published)
+        # One span for the batch, linked to every row's writer: a batch carries many
+        # requests' events, so it belongs to none of their traces.
+        with tracer.start_as_current_span(
+            "relay outbox",
+            links=[trace.Link(context) for context in _writers(rows)],
+            attributes={"messaging.batch.message_count": len(rows)},
+        ):
+            for row in rows:
+                try:
+                    await self._publish(row)
+                except RedisError as exc:
+                    failure = exc
+                    break
+                published.append(row.id)
+                metrics.OUTBOX_PUBLISHED.labels(row.aggregate_type).inc()
+            await outbox.mark_published(conn, published)
         return Batch(len(published), leader=True), failure
 
     async def sample_lag(self) -> None:

@@ -1,0 +1,296 @@
+"""One request, one trace: spans from Envoy through the services, the outbox, the relay,
+the stream and the worker, exported over OTLP to a receiver of this module.
+
+This module runs a platform of its own with `OTEL_EXPORTER_OTLP_ENDPOINT` set (a
+database and a Redis database of its own, so the session platform's relay and
+workers never take its rows and messages). Each test drives one flow through
+Envoy and asserts on the spans of the request's trace: every span a process of
+the flow makes, all with one trace id, and each one's parent in the trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pymongo.database import Database
+
+from services.launcher.platform import LauncherConfig, Platform, State
+from tests import checkout, identity, webhooks
+from tests.conftest import _own_database, _own_redis_db
+from tests.e2e.test_events_api import next_shipment
+from tools.otlp_receiver import Receiver, Span
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def traced(
+    session_run_dir: Path,
+    postgres_url: str,
+    redis_url: str,
+    mongo: Database[webhooks.Document],
+    mongo_url: str,
+    routing_stub_url: str,
+    receiver: Receiver,
+) -> Iterator[State]:
+    config = LauncherConfig.on_free_ports(
+        session_run_dir / "traced",
+        {
+            **os.environ,
+            "DATABASE_URL": asyncio.run(_own_database(postgres_url, "shop_traced")),
+            "REDIS_URL": _own_redis_db(redis_url, 3),
+            "MONGO_URL": mongo_url,
+            "ROUTING_URL": routing_stub_url,
+        },
+        log_level="INFO",
+        otlp_endpoint=receiver.endpoint,
+        # Spans leave each process within 100 ms (the SDK's default batches for 5 s).
+        service_env={
+            **identity.CHEAP_ARGON2,
+            **webhooks.WORKER_SETTINGS,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        },
+    )
+    launched = Platform(config)
+    try:
+        yield launched.up()
+    finally:
+        launched.down()
+
+
+@pytest.fixture(scope="module")
+def http(traced: State) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=traced.rest_url, timeout=10) as client:
+        yield client
+
+
+def _trace_of(spans: list[Span], request_id: str) -> list[Span]:
+    """Every span of the trace whose Envoy span carries `request_id`."""
+    edge = [
+        s
+        for s in spans
+        if s.service == "edge" and s.attributes.get("guid:x-request-id") == request_id
+    ]
+    if not edge:
+        return []
+    return [s for s in spans if s.trace_id == edge[0].trace_id]
+
+
+def _connected(trace: list[Span]) -> None:
+    """One root (Envoy's), and every other span's parent is in the trace."""
+    ids = {s.span_id for s in trace}
+    roots = [s for s in trace if not s.parent_id]
+    assert [(r.service, r.kind) for r in roots] == [("edge", "server")], roots
+    orphans = [f"{s.service}: {s.name}" for s in trace if s.parent_id and s.parent_id not in ids]
+    assert not orphans, orphans
+
+
+def _has(trace: list[Span], service: str, kind: str, name_prefix: str = "") -> Span | None:
+    return next(
+        (
+            s
+            for s in trace
+            if s.service == service and s.kind == kind and s.name.startswith(name_prefix)
+        ),
+        None,
+    )
+
+
+def _parent(trace: list[Span], span: Span) -> Span:
+    return next(s for s in trace if s.span_id == span.parent_id)
+
+
+def test_a_placed_order_is_one_trace_from_envoy_through_the_queue_to_the_pipeline(
+    http: httpx.Client, traced: State, receiver: Receiver
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    admin = identity.admin(http, traced, tenant).headers()
+    buyer = identity.customer(http, tenant)
+    pen = checkout.product(http, admin, price_cents=250, stock=5, name="Pen")
+    request_id = uuid.uuid4().hex
+    placed = http.post(
+        "/v1/orders",
+        json=checkout.order_body((pen, 1)),
+        headers=buyer.headers(**{"Idempotency-Key": uuid.uuid4().hex, "X-Request-Id": request_id}),
+    )
+    assert placed.status_code == 201, placed.text
+
+    expected = (
+        ("edge", "server", ""),
+        ("order", "server", "/shop.order.v1.OrderService/CreateOrder"),
+        ("order", "client", "INSERT"),  # PostgreSQL
+        ("order", "client", "shop.inventory.v1.ReservationService/Reserve"),
+        ("inventory", "server", "/shop.inventory.v1.ReservationService/Reserve"),
+        ("inventory", "client", "INSERT"),
+        ("relay", "producer", "publish orders"),
+        ("relay", "client", "XADD"),  # Redis
+        ("order-pipeline", "consumer", "process orders"),
+        ("order-pipeline", "client", "POST payments"),  # the Payment provider, over HTTP
+    )
+
+    def complete(spans: list[Span]) -> bool:
+        trace = _trace_of(spans, request_id)
+        return all(_has(trace, *wanted) for wanted in expected)
+
+    spans = receiver.wait_for(complete, timeout_s=20)
+    trace = _trace_of(spans, request_id)
+    _connected(trace)
+    # The relay's producer span continues the request (its parent wrote the row), and
+    # the pipeline's consumer span is the producer's child. The relay's batch, which
+    # may carry several requests' rows, is a trace of its own linked to each writer.
+    producer = _has(trace, "relay", "producer", "publish orders")
+    consumer = _has(trace, "order-pipeline", "consumer", "process orders")
+    assert producer
+    assert consumer
+    assert _parent(trace, consumer) == producer
+    writer = _parent(trace, producer)
+    assert writer.name == "/shop.order.v1.OrderService/CreateOrder"
+    batches = [s for s in spans if s.service == "relay" and s.name == "relay outbox"]
+    assert any((writer.trace_id, writer.span_id) in b.links for b in batches), batches
+    sql = _has(trace, "order", "client", "INSERT")
+    assert sql
+    assert sql.attributes["db.system"] == "postgresql"
+    assert "$1" in str(sql.attributes["db.statement"])  # placeholders, never the values
+
+
+def test_a_webhook_is_one_trace_through_redis_to_the_worker_and_mongodb(
+    http: httpx.Client, receiver: Receiver
+) -> None:
+    request_id = uuid.uuid4().hex
+    body = webhooks.status_event(next_shipment())
+    event_id = webhooks.new_event_id()
+    content = json.dumps(body).encode()
+    signed = webhooks.COURIER.headers(content, event_id=event_id)
+    response = http.post(
+        f"/v1/events/{webhooks.COURIER.source}",
+        content=content,
+        headers={**signed, "X-Request-Id": request_id},
+    )
+    assert response.status_code == 202, response.text
+
+    expected = (
+        ("edge", "server", ""),
+        ("event", "server", "/shop.event.v1.EventService/IngestWebhook"),
+        ("event", "client", "EVALSHA"),
+        ("event-worker", "consumer", "process events"),
+        ("event-worker", "client", "find "),  # MongoDB
+        ("event-worker", "client", "POST routing"),
+    )
+
+    def complete(spans: list[Span]) -> bool:
+        trace = _trace_of(spans, request_id)
+        return all(_has(trace, *wanted) for wanted in expected)
+
+    trace = _trace_of(receiver.wait_for(complete, timeout_s=20), request_id)
+    _connected(trace)
+    find = _has(trace, "event-worker", "client", "find ")
+    assert find
+    assert find.attributes["db.system.name"] == "mongodb"
+    assert find.attributes["db.collection.name"]
+
+
+def test_a_catalogue_write_traces_the_upstream_call_to_the_erp(
+    http: httpx.Client, traced: State, receiver: Receiver
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    admin = identity.admin(http, traced, tenant).headers()
+    request_id = uuid.uuid4().hex
+    created = http.post(
+        "/v1/products",
+        json={"sku": f"TR-{uuid.uuid4().hex[:8].upper()}", "name": "Traced", "priceCents": 100},
+        headers={**admin, "Idempotency-Key": uuid.uuid4().hex, "X-Request-Id": request_id},
+    )
+    assert created.status_code == 201, created.text
+
+    def complete(spans: list[Span]) -> bool:
+        return _has(_trace_of(spans, request_id), "product", "client", "POST erp") is not None
+
+    trace = _trace_of(receiver.wait_for(complete, timeout_s=20), request_id)
+    _connected(trace)
+    erp = _has(trace, "product", "client", "POST erp")
+    assert erp
+    assert erp.attributes["http.response.status_code"] == 201
+    assert _parent(trace, erp).service == "product"
+
+
+def _log_events(logs_dir: Path) -> dict[str, list[dict[str, object]]]:
+    """Every log file's lines, each parsed as one JSON object (AssertionError naming the
+    file and line of any that is not one)."""
+    found: dict[str, list[dict[str, object]]] = {}
+    for log in sorted(logs_dir.glob("*.log")):
+        events = found.setdefault(log.stem, [])
+        for number, line in enumerate(log.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                raise AssertionError(f"{log.name}:{number} is not JSON: {line[:200]}") from None
+            assert isinstance(event, dict), f"{log.name}:{number}: {line[:200]}"
+            events.append(event)
+    return found
+
+
+def test_every_log_line_is_one_json_object_with_the_request_and_trace_ids(
+    http: httpx.Client, traced: State, receiver: Receiver
+) -> None:
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    admin = identity.admin(http, traced, tenant)
+    request_id = uuid.uuid4().hex
+    created = http.post(
+        "/v1/products",
+        json={"sku": f"LG-{uuid.uuid4().hex[:8].upper()}", "name": "Logged", "priceCents": 100},
+        headers={
+            **admin.headers(),
+            "Idempotency-Key": uuid.uuid4().hex,
+            "X-Request-Id": request_id,
+        },
+    )
+    assert created.status_code == 201, created.text
+    trace = _trace_of(
+        receiver.wait_for(lambda spans: bool(_trace_of(spans, request_id)), timeout_s=20),
+        request_id,
+    )
+    trace_id = trace[0].trace_id
+    server = _has(trace, "product", "server", "/shop.product.v1.ProductService/CreateProduct")
+    assert server
+
+    def mine(events: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [e for e in events if e.get("request_id") == request_id]
+
+    # Envoy flushes its access log once a second.
+    deadline = time.monotonic() + 5
+    while True:
+        events = _log_events(Path(traced.logs_dir))
+        if mine(events.get("envoy", [])) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    [service_line] = [e for e in mine(events["product"]) if e["msg"] == "rpc"]
+    assert service_line["trace_id"] == trace_id
+    assert service_line["span_id"] == server.span_id
+    assert (service_line["tenant"], service_line["user"]) == (tenant, admin.id)
+    assert (service_line["rpc_method"], service_line["status"]) == ("CreateProduct", "OK")
+    assert isinstance(service_line["duration_ms"], float)
+    [edge_line] = mine(events["envoy"])
+    assert edge_line["trace_id"] == trace_id
+    assert (edge_line["tenant"], edge_line["user"], edge_line["status"]) == (tenant, admin.id, 201)
+    # The ERP stub logs the caller's request id and attempt span.
+    [erp_line] = mine(events["erp"])
+    assert erp_line["trace_id"] == trace_id
+    erp_span = _has(trace, "product", "client", "POST erp")
+    assert erp_span
+    assert erp_line["span_id"] == erp_span.span_id
