@@ -1,27 +1,31 @@
 """What the kit costs one unary RPC: a no-op `GetProduct` served by `create_server`.
 
-    PYTHONPATH=.:gen .venv/bin/python -m bench.kit_call [--calls 4000] [--repeat 3]
+    PYTHONPATH=.:gen .venv/bin/python -m bench.kit_call [--calls 6000] [--concurrency 8] [--repeat 3]
 
 Each row is a server process of its own (a process has one tracer provider),
-answering the same no-op handler; this process calls it over a real channel,
-one call at a time, and reads the server's CPU time (every thread of it, from
-/proc) around the measured calls. The rows:
+answering the same no-op handler; this process calls it over a real channel
+(grpc.aio, `--concurrency` calls in flight) and reads the server's CPU time
+(every thread of it, from /proc) around the measured calls. The rows:
 
 - `bare grpc.aio`: `grpc.aio.server()` without interceptors, the baseline;
-- `kit, no tracer provider`: `create_server` (OpenTelemetry's and the
-  platform's interceptors: access, context, string rules, metrics, access
-  log) with the OpenTelemetry API's no-op default;
-- `kit, tracing without exporter`: `tracing.configure` with no endpoint, as
-  every process runs without `OTEL_EXPORTER_OTLP_ENDPOINT` (spans sampled off);
+- `platform interceptor only`: the kit's `PlatformInterceptor` (access,
+  request context, string rules, RED metrics, access log) and nothing else;
+- `kit, no exporter`: `create_server` as every process runs it without
+  `OTEL_EXPORTER_OTLP_ENDPOINT`: the platform interceptor and the caller's
+  trace context, no span;
+- `kit, unsampled spans`: OpenTelemetry's server interceptor under a provider
+  that samples nothing (how every process ran without an exporter before the
+  kit left the span out);
 - `kit, spans recorded, no exporter`: every span recorded and dropped (the
   price of recording alone);
 - `kit, exporting to OTLP`: `tracing.configure` with an endpoint, spans batched
   to `tools.otlp_receiver` (its own process; its CPU is not counted).
 
 Log lines go nowhere (level WARNING), as the metric and span costs are the
-subject here. Prints the machine, the settings, and per row the median and p99
-latency and the server's CPU per call, best of `--repeat` runs, with its ratio
-to the bare server's. `--json` prints the raw numbers.
+subject here. Prints the machine, the settings, and per row the calls per
+second, the median and p99 latency and the server's CPU per call, best of
+`--repeat` interleaved runs, with its ratio to the bare server's. `--json`
+prints the raw numbers.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -45,8 +49,9 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 
 VARIANTS = {
     "bare": "bare grpc.aio",
-    "kit-noop": "kit, no tracer provider",
-    "kit-unsampled": "kit, tracing without exporter",
+    "platform": "platform interceptor only",
+    "kit": "kit, no exporter",
+    "kit-unsampled": "kit, unsampled spans",
     "kit-recorded": "kit, spans recorded, no exporter",
     "kit-exporting": "kit, exporting to OTLP",
 }
@@ -68,30 +73,36 @@ async def _serve(variant: str, endpoint: str) -> None:
     """One row's server: prints its port, serves until SIGTERM."""
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-    from services.kit import logs, tracing
+    from services.kit import identity, logs, tracing
+    from services.kit.interceptors import PlatformInterceptor
     from services.kit.server import Registration, create_server
 
     logs.configure("bench", "WARNING")
     servicer = NoopProducts()
+    service = product_pb2.DESCRIPTOR.services_by_name["ProductService"].full_name
 
     def add(server: grpc.aio.Server) -> None:
         product_pb2_grpc.add_ProductServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
 
-    if variant == "bare":
-        server = grpc.aio.server()
+    if variant in ("bare", "platform"):
+        interceptors = [PlatformInterceptor(identity.method_access([service]))]
+        server = grpc.aio.server(interceptors=interceptors if variant == "platform" else None)
         add(server)
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
     else:
-        if variant == "kit-unsampled":
+        if variant == "kit":
             tracing.configure("bench", None)
-        elif variant == "kit-recorded":
-            trace.set_tracer_provider(TracerProvider(sampler=ALWAYS_ON))
         elif variant == "kit-exporting":
             tracing.configure("bench", endpoint)
-        service = product_pb2.DESCRIPTOR.services_by_name["ProductService"].full_name
+        else:
+            # As a process that exports, without an exporter: OpenTelemetry's server
+            # interceptor, under a provider that samples nothing or records everything.
+            sampler = ALWAYS_OFF if variant == "kit-unsampled" else tracing.RequestsOnly()
+            trace.set_tracer_provider(TracerProvider(sampler=sampler))
+            tracing._exporting = True
         server, port, _ = await create_server([Registration(service, add)])
     print(port, flush=True)
     stop = asyncio.Event()
@@ -118,12 +129,41 @@ def _cpu_ns(pid: int) -> int:
 @dataclass(frozen=True)
 class Row:
     variant: str
+    calls_per_s: float
     p50_us: float
     p99_us: float
     cpu_us_per_call: float
 
 
-def _measure(variant: str, endpoint: str, calls: int, warmup: int) -> Row:
+async def _drive(port: int, pid: int, calls: int, warmup: int, concurrency: int) -> Row:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = product_pb2.GetProductRequest(id="p-1")
+        latencies: list[int] = []
+
+        async def caller(count: int, record: bool) -> None:
+            for _ in range(count):
+                started = time.perf_counter_ns()
+                await stub.GetProduct(request, metadata=METADATA, timeout=5)
+                if record:
+                    latencies.append(time.perf_counter_ns() - started)
+
+        await asyncio.gather(*(caller(warmup // concurrency, False) for _ in range(concurrency)))
+        cpu_before, wall_before = _cpu_ns(pid), time.perf_counter()
+        await asyncio.gather(*(caller(calls // concurrency, True) for _ in range(concurrency)))
+        cpu, wall = _cpu_ns(pid) - cpu_before, time.perf_counter() - wall_before
+    latencies.sort()
+    done = len(latencies)
+    return Row(
+        "",
+        calls_per_s=done / wall,
+        p50_us=statistics.median(latencies) / 1000,
+        p99_us=latencies[int(done * 0.99)] / 1000,
+        cpu_us_per_call=cpu / done / 1000,
+    )
+
+
+def _measure(variant: str, endpoint: str, calls: int, warmup: int, concurrency: int) -> Row:
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.kit_call", "--serve", variant, "--endpoint", endpoint],
         stdout=subprocess.PIPE,
@@ -132,28 +172,11 @@ def _measure(variant: str, endpoint: str, calls: int, warmup: int) -> Row:
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
-            request = product_pb2.GetProductRequest(id="p-1")
-            for _ in range(warmup):
-                stub.GetProduct(request, metadata=METADATA, timeout=5)
-            latencies = []
-            cpu_before = _cpu_ns(server.pid)
-            for _ in range(calls):
-                started = time.perf_counter_ns()
-                stub.GetProduct(request, metadata=METADATA, timeout=5)
-                latencies.append(time.perf_counter_ns() - started)
-            cpu = _cpu_ns(server.pid) - cpu_before
+        row = asyncio.run(_drive(port, server.pid, calls, warmup, concurrency))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
-    latencies.sort()
-    return Row(
-        variant,
-        p50_us=statistics.median(latencies) / 1000,
-        p99_us=latencies[int(len(latencies) * 0.99)] / 1000,
-        cpu_us_per_call=cpu / calls / 1000,
-    )
+    return replace(row, variant=variant)
 
 
 def _free_port() -> int:
@@ -166,9 +189,13 @@ def _free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--calls", type=int, default=4000)
-    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--calls", type=int, default=6000)
+    parser.add_argument("--warmup", type=int, default=800)
+    parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--rows", default=",".join(VARIANTS), help=f"which rows, of {','.join(VARIANTS)}"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", default="", help=argparse.SUPPRESS)
@@ -177,6 +204,10 @@ def main() -> None:
         asyncio.run(_serve(args.serve, args.endpoint))
         return
 
+    rows = ["bare", *(r for r in args.rows.split(",") if r != "bare")]
+    unknown = set(rows) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}")
     with tempfile.TemporaryDirectory() as scratch:
         receiver_port = _free_port()
         receiver = subprocess.Popen(
@@ -191,12 +222,13 @@ def main() -> None:
             best: dict[str, Row] = {}
             # Rounds interleave the rows, so a slow moment of the machine hits them all.
             for _ in range(args.repeat):
-                for variant in VARIANTS:
-                    row = _measure(variant, endpoint, args.calls, args.warmup)
+                for variant in rows:
+                    row = _measure(variant, endpoint, args.calls, args.warmup, args.concurrency)
                     kept = best.get(variant)
                     if kept is None or row.cpu_us_per_call < kept.cpu_us_per_call:
                         best[variant] = row
-            exported = len(Path(scratch, "spans.jsonl").read_text().splitlines())
+            spans = Path(scratch, "spans.jsonl")
+            exported = len(spans.read_text().splitlines()) if spans.exists() else 0
         finally:
             receiver.send_signal(signal.SIGTERM)
             receiver.wait(timeout=30)
@@ -208,15 +240,19 @@ def main() -> None:
     print(f"{time.strftime('%Y-%m-%d')} {platform.machine()} {os.cpu_count()} cores, "
           f"Python {sys.version.split()[0]}, grpcio {grpc.__version__}")  # fmt: skip
     print(
-        f"{args.calls} sequential unary calls per run after {args.warmup} warm-up, "
-        f"best of {args.repeat} by server CPU; spans received by the OTLP receiver: {exported}"
+        f"{args.calls} unary calls per run, {args.concurrency} in flight, after "
+        f"{args.warmup} warm-up; best of {args.repeat} by server CPU; "
+        f"spans received by the OTLP receiver: {exported}"
     )
-    print(f"{'server':<34} {'p50 us':>8} {'p99 us':>8} {'CPU us/call':>12} {'CPU vs bare':>12}")
-    for variant, label in VARIANTS.items():
-        row = best[variant]
+    print(
+        f"{'server':<34} {'calls/s':>8} {'p50 us':>8} {'p99 us':>8} "
+        f"{'CPU us/call':>12} {'CPU vs bare':>12}"
+    )
+    for variant in rows:
+        label, row = VARIANTS[variant], best[variant]
         ratio = row.cpu_us_per_call / base.cpu_us_per_call
         print(
-            f"{label:<34} {row.p50_us:8.0f} {row.p99_us:8.0f} "
+            f"{label:<34} {row.calls_per_s:8.0f} {row.p50_us:8.0f} {row.p99_us:8.0f} "
             f"{row.cpu_us_per_call:12.1f} {ratio:11.2f}x"
         )
 

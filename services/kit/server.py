@@ -17,12 +17,14 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from services.kit import identity, logs, metrics, tracing
@@ -50,9 +52,30 @@ class Registration:
     enforce_access: bool = True
 
 
+class _CallersTrace(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Without an exporter: no span, only the caller's trace context for the handler (log
+    lines carry its trace id, outgoing calls pass it on). Each RPC runs in a task of its
+    own from here on, so the context set here is the handler's and ends with it."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "traceparent":
+                otel_context.attach(propagate.extract({"traceparent": value}))
+                break
+        return await continuation(handler_call_details)
+
+
 def _server_spans() -> grpc.aio.ServerInterceptor:  # type: ignore[type-arg]
-    """OpenTelemetry's SERVER span per RPC, continuing the caller's trace; health checks
-    and reflection (the launcher's, Envoy's and probes', every few seconds) get none."""
+    """OpenTelemetry's SERVER span per RPC, continuing the caller's trace, while spans are
+    exported; health checks and reflection (the launcher's, Envoy's and probes', every
+    few seconds) get none. Otherwise the caller's trace context alone, which costs a
+    fraction of an unsampled span."""
+    if not tracing.exporting():
+        return _CallersTrace()
     infrastructure = filters.any_of(
         filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection.")
     )

@@ -16,6 +16,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -114,21 +115,59 @@ def _parent(trace: list[Span], span: Span) -> Span:
     return next(s for s in trace if s.span_id == span.parent_id)
 
 
-def test_a_placed_order_is_one_trace_from_envoy_through_the_queue_to_the_pipeline(
-    http: httpx.Client, traced: State, receiver: Receiver
-) -> None:
+@dataclass(frozen=True)
+class Flows:
+    """The requests the tests follow, each sent with a request id of its own."""
+
+    tenant: str
+    admin: identity.Account
+    placed_order: str
+    webhook: str
+    product_write: str
+
+
+@pytest.fixture(scope="module")
+def flows(http: httpx.Client, traced: State) -> Flows:
+    """Every flow driven once, up front: the spans of all of them then arrive in the
+    same few flushes (Envoy sends its spans every 5 s)."""
     tenant = f"t-{uuid.uuid4().hex[:10]}"
-    admin = identity.admin(http, traced, tenant).headers()
+    admin = identity.admin(http, traced, tenant)
     buyer = identity.customer(http, tenant)
-    pen = checkout.product(http, admin, price_cents=250, stock=5, name="Pen")
-    request_id = uuid.uuid4().hex
+    pen = checkout.product(http, admin.headers(), price_cents=250, stock=5, name="Pen")
+    ids = [uuid.uuid4().hex for _ in range(3)]
     placed = http.post(
         "/v1/orders",
         json=checkout.order_body((pen, 1)),
-        headers=buyer.headers(**{"Idempotency-Key": uuid.uuid4().hex, "X-Request-Id": request_id}),
+        headers=buyer.headers(**{"Idempotency-Key": uuid.uuid4().hex, "X-Request-Id": ids[0]}),
     )
     assert placed.status_code == 201, placed.text
 
+    content = json.dumps(webhooks.status_event(next_shipment())).encode()
+    signed = webhooks.COURIER.headers(content, event_id=webhooks.new_event_id())
+    response = http.post(
+        f"/v1/events/{webhooks.COURIER.source}",
+        content=content,
+        headers={**signed, "X-Request-Id": ids[1]},
+    )
+    assert response.status_code == 202, response.text
+
+    created = http.post(
+        "/v1/products",
+        json={"sku": f"TR-{uuid.uuid4().hex[:8].upper()}", "name": "Traced", "priceCents": 100},
+        headers={
+            **admin.headers(),
+            "Idempotency-Key": uuid.uuid4().hex,
+            "X-Request-Id": ids[2],
+        },
+    )
+    assert created.status_code == 201, created.text
+    return Flows(tenant, admin, *ids)
+
+
+def test_a_placed_order_is_one_trace_from_envoy_through_the_queue_to_the_pipeline(
+    flows: Flows, receiver: Receiver
+) -> None:
+    request_id = flows.placed_order
     expected = (
         ("edge", "server", ""),
         ("order", "server", "/shop.order.v1.OrderService/CreateOrder"),
@@ -168,20 +207,9 @@ def test_a_placed_order_is_one_trace_from_envoy_through_the_queue_to_the_pipelin
 
 
 def test_a_webhook_is_one_trace_through_redis_to_the_worker_and_mongodb(
-    http: httpx.Client, receiver: Receiver
+    flows: Flows, receiver: Receiver
 ) -> None:
-    request_id = uuid.uuid4().hex
-    body = webhooks.status_event(next_shipment())
-    event_id = webhooks.new_event_id()
-    content = json.dumps(body).encode()
-    signed = webhooks.COURIER.headers(content, event_id=event_id)
-    response = http.post(
-        f"/v1/events/{webhooks.COURIER.source}",
-        content=content,
-        headers={**signed, "X-Request-Id": request_id},
-    )
-    assert response.status_code == 202, response.text
-
+    request_id = flows.webhook
     expected = (
         ("edge", "server", ""),
         ("event", "server", "/shop.event.v1.EventService/IngestWebhook"),
@@ -204,17 +232,9 @@ def test_a_webhook_is_one_trace_through_redis_to_the_worker_and_mongodb(
 
 
 def test_a_catalogue_write_traces_the_upstream_call_to_the_erp(
-    http: httpx.Client, traced: State, receiver: Receiver
+    flows: Flows, receiver: Receiver
 ) -> None:
-    tenant = f"t-{uuid.uuid4().hex[:10]}"
-    admin = identity.admin(http, traced, tenant).headers()
-    request_id = uuid.uuid4().hex
-    created = http.post(
-        "/v1/products",
-        json={"sku": f"TR-{uuid.uuid4().hex[:8].upper()}", "name": "Traced", "priceCents": 100},
-        headers={**admin, "Idempotency-Key": uuid.uuid4().hex, "X-Request-Id": request_id},
-    )
-    assert created.status_code == 201, created.text
+    request_id = flows.product_write
 
     def complete(spans: list[Span]) -> bool:
         return _has(_trace_of(spans, request_id), "product", "client", "POST erp") is not None
@@ -246,21 +266,9 @@ def _log_events(logs_dir: Path) -> dict[str, list[dict[str, object]]]:
 
 
 def test_every_log_line_is_one_json_object_with_the_request_and_trace_ids(
-    http: httpx.Client, traced: State, receiver: Receiver
+    flows: Flows, traced: State, receiver: Receiver
 ) -> None:
-    tenant = f"t-{uuid.uuid4().hex[:10]}"
-    admin = identity.admin(http, traced, tenant)
-    request_id = uuid.uuid4().hex
-    created = http.post(
-        "/v1/products",
-        json={"sku": f"LG-{uuid.uuid4().hex[:8].upper()}", "name": "Logged", "priceCents": 100},
-        headers={
-            **admin.headers(),
-            "Idempotency-Key": uuid.uuid4().hex,
-            "X-Request-Id": request_id,
-        },
-    )
-    assert created.status_code == 201, created.text
+    tenant, admin, request_id = flows.tenant, flows.admin, flows.product_write
     trace = _trace_of(
         receiver.wait_for(lambda spans: bool(_trace_of(spans, request_id)), timeout_s=20),
         request_id,
