@@ -1,4 +1,5 @@
-"""Structured JSON logs: one event per line, stamped with the request context.
+"""Structured JSON logs: one event per line, stamped with the request context
+(request id, tenant, user, method) and the current trace id.
 
 A process's records go through a queue to one writer thread
 (`logging.handlers.QueueListener`), so no coroutine waits on the log file: the
@@ -23,17 +24,20 @@ from services.kit import context, tracing
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 # One encoder for every line (json.dumps with `default` builds a new one per call).
 _ENCODER = json.JSONEncoder(default=str)
-# Set on a record by the queue handler: (request id, tenant, method, trace id).
+# Set on a record by the queue handler: the request context of the call that logged it.
 _CONTEXT = "_shop_context"
 
 
-def _context() -> tuple[str, str, str, str]:
-    return (
-        context.request_id.get(),
-        context.tenant_id.get(),
-        context.method.get(),
-        tracing.current_trace_id(),
-    )
+def _context() -> dict[str, str]:
+    """The request context a line carries: the fields that are set, in line order."""
+    fields = {
+        "request_id": context.request_id.get(),
+        "tenant": context.tenant_id.get(),
+        "user": context.user_id.get(),
+        "method": context.method.get(),
+        "trace_id": tracing.current_trace_id(),
+    }
+    return {key: value for key, value in fields.items() if value}
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,15 +67,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         fields = record.__dict__
-        request_id, tenant, method, trace_id = fields.get(_CONTEXT) or _context()
-        if request_id:
-            event["request_id"] = request_id
-        if tenant:
-            event["tenant"] = tenant
-        if method:
-            event["method"] = method
-        if trace_id:
-            event["trace_id"] = trace_id
+        event.update(fields[_CONTEXT] if _CONTEXT in fields else _context())
         for key, value in fields.items():
             if key not in _RESERVED and key[0] != "_":
                 event[key] = value

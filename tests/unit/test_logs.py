@@ -56,16 +56,12 @@ def _lines(stream: HeldStream) -> list[dict[str, Any]]:
 def test_a_line_carries_the_callers_request_context_and_its_message_as_it_was(
     stdout: HeldStream,
 ) -> None:
-    tokens = [
-        context.request_id.set("req-7"),
-        context.tenant_id.set("t1"),
-        context.method.set("/shop.x.v1.X/Get"),
-    ]
+    variables = (context.request_id, context.tenant_id, context.user_id, context.method)
+    values = ("req-7", "t1", "u-1", "/shop.x.v1.X/Get")
+    tokens = [var.set(value) for var, value in zip(variables, values, strict=True)]
     items = ["a"]
     logging.getLogger("shop.rpc").info("saw %s", items, extra={"status": "OK", "duration_ms": 1.5})
-    for var, token in zip(
-        (context.request_id, context.tenant_id, context.method), tokens, strict=True
-    ):
+    for var, token in zip(variables, tokens, strict=True):
         var.reset(token)
     items.append("changed later")
     (line,) = _lines(stdout)
