@@ -112,6 +112,19 @@ def peer(state: State) -> Iterator[tuple[str, int]]:
 
 
 PROFILED = ("product", "ratelimit")
+# Where a sampled stack's time goes: the first category whose marker is in the stack
+# (frame names joined by ';'), else by its leaf frame; idle waits are left out.
+STACK_CATEGORIES = (
+    ("response headers as their own batch (send_initial_metadata)", ("send_headers",)),
+    ("access log (record, queue, JSON line, write)", ("logging/", "services/kit/logs.py")),
+    ("Redis round trip (redis-py, asyncio streams)", ("redis/", "asyncio/streams.py")),
+    ("rate-limit servicer and use case", ("RateLimitServicer",)),
+    ("the page: caches, building, serialising", ("Catalog.page", "list_response", "to_proto")),
+    ("servicer: identity, other", ("ListProducts",)),
+    ("platform interceptor (context, metrics, string rules)", ("services/kit/interceptors",)),
+    ("OpenTelemetry server interceptor", ("OpenTelemetry", "opentelemetry", "trace/__init__")),
+)
+IDLE = ("QueueListener.dequeue", "SimpleQueue")
 
 
 @contextmanager
@@ -131,6 +144,44 @@ def profiled(args: argparse.Namespace, state: State, connections: int) -> Iterat
     finally:
         for spy in spies:
             spy.wait(timeout=args.duration + 30)
+
+
+def stack_shares(path: Path) -> tuple[int, dict[str, float]]:
+    """Samples in a py-spy collapsed-stack file and each category's share of them."""
+    counts: dict[str, int] = {}
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or any(idle in stack for idle in IDLE):
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        label = next((c for c, marks in STACK_CATEGORIES if any(m in stack for m in marks)), "")
+        if not label:
+            label = "grpc.aio and the event loop (Cython, C)" if leaf.startswith("Runner.run") else (
+                "gRPC poller thread (C core)" if leaf.startswith("Thread.run") else "other Python"
+            )  # fmt: skip
+        counts[label] = counts.get(label, 0) + int(n)
+    total = sum(counts.values())
+    shares = {k: v / max(total, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+    return total, shares
+
+
+def profile_lines(directory: str, rows: Sequence[Row]) -> list[str]:
+    """Each profiled process's samples by category, with the CPU per request they stand for."""
+    lines = ["", f"Where the CPU goes (py-spy, 100 samples/s, in {directory})"]
+    for row in (r for r in rows if r.target == "platform"):
+        per = row.load.cpu_us_per_request()
+        for name in PROFILED:
+            path = Path(directory) / f"{name}-{row.connections}.txt"
+            if not path.exists():
+                continue
+            total, shares = stack_shares(path)
+            lines.append(
+                f"  {name}, {row.connections} connections: {total} samples, "
+                f"{per.get(name, 0):.0f} us of CPU per request"
+            )
+            for label, share in shares.items():
+                lines.append(f"    {share:>6.1%} {share * per.get(name, 0):>6.0f} us  {label}")
+    return lines
 
 
 def _probe(url: str, headers: dict[str, str]) -> int:
@@ -290,7 +341,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except procs.LaunchError as exc:
         print(f"the platform did not start: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps(to_json(info, rows), indent=2) if args.json else render(info, rows))
+    text = render(info, rows)
+    if args.profile:
+        text += "\n" + "\n".join(profile_lines(args.profile, rows))
+    print(json.dumps(to_json(info, rows), indent=2) if args.json else text)
     if bad := failures(rows):
         print("FAILED: every request must succeed:\n  " + "\n  ".join(bad), file=sys.stderr)
         return 1
