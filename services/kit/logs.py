@@ -95,19 +95,50 @@ class _ContextQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+class _LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
+    """The writer thread's handler: lines that arrive together go out in one write."""
+
+    BATCH = 256
+
+    def __init__(self, stream: Any, records: queue.SimpleQueue[logging.LogRecord]) -> None:
+        super().__init__(stream)
+        self._records = records
+        self._lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record))
+        except Exception:
+            self.handleError(record)
+            return
+        # More records queued behind this one: write them all together.
+        if len(self._lines) >= self.BATCH or self._records.empty():
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            try:
+                self.stream.write("\n".join(lines) + "\n")
+                self.flush()
+            except Exception:
+                self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
+
+
 _listener: logging.handlers.QueueListener | None = None
+_writer: _LineWriter | None = None
 
 
 def configure(service: str, level: str = "INFO") -> None:
     """Send every log record of the process to stdout as JSON lines, written by a
     thread of their own (flushed at exit)."""
-    global _listener
+    global _listener, _writer
     _flush()
     formatter = JsonFormatter(service)
-    writer = logging.StreamHandler(sys.stdout)
-    writer.setFormatter(formatter)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = logging.handlers.QueueListener(records, writer)
+    _writer = _LineWriter(sys.stdout, records)
+    _writer.setFormatter(formatter)
+    _listener = logging.handlers.QueueListener(records, _writer)
     _listener.start()
     # No line shows where a call came from or which process or thread made it, so
     # records skip finding them (logging's documented switches for that).
@@ -125,3 +156,5 @@ def _flush() -> None:
     if _listener is not None:
         _listener.stop()
         _listener = None
+    if _writer is not None:
+        _writer.write_pending()
