@@ -72,16 +72,17 @@ def own_platform(
     *,
     event_workers: int = 1,
     replicas: Mapping[str, int] | None = None,
+    log_level: str = "WARNING",
 ) -> Iterator[State]:
     """The whole platform on free ports in a run directory of this process, removed after.
 
-    LOG_LEVEL=WARNING: the services write no per-request log line."""
+    LOG_LEVEL=WARNING by default: the services write no per-request log line."""
     run_dir = ROOT / ".run" / f"bench-{os.getpid()}"
     # Port 0: a free port for every component, so a `./shop up` may run alongside.
     config = LauncherConfig.on_free_ports(
         run_dir,
         replicas={"event-worker": event_workers, **(replicas or {})},
-        log_level="WARNING",
+        log_level=log_level,
         service_env=service_env or {},
         edge_limits=edge_limits or EdgeLimits(),
     )

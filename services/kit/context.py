@@ -1,7 +1,9 @@
 """Per-request context carried in contextvars: request id, tenant, method, deadline.
 
 The observability interceptor sets them; log lines and outgoing calls read
-them, so nothing has to be passed down by hand.
+them, so nothing has to be passed down by hand. It also sets `call`, the
+current RPC's metadata read once, which the identity of the caller is taken
+from (services.kit.identity.of) without scanning the metadata again.
 """
 
 from __future__ import annotations
@@ -10,6 +12,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any
+
+
+class Call:
+    """The RPC being served: its servicer context, its text metadata as a mapping
+    (the last value of a repeated key), and the caller once identity.of has read it."""
+
+    __slots__ = ("ctx", "identity", "metadata")
+
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+        self.metadata: dict[str, str] = {
+            k: v for k, v in ctx.invocation_metadata() or () if isinstance(v, str)
+        }
+        self.identity: Any = None
+
 
 request_id: ContextVar[str] = ContextVar("request_id", default="")
 tenant_id: ContextVar[str] = ContextVar("tenant_id", default="")
@@ -19,6 +37,7 @@ method: ContextVar[str] = ContextVar("method", default="")
 # When the caller's gRPC deadline expires, on the time.monotonic() clock;
 # None when the caller set none. Outgoing calls never wait past it.
 deadline: ContextVar[float | None] = ContextVar("deadline", default=None)
+call: ContextVar[Call | None] = ContextVar("call", default=None)
 
 
 @contextmanager

@@ -25,7 +25,7 @@ import grpc
 from google.protobuf import descriptor_pool
 from shop.api.v1 import access_pb2
 
-from services.kit import errors
+from services.kit import context, errors
 
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ADMIN = "admin"
@@ -75,7 +75,10 @@ def claimed_tenant(md: Mapping[str, str]) -> str:
 def from_metadata(metadata: Iterable[tuple[str, Any]]) -> Identity:
     """The caller named by request metadata; PermissionDenied when the client's
     X-Tenant-Id disagrees with the token's tenant."""
-    md = {k: v for k, v in metadata if isinstance(v, str)}
+    return _from_mapping({k: v for k, v in metadata if isinstance(v, str)})
+
+
+def _from_mapping(md: Mapping[str, str]) -> Identity:
     user = md.get(USER_HEADER) or None
     verified = md.get(TENANT_HEADER, "")
     requested = md.get(REQUESTED_TENANT_HEADER, "").strip()
@@ -87,8 +90,15 @@ def from_metadata(metadata: Iterable[tuple[str, Any]]) -> Identity:
 
 
 def of(ctx: grpc.aio.ServicerContext[Any, Any]) -> Identity:
-    """The caller of the current RPC."""
-    return from_metadata(ctx.invocation_metadata() or ())
+    """The caller of the current RPC (read once per call when the kit's interceptor
+    serves it; a refusal is raised again on every read)."""
+    call = context.call.get()
+    if call is None or call.ctx is not ctx:
+        return from_metadata(ctx.invocation_metadata() or ())
+    if call.identity is None:
+        call.identity = _from_mapping(call.metadata)
+    found: Identity = call.identity
+    return found
 
 
 def tenant(ctx: grpc.aio.ServicerContext[Any, Any]) -> str:

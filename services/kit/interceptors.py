@@ -27,7 +27,7 @@ from typing import Any, TypeAlias
 import grpc
 from google.protobuf.message import DecodeError
 
-from services.kit import context, errors, identity, metrics, status, strings
+from services.kit import context, errors, identity, metrics, status, strings, wire
 
 log = logging.getLogger("shop.rpc")
 
@@ -36,31 +36,51 @@ QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the stubs
 
 
-def _metadata(ctx: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
-    return {k: v for k, v in ctx.invocation_metadata() or () if isinstance(v, str)}
+class _Method:
+    """What the interceptor needs of one method, worked out on its first call: its
+    names, access level, handler kind and metric children (a `labels()` lookup
+    takes a lock and hashes the labels, so it is not done per call)."""
+
+    __slots__ = ("_labels", "access", "handled", "handling", "name", "path", "service", "started")
+
+    def __init__(self, path: str, access: int | None, kind: str) -> None:
+        self.path, self.access = path, access
+        self.service, _, self.name = path.lstrip("/").partition("/")
+        self._labels = (self.service, self.name, _GRPC_TYPES[kind])
+        self.started = metrics.GRPC_STARTED.labels(*self._labels)
+        self.handling = metrics.GRPC_HANDLING.labels(*self._labels)
+        self.handled: dict[str, Any] = {}
+
+    def count_handled(self, outcome: str) -> None:
+        child = self.handled.get(outcome)
+        if child is None:
+            child = self.handled[outcome] = metrics.GRPC_HANDLED.labels(*self._labels, outcome)
+        child.inc()
 
 
 @asynccontextmanager
 async def _observed(
-    rpc_method: str, access: int | None, ctx: grpc.aio.ServicerContext[Any, Any], kind: str
+    method: _Method, ctx: grpc.aio.ServicerContext[Any, Any]
 ) -> AsyncIterator[None]:
-    service, _, name = rpc_method.lstrip("/").partition("/")
-    labels = (service, name, _GRPC_TYPES[kind])
-    metrics.GRPC_STARTED.labels(*labels).inc()
-    md = _metadata(ctx)
+    method.started.inc()
+    # The request metadata, read once per call: the context's, the identity's and
+    # the servicer's reads (identity.of) all use this one mapping.
+    call = context.Call(ctx)
+    md = call.metadata
     remaining = ctx.time_remaining()
     tokens = (
         context.request_id.set(md.get("x-request-id") or uuid.uuid4().hex),
         context.tenant_id.set(identity.claimed_tenant(md)),
-        context.method.set(rpc_method),
+        context.method.set(method.path),
         context.deadline.set(None if remaining is None else time.monotonic() + remaining),
         context.user_id.set(md.get("x-user-id", "")),
+        context.call.set(call),
     )
     started = time.perf_counter()
     outcome = "OK"
     try:
-        if access is not None:
-            identity.enforce(access, identity.from_metadata(md.items()))
+        if method.access is not None:
+            identity.enforce(method.access, identity.of(ctx))
         yield
     except errors.PlatformError as exc:
         rich = status.to_grpc_status(exc)
@@ -81,22 +101,24 @@ async def _observed(
         await ctx.abort(rich.code, rich.details, rich.trailing_metadata)
     finally:
         elapsed = time.perf_counter() - started
-        metrics.GRPC_HANDLED.labels(*labels, outcome).inc()
-        metrics.GRPC_HANDLING.labels(*labels).observe(elapsed)
-        log.info(
-            "rpc",
-            extra={
-                "rpc_service": service,
-                "rpc_method": name,
-                "status": outcome,
-                "duration_ms": round(elapsed * 1000, 3),
-            },
-        )
+        method.count_handled(outcome)
+        method.handling.observe(elapsed)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "rpc",
+                extra={
+                    "rpc_service": method.service,
+                    "rpc_method": method.name,
+                    "status": outcome,
+                    "duration_ms": round(elapsed * 1000, 3),
+                },
+            )
         context.request_id.reset(tokens[0])
         context.tenant_id.reset(tokens[1])
         context.method.reset(tokens[2])
         context.deadline.reset(tokens[3])
         context.user_id.reset(tokens[4])
+        context.call.reset(tokens[5])
 
 
 async def _send_retry_after(
@@ -153,6 +175,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, access: dict[str, int] | None = None) -> None:
         # gRPC path -> shop.api.v1.Access of the methods whose access is enforced.
         self._access = access or {}
+        # gRPC path -> (the server's handler, the wrapped one): gRPC asks for the
+        # handler on every call, and the wrapping is the same each time.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -163,15 +188,23 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         rpc_method = handler_call_details.method
         if handler is None or rpc_method.startswith(QUIET_PREFIXES):
             return handler
-        access = self._access.get(rpc_method)
+        known = self._wrapped.get(rpc_method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(rpc_method, handler)
+        self._wrapped[rpc_method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, rpc_method: str, handler: Handler) -> Handler:
         # Every handler kind gets the same wrapping: access check, context, string
         # rules (per message received), error mapping and access log.
         kind = _kind(handler)
         build, wrap = _KINDS[kind]
+        method = _Method(rpc_method, self._access.get(rpc_method), kind)
         return build(
-            wrap(rpc_method, access, getattr(handler, kind)),
+            wrap(method, getattr(handler, kind)),
             request_deserializer=_tolerant(handler.request_deserializer),
-            response_serializer=handler.response_serializer,
+            response_serializer=wire.sends_encoded(handler.response_serializer),
         )
 
 
@@ -182,18 +215,18 @@ def _kind(handler: Handler) -> str:
     return "unary_stream" if handler.response_streaming else "unary_unary"
 
 
-def _wrap_unary(rpc_method: str, access: int | None, behavior: Any) -> Any:
+def _wrap_unary(method: _Method, behavior: Any) -> Any:
     async def unary(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        async with _observed(rpc_method, access, ctx, "unary_unary"):
+        async with _observed(method, ctx):
             _checked(request)
             return await behavior(request, ctx)
 
     return unary
 
 
-def _wrap_stream(rpc_method: str, access: int | None, behavior: Any) -> Any:
+def _wrap_stream(method: _Method, behavior: Any) -> Any:
     async def stream(request: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async with _observed(rpc_method, access, ctx, "unary_stream"):
+        async with _observed(method, ctx):
             _checked(request)
             async for item in behavior(request, ctx):
                 yield item
@@ -208,17 +241,17 @@ async def _checked_each(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield request
 
 
-def _wrap_client_stream(rpc_method: str, access: int | None, behavior: Any) -> Any:
+def _wrap_client_stream(method: _Method, behavior: Any) -> Any:
     async def client_stream(requests: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        async with _observed(rpc_method, access, ctx, "stream_unary"):
+        async with _observed(method, ctx):
             return await behavior(_checked_each(requests), ctx)
 
     return client_stream
 
 
-def _wrap_bidi(rpc_method: str, access: int | None, behavior: Any) -> Any:
+def _wrap_bidi(method: _Method, behavior: Any) -> Any:
     async def bidi(requests: Any, ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
-        async with _observed(rpc_method, access, ctx, "stream_stream"):
+        async with _observed(method, ctx):
             async for item in behavior(_checked_each(requests), ctx):
                 yield item
 
@@ -234,7 +267,7 @@ _GRPC_TYPES = {
 }
 
 # Per handler kind: how to build a handler of that kind, and the wrapper around its behaviour.
-_KINDS: dict[str, tuple[Callable[..., Handler], Callable[[str, int | None, Any], Any]]] = {
+_KINDS: dict[str, tuple[Callable[..., Handler], Callable[[_Method, Any], Any]]] = {
     "unary_unary": (grpc.unary_unary_rpc_method_handler, _wrap_unary),
     "unary_stream": (grpc.unary_stream_rpc_method_handler, _wrap_stream),
     "stream_unary": (grpc.stream_unary_rpc_method_handler, _wrap_client_stream),

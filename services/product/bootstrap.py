@@ -71,6 +71,7 @@ def bootstrap(config: ProductConfig, *, engine: AsyncEngine | None = None) -> Pr
             name="stock",
         ),
         budgets=Budgets(read_s=config.read_budget_s, write_s=config.write_budget_s),
+        max_pages=config.cache_max_entries,
     )
     inventory = grpc_client.dial(config.inventory_target)
     servicer_v1 = ProductServicerV1(catalog, Ledger(inventory))

@@ -6,11 +6,11 @@ import uuid
 
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
-from services.kit import calls, identity
+from services.kit import calls, identity, wire
 from services.kit.idempotency import fingerprint
 from services.product.domain import ProductDraft, ProductView, parse_id
 from services.product.ledger import Ledger
-from services.product.usecases import Catalog, Freshness
+from services.product.usecases import Catalog, Freshness, Page
 
 Context = calls.Context
 
@@ -37,6 +37,13 @@ def to_proto(view: ProductView) -> product_pb2.Product:
     )
 
 
+def list_response(page: Page) -> product_pb2.ListProductsResponse:
+    response = product_pb2.ListProductsResponse(items=[to_proto(v) for v in page.views])
+    if page.next_cursor is not None:
+        response.next_cursor = page.next_cursor
+    return response
+
+
 def _draft(
     sku: str | None, request: product_pb2.CreateProductRequest | product_pb2.UpdateProductRequest
 ) -> ProductDraft:
@@ -54,6 +61,8 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
     def __init__(self, catalog: Catalog, ledger: Ledger) -> None:
         self._catalog = catalog
         self._ledger = ledger
+        # A cached page is serialised once, not on every read of it.
+        self._pages = wire.Encodings()
 
     async def ListProducts(
         self, request: product_pb2.ListProductsRequest, context: Context
@@ -62,10 +71,7 @@ class ProductServicerV1(product_pb2_grpc.ProductServiceServicer):
             identity.tenant(context), request.limit, request.cursor, need_stock=True
         )
         await calls.send_headers(context, extra=cache_status(page.freshness))
-        response = product_pb2.ListProductsResponse(items=[to_proto(v) for v in page.views])
-        if page.next_cursor is not None:
-            response.next_cursor = page.next_cursor
-        return response
+        return self._pages.get(page, lambda: list_response(page))
 
     async def GetProduct(
         self, request: product_pb2.GetProductRequest, context: Context

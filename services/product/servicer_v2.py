@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from shop.product.v2 import product_pb2, product_pb2_grpc
 
-from services.kit import calls, identity
+from services.kit import calls, identity, wire
 from services.kit.wire import timestamp
 from services.product.domain import ProductView, parse_id
 from services.product.servicer_v1 import cache_status
-from services.product.usecases import Catalog
+from services.product.usecases import Catalog, Page
 
 Context = calls.Context
 
@@ -41,6 +41,8 @@ class ProductServicerV2(product_pb2_grpc.ProductServiceServicer):
     def __init__(self, catalog: Catalog, low_stock_threshold: int) -> None:
         self._catalog = catalog
         self._low = low_stock_threshold
+        # A cached page is serialised once, not on every read of it.
+        self._pages = wire.Encodings()
 
     async def ListProducts(
         self, request: product_pb2.ListProductsRequest, context: Context
@@ -49,6 +51,9 @@ class ProductServicerV2(product_pb2_grpc.ProductServiceServicer):
             identity.tenant(context), request.limit, request.cursor, need_stock=False
         )
         await calls.send_headers(context, extra=cache_status(page.freshness))
+        return self._pages.get(page, lambda: self._list_response(page))
+
+    def _list_response(self, page: Page) -> product_pb2.ListProductsResponse:
         response = product_pb2.ListProductsResponse(
             items=[to_proto(v, self._low) for v in page.views]
         )

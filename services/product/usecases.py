@@ -10,6 +10,7 @@ tenant's cached products.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ MAX_PAGE = 100
 UPSTREAM_FAILURES = (errors.Unavailable, errors.DeadlineExceeded)
 
 ProductKey = tuple[str, str, str, int]  # (kind, tenant, id or after-sku, limit)
+PageKey = tuple[str, str, int, bool]  # (tenant, after-sku, limit, need_stock)
 StockKey = tuple[str, tuple[str, ...]]  # (tenant, skus)
 
 # What a write stores with its key, to replay: the product, and for a create
@@ -57,6 +59,9 @@ class Freshness:
 
 @dataclass(frozen=True)
 class Page:
+    """One page of merged products. Reads of a page built from the same cached
+    entries get the same object back, so its wire form can be kept with it."""
+
     views: list[ProductView]
     next_cursor: str | None
     freshness: Freshness
@@ -117,11 +122,16 @@ class Catalog:
         products: TtlCache[ProductKey, Any],
         stock: TtlCache[StockKey, dict[str, Stock]],
         budgets: Budgets,
+        max_pages: int = 1000,
     ) -> None:
         self._erp, self._warehouse = erp, warehouse
         self._engine, self._idempotency, self._cursors = engine, idempotency, cursors
         self._products, self._stock = products, stock
         self._budgets = budgets
+        # The pages built from the cached entries, by request: a page built from the
+        # very same cached ERP page and stock entries is the same page.
+        self._pages: OrderedDict[PageKey, tuple[ErpPage, object, Page]] = OrderedDict()
+        self._max_pages = max_pages
 
     # Reads ----------------------------------------------------------------
 
@@ -141,6 +151,11 @@ class Catalog:
                 tenant, [p.sku for p in erp_page.products], need_stock
             )
         freshness = erp_freshness & stock_freshness
+        key = (tenant, after, limit, need_stock)
+        built = self._pages.get(key)
+        same = built is not None and built[0] is erp_page and built[1] is stock
+        if built is not None and same and built[2].freshness == freshness:
+            return built[2]
         views = [
             ProductView(p, stock.get(p.sku) if stock is not None else None, freshness.stale)
             for p in erp_page.products
@@ -148,7 +163,12 @@ class Catalog:
         next_cursor = None
         if erp_page.has_more and erp_page.products:
             next_cursor = self._cursors.encode(scope, {"sku": erp_page.products[-1].sku})
-        return Page(views, next_cursor, freshness)
+        page = Page(views, next_cursor, freshness)
+        self._pages[key] = (erp_page, stock, page)
+        self._pages.move_to_end(key)
+        while len(self._pages) > self._max_pages:
+            self._pages.popitem(last=False)
+        return page
 
     async def get(self, tenant: str, product_id: str, *, need_stock: bool) -> Read:
         """One live product merged with its stock."""
