@@ -25,18 +25,20 @@ COPY services/ services/
 COPY stubs/ stubs/
 COPY gen/ gen/
 # Bytecode compiled as root at build time: the non-root user cannot write here.
-# /keys is where the `keys` service writes the token-signing key: a named volume
-# mounted there starts with this directory's owner, so the non-root user can write.
+# /keys is where the `keys` service writes the token-signing key, /certs where the
+# `certs` service writes the service certificates: a named volume mounted there
+# starts with this directory's owner, so the non-root user can write.
 RUN python -m compileall -q services stubs gen \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin shop \
-    && install -d -o shop -m 0700 /keys
+    && install -d -o shop -m 0700 /keys /certs
 
 ENV PYTHONPATH=/app:/app/gen
 USER shop
 EXPOSE 7051
 
-# The gRPC health service of the process on HEALTH_PORT (the default command's order
-# service unless set); HEALTH_SERVICE names one service, empty asks about the server.
+# The gRPC health service of the process on HEALTH_PORT, a plaintext port: with service
+# TLS on, the health-only port (<PREFIX>_HEALTH_BIND), since the gRPC port then takes
+# platform certificates only. HEALTH_SERVICE names one service, empty the server.
 # docker-compose.yml gives every service its own check, Kubernetes its own probes.
 ENV HEALTH_PORT=7051 \
     HEALTH_SERVICE=""

@@ -95,6 +95,21 @@ class Process:
         """`<PREFIX>_METRICS_BIND` beside `<PREFIX>_GRPC_BIND`: what ServerConfig reads."""
         return self.bind_setting.replace("_GRPC_BIND", "_METRICS_BIND")
 
+    @property
+    def health_bind_setting(self) -> str:
+        """`<PREFIX>_HEALTH_BIND`: the plaintext health-only port ServerConfig reads."""
+        return self.bind_setting.replace("_GRPC_BIND", "_HEALTH_BIND")
+
+    @property
+    def probe_port(self) -> int:
+        """The health-only port in a container (compose healthchecks, kubelet probes):
+        its gRPC port's default plus PROBE_PORT_OFFSET. The gRPC port itself takes
+        platform certificates only, which those probes cannot present."""
+        return self.port.default + PROBE_PORT_OFFSET
+
+
+# A container's plaintext health-only port is its gRPC port plus this (7151 upwards).
+PROBE_PORT_OFFSET = 100
 
 # Settings the launcher makes itself for any process that needs them.
 LAUNCHER_SETTINGS = ("CURSOR_SECRET", "JWT_ISSUER", "JWT_AUDIENCE")

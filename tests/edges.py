@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from services import topology
-from services.launcher import PYTHONPATH, edge, infra, procs
+from services.launcher import PYTHONPATH, certs, edge, infra, procs
 from services.launcher.edge_capacity import EdgeCapacity
 from services.launcher.edge_routes import EdgeLimits, Endpoint
 from services.launcher.platform import State, start_service
@@ -35,11 +35,18 @@ class Edge:
 
 
 @contextmanager
-def running_service(name: str, run_dir: Path, env: Mapping[str, str]) -> Iterator[str]:
-    """`python -m services.<name>` on a free port with `env`; yields its gRPC target."""
+def running_service(
+    name: str, run_dir: Path, env: Mapping[str, str], platform: State | None = None
+) -> Iterator[str]:
+    """`python -m services.<name>` on a free port with `env`; yields its gRPC target.
+    Beside a `platform` that runs mTLS, it serves with the platform's identity of `name`."""
     target = f"{infra.HOST}:{procs.free_port()}"
     full = {**os.environ, "PYTHONPATH": PYTHONPATH, **env, f"{name.upper()}_GRPC_BIND": target}
-    proc = start_service(name, topology.clusters()[name], target, full, run_dir)
+    own = platform.identity(name) if platform is not None else None
+    if own is not None:
+        full.update(own.env())
+    client = platform.client_tls if platform is not None else None
+    proc = start_service(name, topology.clusters()[name], target, full, run_dir, identity=client)
     try:
         yield target
     finally:
@@ -66,6 +73,7 @@ def running_edge(
         upstreams={name: _endpoint(target) for name, target in upstreams.items()},
         limits=limits or EdgeLimits(),
         capacity=capacity or EdgeCapacity(),
+        upstream_tls=platform.identity(certs.EDGE),
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     proc = edge.start_envoy(infra.executable("envoy"), settings, run_dir, dict(os.environ))

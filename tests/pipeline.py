@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.inventory.bootstrap import bootstrap as inventory_bootstrap
 from services.kit import db
-from services.kit.config import ServerConfig
+from services.kit.config import ServerConfig, ServiceTls
 from services.kit.server import create_server
 from services.kit.streams import Queue, RetryPolicy, WorkerConfig
 from services.kit.streams.relay import Relay, RelayConfig
@@ -102,6 +102,8 @@ class Shop:
     redis: Redis
     queue: str
     run_dir: Path
+    # The service identity its pipelines dial the inventory service with (None: plaintext).
+    tls: ServiceTls | None = None
     _consumers: int = field(default=0)
 
     # Settings ----------------------------------------------------------------------
@@ -120,7 +122,11 @@ class Shop:
         )
         config = PipelineConfig(
             server=ServerConfig(
-                bind="127.0.0.1:0", log_level="WARNING", otlp_endpoint=None, shutdown_grace_s=1
+                bind="127.0.0.1:0",
+                log_level="WARNING",
+                otlp_endpoint=None,
+                shutdown_grace_s=1,
+                tls=self.tls,
             ),
             database_url=self.postgres_url,
             redis_url=self.redis_url,
@@ -162,6 +168,7 @@ class Shop:
             "PAYMENTS_DEADLINE_S": "2.2",
             "RECONCILE_PENDING_GRACE_S": "30",
             "LOG_LEVEL": "INFO",
+            **(self.tls.env() if self.tls is not None else {}),
         }
 
     # Running -----------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The kit's gRPC client: how a platform process calls another platform service.
 
-    channel = grpc_client.dial(target)
+    channel = grpc_client.dial(target, config.server.tls)
     stub = inventory_pb2_grpc.ReservationServiceStub(channel)
     reply = await stub.Reserve(request, metadata=grpc_client.acting_as(identity))
 
@@ -11,6 +11,10 @@ Every unary call through a `dial`ed channel:
   call's timeout is the smaller of its own and what the caller has left;
 - is counted in the gRPC ecosystem's client metrics (`grpc_client_started_total`,
   `grpc_client_handled_total`, `grpc_client_handling_seconds`).
+
+With the process's service TLS (`ServerConfig.tls`) the channel presents its
+certificate and trusts only servers the platform CA issued, for the name
+dialled (services/kit/tls.py); without it the channel is plaintext.
 
 A failed call's status comes back as the platform error the callee raised
 (`platform_error`): the ErrorInfo reason names the kit's error class, so an
@@ -30,7 +34,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from opentelemetry import propagate, trace
 
-from services.kit import context, errors, metrics, status
+from services.kit import context, errors, metrics, status, tls
+from services.kit.config import ServiceTls
 
 _tracer = trace.get_tracer("services.kit.grpc_client")
 
@@ -138,14 +143,16 @@ class _Calls(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
                 metrics.GRPC_CLIENT_HANDLING.labels(*labels).observe(time.perf_counter() - started)
 
 
-def dial(target: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
-    """A channel to a platform service at `host:port` through the kit's interceptors."""
-    return grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
-            *options,
-        ],
-        interceptors=[_Calls()],  # type: ignore[list-item]
-    )
+def dial(
+    target: str,
+    service_tls: ServiceTls | None = None,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.aio.Channel:
+    """A channel to a platform service at `host:port` through the kit's interceptors,
+    over mTLS with `service_tls`, else plaintext."""
+    chosen = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000), *options]
+    interceptors: Any = [_Calls()]
+    if service_tls is None:
+        return grpc.aio.insecure_channel(target, options=chosen, interceptors=interceptors)
+    credentials = tls.channel_credentials(service_tls)
+    return grpc.aio.secure_channel(target, credentials, options=chosen, interceptors=interceptors)

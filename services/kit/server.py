@@ -8,6 +8,11 @@ service's `main`: logs, tracing, metrics, build, serve. `run_worker` is the same
 for a queue worker, whose server carries only health (for the launcher and
 probes). Both serve the process's Prometheus metrics on `<PREFIX>_METRICS_BIND`
 when it is set (the launcher and docker-compose.yml always set it).
+
+With service TLS configured (`ServerConfig.tls`, services/kit/tls.py) the gRPC
+port takes only clients holding a certificate of the platform CA; a probe that
+cannot present one (a kubelet, a compose healthcheck) asks the plaintext port
+on `<PREFIX>_HEALTH_BIND`, which serves the same health service and nothing else.
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-from services.kit import identity, logs, metrics, tracing
-from services.kit.config import ServerConfig
+from services.kit import identity, logs, metrics, tls, tracing
+from services.kit.config import ServerConfig, ServiceTls
 from services.kit.interceptors import PlatformInterceptor
 
 log = logging.getLogger("shop.server")
@@ -86,9 +91,12 @@ def _server_spans() -> grpc.aio.ServerInterceptor:  # type: ignore[type-arg]
 
 
 async def create_server(
-    services: Sequence[Registration], bind: str = "127.0.0.1:0"
+    services: Sequence[Registration],
+    bind: str = "127.0.0.1:0",
+    service_tls: ServiceTls | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
-    """Build, bind and start a server; returns it, its port and its health servicer."""
+    """Build, bind (mTLS with `service_tls`, else plaintext) and start a server; returns
+    it, its port and its health servicer."""
     access = identity.method_access(s.name for s in services if s.enforce_access)
     server = grpc.aio.server(
         interceptors=[_server_spans(), PlatformInterceptor(access)],
@@ -111,11 +119,30 @@ async def create_server(
         ],
         server,
     )
-    port = server.add_insecure_port(bind)
+    if service_tls is None:
+        port = server.add_insecure_port(bind)
+    else:
+        port = server.add_secure_port(bind, tls.server_credentials(service_tls))
     await server.start()
     for name in ["", *names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer
+
+
+async def serve_health(
+    config: ServerConfig, health_servicer: HealthServicer
+) -> tuple[grpc.aio.Server, int] | None:
+    """The plaintext health-only port, when the config names one: the same servicer as
+    the gRPC port's (NOT_SERVING there is NOT_SERVING here), no other service; the
+    server and its port."""
+    if config.health_bind is None:
+        return None
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port(config.health_bind)
+    await server.start()
+    log.info("health", extra={"health_port": port})
+    return server, port
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -174,8 +201,9 @@ async def run(name: str, config: ServerConfig, build: Callable[[], HostedApp]) -
     tracing.configure(name, config.otlp_endpoint)
     app = build()
     endpoint = await serve_metrics(config)
-    server, port, health = await create_server(app.registrations, config.bind)
-    log.info("listening", extra={"port": port})
+    server, port, health = await create_server(app.registrations, config.bind, config.tls)
+    probes = await serve_health(config, health)
+    log.info("listening", extra={"port": port, "tls": config.tls is not None})
     try:
         await serve(
             server,
@@ -185,6 +213,8 @@ async def run(name: str, config: ServerConfig, build: Callable[[], HostedApp]) -
             on_drain=getattr(app, "drain", None),
         )
     finally:
+        if probes is not None:
+            await probes[0].stop(0)
         if endpoint is not None:
             await endpoint.close()
 
@@ -203,8 +233,9 @@ async def run_worker(name: str, config: ServerConfig, build: Callable[[], Hosted
     tracing.configure(name, config.otlp_endpoint)
     app = build()
     endpoint = await serve_metrics(config)
-    server, port, health = await create_server([], config.bind)
-    log.info("working", extra={"health_port": port})
+    server, port, health = await create_server([], config.bind, config.tls)
+    probes = await serve_health(config, health)
+    log.info("working", extra={"health_port": port, "tls": config.tls is not None})
     stop = stop_on_signals()
     try:
         # Returns once `stop` is set and the in-flight messages are finished and acked.
@@ -212,6 +243,8 @@ async def run_worker(name: str, config: ServerConfig, build: Callable[[], Hosted
     finally:
         await health.enter_graceful_shutdown()
         await server.stop(0)
+        if probes is not None:
+            await probes[0].stop(0)
         await app.close()
         if endpoint is not None:
             await endpoint.close()

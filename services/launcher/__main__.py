@@ -19,7 +19,7 @@ from pathlib import Path
 from services import topology
 from services.kit.config import redact_url
 from services.kit.dev import SECRETS_FILE
-from services.launcher import PYTHONPATH, ROOT, codegen, procs
+from services.launcher import PYTHONPATH, ROOT, certs, codegen, procs
 from services.launcher.platform import (
     DEMO_ADMIN_EMAIL,
     DEMO_TENANT,
@@ -124,7 +124,15 @@ def main(argv: list[str] | None = None) -> int:
         "admin", help="operator commands (create-admin, keygen) against the running platform"
     )
     admin.add_argument("args", nargs=argparse.REMAINDER)
+    issue = sub.add_parser(
+        "certs", help="issue the platform CA and every process's certificate into a directory"
+    )
+    issue.add_argument("directory", help="where they go (cert-manager's Secret layout)")
+    issue.add_argument("--days", default=str(certs.DEFAULT_DAYS), help="validity in days")
     args = parser.parse_args(argv)
+
+    if args.command == "certs":
+        return certs.main([args.directory, "--days", args.days])
 
     if args.command == "generate":
         codegen.regenerate()
@@ -158,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"\nshop platform is up (run dir {platform.run_dir})")
     _print_endpoints(platform.state, platform.run_dir)
+    client = platform.state.client_tls
+    if client is not None:
+        print(
+            "\nservice ports take platform certificates only (mTLS); direct calls present "
+            f"the launcher's: --cacert {client.ca} --cert {client.cert} --key {client.key}"
+        )
     print(f"\nendpoints recorded in {platform.state_path}; `./shop status` shows them", flush=True)
     if args.detach:
         print("detached: `./shop down` stops it", flush=True)

@@ -11,15 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from pathlib import Path
 
 from services import topology
-from services.launcher import ROOT
+from services.launcher import ROOT, certs
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge import LUA, EdgeSettings, render
 from services.launcher.edge_routes import Endpoint
 from services.topology import Kind, Process
 
 OUTPUT = ROOT / "envoy" / "compose.yaml"
+# Where every container finds the service identities (services/launcher/certs.py's
+# layout, `<name>/tls.crt` ...): compose mounts the `certs` volume its `certs` task
+# fills, Kubernetes each pod's own `<name>-tls` Secret at `<TLS_ROOT>/<name>`.
+TLS_ROOT = Path("/etc/shop-tls")
 
 HEADER = """\
 # GENERATED from envoy/edge.yaml by services/launcher/compose.py: do not edit.
@@ -50,6 +55,7 @@ def settings() -> EdgeSettings:
         lua_path="/etc/shop/edge.lua",
         # The container mounts neither gen/openapi nor Swagger UI's assets.
         docs=None,
+        upstream_tls=certs.files(TLS_ROOT, certs.EDGE),
     )
 
 
@@ -58,9 +64,12 @@ def render_compose_edge(edge_settings: EdgeSettings | None = None) -> str:
     return HEADER + render(edge_settings or settings())
 
 
-def settings_here(edge_port: int | None = None, admin_port: int | None = None) -> EdgeSettings:
+def settings_here(
+    edge_port: int | None = None, admin_port: int | None = None, tls_dir: Path | None = None
+) -> EdgeSettings:
     """The compose settings with this checkout's files for the container mounts (to run
-    or validate the compose config outside a container)."""
+    or validate the compose config outside a container), and Envoy's identity from
+    `tls_dir` (`python -m services.launcher.certs` layout) in place of the mounted one."""
     chosen = settings()
     return dataclasses.replace(
         chosen,
@@ -68,7 +77,13 @@ def settings_here(edge_port: int | None = None, admin_port: int | None = None) -
         admin_port=chosen.admin_port if admin_port is None else admin_port,
         descriptor_path=str(DESCRIPTOR_PATH),
         lua_path=str(LUA),
+        upstream_tls=certs.files(tls_dir, certs.EDGE) if tls_dir is not None else None,
     )
+
+
+def tls_env(name: str) -> dict[str, str]:
+    """A container's SERVICE_TLS_* settings: its own identity under TLS_ROOT."""
+    return certs.files(TLS_ROOT, name).env()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +109,15 @@ def expected_service(process: Process) -> ComposeService:
         environment[process.bind_setting] = f"0.0.0.0:{port.default}"
         if process.metrics_port is not None:
             environment[process.metrics_bind_setting] = f"0.0.0.0:{process.metrics_port.default}"
+        # The gRPC port takes platform certificates only; the healthcheck asks the
+        # plaintext health-only port.
+        environment[process.health_bind_setting] = f"0.0.0.0:{process.probe_port}"
+        environment.update(tls_env(process.name))
         return ComposeService(
             process.name,
             ("python", "-m", process.module),
             environment,
-            health_port=port.default,
+            health_port=process.probe_port,
             health_service=process.health,
         )
     if process.kind is Kind.STUB:

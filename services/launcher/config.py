@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from services import topology
-from services.kit.config import env_int, env_str
-from services.launcher import ROOT, edge_routes
+from services.kit.config import ConfigError, ServiceTls, env_int, env_str
+from services.launcher import ROOT, certs, edge_routes
 from services.launcher.edge_capacity import EdgeCapacity
 from services.topology import Process
 
@@ -43,6 +43,11 @@ class LauncherConfig:
     observability: bool = False
     otlp_receiver_port: int = 4317
     prometheus_port: int = 9090
+    # mTLS between Envoy, the services and the launcher (services/kit/tls.py): with
+    # `tls_dir` the certificates there (services/launcher/certs.py's layout), else a
+    # CA and certificates issued into the run directory on every start.
+    service_tls: bool = True
+    tls_dir: Path | None = None
 
     def port(self, setting: str) -> int:
         """The port of a port setting of the topology."""
@@ -80,6 +85,8 @@ class LauncherConfig:
             edge_capacity=EdgeCapacity.from_env(env),
             otlp_receiver_port=env_int(env, "OTLP_RECEIVER_PORT", 4317),
             prometheus_port=env_int(env, "PROMETHEUS_PORT", 9090),
+            service_tls=_on_off(env, "SERVICE_TLS"),
+            tls_dir=Path(env["SERVICE_TLS_DIR"]).resolve() if env.get("SERVICE_TLS_DIR") else None,
         )
 
     @classmethod
@@ -91,6 +98,13 @@ class LauncherConfig:
         return cls(
             run_dir=run_dir, ports=topology.free_ports(), urls=given_urls(env or {}), **settings
         )
+
+
+def _on_off(env: Mapping[str, str], name: str) -> bool:
+    value = env_str(env, name, "on").lower()
+    if value not in ("on", "off"):
+        raise ConfigError(f"{name} must be on or off, got {value!r}")
+    return value == "on"
 
 
 def given_urls(env: Mapping[str, str]) -> dict[str, str]:
@@ -116,6 +130,8 @@ class State:
     observability: dict[str, str] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     stop_signals: dict[str, int] = field(default_factory=dict)
+    # Where the service identities are (services/launcher/certs.py); "": plaintext.
+    tls_dir: str = ""
 
     @classmethod
     def from_json(cls, text: str) -> State:
@@ -123,6 +139,16 @@ class State:
         out (`down` needs only the pids)."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    def identity(self, name: str) -> ServiceTls | None:
+        """The certificate files of one identity (a process, `envoy`, `launcher`);
+        None when the platform runs plaintext."""
+        return certs.files(Path(self.tls_dir), name) if self.tls_dir else None
+
+    @property
+    def client_tls(self) -> ServiceTls | None:
+        """The launcher's own identity: what its checks and the tests dial services with."""
+        return self.identity(certs.LAUNCHER)
 
     def target(self, process: str) -> str:
         """Where a process listens for gRPC (its first replica's target)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from services import topology
 from services.kit import error_model
+from services.kit.config import ServiceTls
 from services.launcher import (
     ROOT,
     edge_capacity,
@@ -98,6 +99,8 @@ class EdgeSettings:
     descriptor_path: str = str(DESCRIPTOR_PATH)
     lua_path: str = str(LUA)
     otlp_endpoint: str | None = None
+    # Envoy's service identity: mTLS to every cluster of the topology; None: plaintext.
+    upstream_tls: ServiceTls | None = None
     # The OpenAPI documents and Swagger UI at /openapi/... and /docs; None serves neither.
     docs: edge_docs.DocsFiles | None = field(default_factory=edge_docs.DocsFiles.here)
 
@@ -166,7 +169,7 @@ def render(settings: EdgeSettings, template: Path = TEMPLATE) -> str:
             edge_policy.jwt_authn(settings.jwt_issuer, settings.jwt_audience, jwks_uri)
         ),
         RBAC=json.dumps(edge_policy.rbac()),
-        CLUSTERS=_flow(edge_routes.clusters(settings.upstreams), 4),
+        CLUSTERS=_flow(edge_routes.clusters(settings.upstreams, settings.upstream_tls), 4),
         TRACING=tracing,
         TRACING_CLUSTER=tracing_cluster,
         **edge_capacity.placeholders(settings.capacity),

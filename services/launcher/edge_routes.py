@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from services import topology
+from services.kit.config import ServiceTls
 from services.launcher import edge_policy
 
 
@@ -107,9 +108,39 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
     return routes
 
 
-def clusters(upstreams: Mapping[str, Endpoint]) -> list[dict[str, Any]]:
-    """One cluster per topology process with `cluster`, health-checked by its health service."""
-    return [
+def transport_socket(name: str, tls: ServiceTls) -> dict[str, Any]:
+    """mTLS to one service: Envoy's certificate, the platform CA, and the service's own
+    name in its certificate; ALPN h2, without which a gRPC server refuses the handshake."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": name,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(tls.cert)},
+                        "private_key": {"filename": str(tls.key)},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(tls.ca)},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "DNS", "matcher": {"exact": name}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def clusters(
+    upstreams: Mapping[str, Endpoint], tls: ServiceTls | None = None
+) -> list[dict[str, Any]]:
+    """One cluster per topology process with `cluster`, health-checked by its health service,
+    over mTLS with Envoy's service identity `tls` (plaintext without)."""
+    found: list[dict[str, Any]] = [
         {
             "name": name,
             "type": "STRICT_DNS",
@@ -151,3 +182,7 @@ def clusters(upstreams: Mapping[str, Endpoint]) -> list[dict[str, Any]]:
         }
         for name, service in topology.clusters().items()
     ]
+    if tls is not None:
+        for cluster in found:
+            cluster["transport_socket"] = transport_socket(str(cluster["name"]), tls)
+    return found

@@ -24,10 +24,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services import topology
-from services.kit import dev
+from services.kit import dev, tls
+from services.kit.config import TLS_SETTINGS, ServiceTls
 from services.launcher import (
     PYTHONPATH,
     ROOT,
+    certs,
     edge,
     edge_routes,
     infra,
@@ -40,7 +42,7 @@ from services.launcher.config import LauncherConfig, State, given_urls
 from services.launcher.provision import migrate, seed_admin, seed_shipments
 from services.topology import Kind, Process
 
-__all__ = ["LauncherConfig", "Platform", "State", "given_urls", "start_service"]
+__all__ = ["LauncherConfig", "Platform", "State", "given_urls", "service_channel", "start_service"]
 
 # The tenant of the stubs' demo catalogue, and its admin (password in secrets.json).
 DEMO_TENANT = dev.DEMO_TENANT
@@ -89,9 +91,17 @@ INFRA: dict[str, InfraStarter] = {
 }
 
 
-def _grpc_serving(target: str, service: str) -> bool:
-    with grpc.insecure_channel(target) as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(
+def service_channel(target: str, identity: ServiceTls | None) -> grpc.Channel:
+    """A blocking channel to a platform service, with the launcher's identity when the
+    platform runs mTLS (its readiness checks, admin verbs and scripts)."""
+    if identity is None:
+        return grpc.insecure_channel(target)
+    return grpc.secure_channel(target, tls.channel_credentials(identity))
+
+
+def _grpc_serving(target: str, service: str, identity: ServiceTls | None) -> bool:
+    with service_channel(target, identity) as chan:
+        reply = health_pb2_grpc.HealthStub(chan).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=1
         )
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
@@ -119,7 +129,7 @@ class Platform:
         procs.write_private(self.state_path, json.dumps(asdict(self.state), indent=2))
 
     def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if k not in TLS_SETTINGS}
         env["PYTHONPATH"] = PYTHONPATH
         env["LOG_LEVEL"] = self.config.log_level
         env.update(self.config.service_env)
@@ -171,6 +181,8 @@ class Platform:
             self._start_traces()
         cfg, env, state = self.config, self._env(), self.state
         keys = _secrets(self.run_dir)
+        if cfg.service_tls:
+            state.tls_dir = str(self._identities())
         state.run_dir = str(self.run_dir)
         state.logs_dir = str(self.run_dir / "logs")
         order = topology.start_order()
@@ -234,6 +246,21 @@ class Platform:
         self._track(proc)
         self.state.observability["Prometheus"] = f"{url} (targets: {url}/targets)"
 
+    def _identities(self) -> Path:
+        """The directory of every process's certificate: the configured one, or a CA and
+        certificates issued now into the run directory (fresh on every start)."""
+        if self.config.tls_dir is not None:
+            missing = certs.missing(self.config.tls_dir)
+            if missing:
+                raise procs.LaunchError(
+                    f"SERVICE_TLS_DIR lacks {', '.join(map(str, missing))}: "
+                    "issue them with `./shop certs DIR`"
+                )
+            return self.config.tls_dir
+        directory = self.run_dir / "tls"
+        certs.issue(directory, days=certs.UP_DAYS)
+        return directory
+
     def _start_infra(self, process: Process, keys: Mapping[str, str], env: dict[str, str]) -> str:
         """An infrastructure server's URL: the one configured, or the one started here."""
         given = self.config.urls.get(process.provides)
@@ -263,6 +290,9 @@ class Platform:
             target = f"{infra.HOST}:{_port(base and base + i)}"
             targets.append(target)
             name, own = process.name, {process.bind_setting: target}
+            identity = self.state.identity(process.name)
+            if identity is not None:
+                own.update(identity.env())
             if process.metrics_port is not None:
                 scrape = f"{infra.HOST}:{_port(metrics_base and metrics_base + i)}"
                 own[process.metrics_bind_setting] = scrape
@@ -278,6 +308,7 @@ class Platform:
                     {**env, **own},
                     self.run_dir,
                     module=process.module,
+                    identity=self.state.client_tls,
                 )
             )
 
@@ -297,6 +328,7 @@ class Platform:
             limits=cfg.edge_limits,
             capacity=cfg.edge_capacity,
             otlp_endpoint=self._otlp_endpoint,
+            upstream_tls=state.identity(certs.EDGE),
         )
         self._track(edge.start_envoy(infra.executable("envoy"), settings, self.run_dir, env))
         state.rest_url = f"http://{infra.HOST}:{settings.edge_port}"
@@ -350,9 +382,10 @@ def start_service(
     run_dir: Path,
     *,
     module: str | None = None,
+    identity: ServiceTls | None = None,
 ) -> procs.Proc:
     """Run `python -m services.<name>` (or `module`) until its health service reports
-    `service` SERVING ("" for the whole server)."""
+    `service` SERVING ("" for the whole server), asked with `identity` when it serves mTLS."""
     proc = procs.start(
         name, [sys.executable, "-m", module or f"services.{name}"], log_dir=run_dir / "logs",
         env=dict(env), cwd=ROOT,
@@ -360,7 +393,7 @@ def start_service(
     with procs.stop_on_error(proc):
         procs.wait_until(
             proc,
-            lambda: _grpc_serving(target, service),
+            lambda: _grpc_serving(target, service, identity),
             what=f"the {name} service to report SERVING",
         )
     return proc

@@ -64,8 +64,8 @@ def bootstrap(config: OrderConfig, *, engine: AsyncEngine | None = None) -> Orde
     """Wire the service; pass `engine` to share one (tests), else one is created."""
     if engine is None:
         engine = db.create_engine(config.database_url, pool_size=config.db_pool_size)
-    products = grpc_client.dial(config.product_target)
-    inventory = grpc_client.dial(config.inventory_target)
+    products = grpc_client.dial(config.product_target, config.server.tls)
+    inventory = grpc_client.dial(config.inventory_target, config.server.tls)
     orders = Orders(
         engine,
         IdempotencyStore(timedelta(seconds=config.idempotency_ttl_s)),

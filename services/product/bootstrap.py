@@ -73,7 +73,7 @@ def bootstrap(config: ProductConfig, *, engine: AsyncEngine | None = None) -> Pr
         budgets=Budgets(read_s=config.read_budget_s, write_s=config.write_budget_s),
         max_pages=config.cache_max_entries,
     )
-    inventory = grpc_client.dial(config.inventory_target)
+    inventory = grpc_client.dial(config.inventory_target, config.server.tls)
     servicer_v1 = ProductServicerV1(catalog, Ledger(inventory))
     servicer_v2 = ProductServicerV2(catalog, config.low_stock_threshold)
 

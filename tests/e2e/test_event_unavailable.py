@@ -27,7 +27,7 @@ def test_ingestion_answers_503_when_redis_is_down(platform: State, tmp_path: Pat
     env = {"REDIS_URL": dead_redis, "EVENT_REDIS_TIMEOUT_S": "0.5", "WEBHOOK_SOURCES": SOURCES,
            "CURSOR_SECRET": "e2e-test-cursor-secret"}  # fmt: skip
     with (
-        running_service("event", tmp_path, env) as target,
+        running_service("event", tmp_path, env, platform) as target,
         running_edge(platform, tmp_path / "edge", event=target) as edge,
         httpx.Client(base_url=edge.rest_url) as http,
     ):

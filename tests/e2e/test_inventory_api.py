@@ -10,7 +10,7 @@ import httpx
 import pytest
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
-from services.launcher.platform import State
+from services.launcher.platform import State, service_channel
 from tests import identity
 from tests.e2e.conftest import assert_error
 from tests.upstream_admin import StubAdmin
@@ -86,8 +86,8 @@ def test_the_reservation_service_is_not_reachable_through_the_edge(
         },
     )
     assert refused.status_code == 404 or refused.headers.get("grpc-status") == "12"
-    # Direct on the service port (inside the network) it answers.
-    with grpc.insecure_channel(platform.target("inventory")) as channel:
+    # Direct on the service port, with a platform certificate, it answers.
+    with service_channel(platform.target("inventory"), platform.client_tls) as channel:
         stub = inventory_pb2_grpc.ReservationServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
             stub.GetReservation(

@@ -49,7 +49,7 @@ def edge(platform: State, keys: dict[str, tuple[str, Path]]) -> Iterator[Edge]:
         "JWT_SIGNING_KEYS": f"{keys['A'][1]},{keys['B'][1]}",
     }
     with (
-        running_service("user", run_dir, env) as user,
+        running_service("user", run_dir, env, platform) as user,
         running_edge(platform, run_dir / "edge", user=user) as started,
     ):
         yield started

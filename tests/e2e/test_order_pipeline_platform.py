@@ -8,12 +8,11 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 from redis.asyncio import Redis
 
-from services.kit import db
+from services.kit import db, grpc_client
 from services.launcher.platform import State
 from services.order.domain import OrderStatus
 from services.order.pipeline.config import ORDERS_QUEUE
@@ -24,7 +23,7 @@ from tests.pipeline import Shop, only
 async def shop(platform: State) -> AsyncIterator[Shop]:
     redis = Redis.from_url(platform.redis_url)
     engine = db.create_engine(platform.database_url, pool_size=2)
-    async with grpc.aio.insecure_channel(platform.target("inventory")) as channel:
+    async with grpc_client.dial(platform.target("inventory"), platform.client_tls) as channel:
         yield Shop(
             postgres_url=platform.database_url,
             redis_url=platform.redis_url,
@@ -35,6 +34,7 @@ async def shop(platform: State) -> AsyncIterator[Shop]:
             redis=redis,
             queue=ORDERS_QUEUE,
             run_dir=Path(platform.run_dir),
+            tls=platform.client_tls,
         )
     await redis.aclose()
     await engine.dispose()

@@ -43,7 +43,7 @@ def ratelimit(platform: State, run_dir: Path) -> Iterator[str]:
         "REDIS_URL": platform.redis_url,
         "RATELIMIT_RULES": f"user={PER_USER}/hour; remote_address=10000/second",
     }
-    with running_service("ratelimit", run_dir, env) as target:
+    with running_service("ratelimit", run_dir, env, platform) as target:
         yield target
 
 
@@ -134,7 +134,9 @@ def test_with_the_rate_limit_service_down_traffic_passes(
     dave = identity.customer(http, tenant)
     env = {"REDIS_URL": platform.redis_url, "RATELIMIT_RULES": "user=1/hour"}
     with ExitStack() as service:
-        doomed = service.enter_context(running_service("ratelimit", run_dir / "doomed", env))
+        doomed = service.enter_context(
+            running_service("ratelimit", run_dir / "doomed", env, platform)
+        )
         with (
             running_edge(platform, run_dir / "edge-c", ratelimit=doomed) as alone,
             httpx.Client(base_url=alone.rest_url, timeout=10) as client,

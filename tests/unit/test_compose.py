@@ -29,7 +29,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services import topology
 from services.event.config import EventConfig, WorkerProcessConfig
-from services.launcher import ROOT, compose, infra, procs
+from services.kit.config import ServerConfig
+from services.launcher import ROOT, certs, compose, infra, procs
 from services.order.config import OrderConfig
 from services.product.config import ProductConfig
 from services.ratelimit.config import RateLimitConfig
@@ -38,8 +39,9 @@ from tests.upstream_admin import running_stub
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-# One-shot tasks beside the topology's processes: migrations, the signing key, demo data.
-TASKS = {"migrate", "keys", "seed-shipments"}
+# One-shot tasks beside the topology's processes: migrations, the signing key, the
+# service certificates, demo data.
+TASKS = {"migrate", "keys", "certs", "seed-shipments"}
 SERVICES = set(compose.expected_services()) | TASKS
 GRPC_SERVICES = topology.clusters()
 SETTINGS = compose.settings()
@@ -276,8 +278,11 @@ def test_event_environment_is_what_its_configs_read(spec: dict[str, Any]) -> Non
     assert worker.mongo_url == "mongodb://mongo:27017/shop"
     seed = services["seed-shipments"]["command"]
     assert seed[seed.index("--mongo-url") + 1] == worker.mongo_url
-    # The worker's healthcheck asks the port its config binds.
-    assert f":{worker_port}" in healthcheck(services["event-worker"])[-1]
+    # The worker's healthcheck asks the health-only port its config binds.
+    assert worker.server.health_bind == f"0.0.0.0:{worker_port + topology.PROBE_PORT_OFFSET}"
+    assert (
+        f":{worker_port + topology.PROBE_PORT_OFFSET}" in healthcheck(services["event-worker"])[-1]
+    )
 
 
 def test_envoy_mounts_what_its_config_loads(spec: dict[str, Any]) -> None:
@@ -288,6 +293,8 @@ def test_envoy_mounts_what_its_config_loads(spec: dict[str, Any]) -> None:
     mounts = {}
     for volume in envoy["volumes"]:
         source, target, *_ = volume.split(":")
+        if source == "certs":  # the named volume of the service certificates
+            continue
         assert (ROOT / source).is_file(), f"envoy mounts missing {source}"
         mounts[source] = target
     assert mounts == {
@@ -397,7 +404,10 @@ def run_check(command: list[str]) -> int:
 
 @pytest.mark.parametrize(
     ("service", "name", "port"),
-    [(name, GRPC_SERVICES[name], f":{SETTINGS.upstreams[name].port}") for name in GRPC_SERVICES],
+    [
+        (name, GRPC_SERVICES[name], f":{topology.by_name(name).probe_port}")
+        for name in GRPC_SERVICES
+    ],
 )
 def test_service_healthcheck_reads_grpc_health(
     spec: dict[str, Any], service: str, name: str, port: str
@@ -479,7 +489,7 @@ def test_user_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None
     assert [str(p) for p in config.signing_keys] == [keygen[keygen.index("keygen") + 1]]
     assert {v.split(":")[0] for v in user["volumes"]} == {
         v.split(":")[0] for v in spec["services"]["keys"]["volumes"]
-    }
+    } | {"certs"}
 
 
 def test_ratelimit_environment_is_what_its_config_reads(spec: dict[str, Any]) -> None:
@@ -487,3 +497,52 @@ def test_ratelimit_environment_is_what_its_config_reads(spec: dict[str, Any]) ->
     config = RateLimitConfig.from_env(env)
     assert config.server.bind == f"0.0.0.0:{SETTINGS.upstreams['ratelimit'].port}"
     assert config.rules == RateLimitConfig.from_env({"REDIS_URL": "redis://x"}).rules
+
+
+# --- service identity (mTLS) --------------------------------------------------------------
+
+
+def test_every_process_serves_mtls_with_its_own_certificate(spec: dict[str, Any]) -> None:
+    services = spec["services"]
+    tasks = services["certs"]
+    command = tasks["command"]
+    assert command[:3] == ["python", "-m", "services.launcher.certs"]
+    issued_into = command[3]
+    assert [f"certs:{issued_into}"] == tasks["volumes"]
+    for process in topology.of_kind(topology.Kind.SERVER, topology.Kind.WORKER):
+        service = services[process.name]
+        config = ServerConfig.from_env(
+            process.bind_setting.removesuffix("_GRPC_BIND"),
+            {k: interpolate(v) for k, v in environment(service).items()},
+        )
+        assert config.tls == certs.files(compose.TLS_ROOT, process.name), process.name
+        assert config.health_bind == f"0.0.0.0:{process.probe_port}"
+        assert f"certs:{compose.TLS_ROOT}:ro" in service["volumes"], process.name
+        condition = service["depends_on"]["certs"]["condition"]
+        assert condition == "service_completed_successfully", process.name
+
+
+def test_envoy_dials_every_service_over_mtls(spec: dict[str, Any]) -> None:
+    envoy = spec["services"]["envoy"]
+    assert f"certs:{compose.TLS_ROOT}:ro" in envoy["volumes"]
+    assert envoy["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+    # The image's entrypoint runs Envoy as the uid that owns the certificates.
+    uid = re.search(r"--uid (\d+)", DOCKERFILE.read_text())
+    assert uid is not None
+    assert str(environment(envoy)["ENVOY_UID"]) == uid[1]
+    config = yaml.safe_load(compose.OUTPUT.read_text())
+    own = certs.files(compose.TLS_ROOT, certs.EDGE)
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for name in GRPC_SERVICES:
+        socket = clusters[name]["transport_socket"]["typed_config"]
+        common = socket["common_tls_context"]
+        assert common["alpn_protocols"] == ["h2"], name
+        assert common["tls_certificates"] == [
+            {"certificate_chain": {"filename": str(own.cert)},
+             "private_key": {"filename": str(own.key)}}
+        ]  # fmt: skip
+        validation = common["validation_context"]
+        assert validation["trusted_ca"] == {"filename": str(own.ca)}
+        assert validation["match_typed_subject_alt_names"] == [
+            {"san_type": "DNS", "matcher": {"exact": name}}
+        ]

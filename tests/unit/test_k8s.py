@@ -34,7 +34,7 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services import topology
-from services.launcher import ROOT, compose, infra, procs
+from services.launcher import ROOT, certs, compose, infra, procs
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge import LUA
 from services.topology import Kind
@@ -199,7 +199,10 @@ def process_problems(docs: list[Doc], env: str) -> list[str]:
             found.append(f"{name}: runs {box['command']}")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             grpc_probe = box.get(probe, {}).get("grpc")
-            want = {"port": port, **({"service": process.health} if process.health else {})}
+            want = {
+                "port": process.probe_port,
+                **({"service": process.health} if process.health else {}),
+            }
             if grpc_probe != want:
                 found.append(f"{name}: {probe} is {grpc_probe}, not {want}")
         binds = {e["name"]: e.get("value") for e in box["env"]}
@@ -267,7 +270,7 @@ def test_the_process_check_sees_a_wrong_probe_and_a_root_pod() -> None:
     docs.remove(of_kind(docs, "PodDisruptionBudget")["relay"])
     assert process_problems(docs, "base") == [
         "order: readinessProbe is {'port': 1, 'service': 'shop.order.v1.OrderService'}, "
-        "not {'port': 7051, 'service': 'shop.order.v1.OrderService'}",
+        "not {'port': 7151, 'service': 'shop.order.v1.OrderService'}",
         "order: the pod may run as root",
         "relay: no PodDisruptionBudget",
     ]
@@ -414,6 +417,59 @@ def test_envoy_dials_every_cluster_by_its_service_name(rendered: tuple[str, list
         assert f'"socket_address": {{"address": "{name}", "port_value": {port}}}' in text
         # Headless: Envoy's STRICT_DNS cluster resolves every ready pod.
         assert services[name]["spec"]["clusterIP"] == "None"
+
+
+def identity_mount(deploy: Doc) -> tuple[Doc, Doc] | None:
+    """The volume and mount of a pod's service identity Secret, if it has one."""
+    pod = deploy["spec"]["template"]["spec"]
+    for volume in pod.get("volumes", []):
+        if "secret" in volume and volume["secret"]["secretName"].endswith("-tls"):
+            mount = next(
+                (m for m in container(deploy)["volumeMounts"] if m["name"] == volume["name"]), None
+            )
+            return (volume, mount) if mount is not None else None
+    return None
+
+
+def test_every_pod_mounts_its_own_identity_secret(rendered: tuple[str, list[Doc]]) -> None:
+    _, docs = rendered
+    deployments = of_kind(docs, "Deployment")
+    for process in [*APPS, EDGE]:
+        deploy = deployments[process.name]
+        found = identity_mount(deploy)
+        assert found is not None, f"{process.name} mounts no identity Secret"
+        volume, mount = found
+        # A reference only: cert-manager (or `kubectl create secret`) supplies the Secret.
+        assert volume["secret"]["secretName"] == f"{process.name}-tls"
+        assert mount["readOnly"] is True
+        own = certs.files(compose.TLS_ROOT, process.name)
+        assert mount["mountPath"] == str(own.ca.parent)
+        if process.kind is Kind.EDGE:
+            continue
+        env = {e["name"]: e.get("value") for e in container(deploy)["env"]}
+        assert {k: env.get(k) for k in own.env()} == own.env(), process.name
+        assert env[process.health_bind_setting] == f"0.0.0.0:{process.probe_port}"
+    assert "-tls" not in json.dumps(of_kind(docs, "Secret"))
+
+
+def test_every_envoy_cluster_to_a_service_has_a_tls_transport_socket() -> None:
+    config = yaml.safe_load((common.BASE / "envoy" / "compose.yaml").read_text())
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    own = certs.files(compose.TLS_ROOT, certs.EDGE)
+    for name in topology.clusters():
+        socket = clusters[name].get("transport_socket", {})
+        assert socket.get("name") == "envoy.transport_sockets.tls", name
+        common_tls = socket["typed_config"]["common_tls_context"]
+        assert common_tls["tls_certificates"][0]["private_key"] == {"filename": str(own.key)}
+        assert common_tls["validation_context"]["trusted_ca"] == {"filename": str(own.ca)}
+
+
+def test_the_identity_check_sees_a_pod_without_its_secret() -> None:
+    docs = [copy.deepcopy(d) for d in base_documents()]
+    order = of_kind(docs, "Deployment")["order"]
+    pod = order["spec"]["template"]["spec"]
+    pod["volumes"] = [v for v in pod["volumes"] if "secret" not in v]
+    assert identity_mount(order) is None
 
 
 def test_envoy_readiness_is_the_compose_healthcheck() -> None:

@@ -395,8 +395,16 @@ def test_a_new_entry_reaches_the_compose_settings_and_the_drift_check() -> None:
     assert expected["loyalty"] == compose.ComposeService(
         "loyalty",
         ("python", "-m", "services.loyalty"),
-        {"DATABASE_URL": None, "CURSOR_SECRET": None, "LOYALTY_GRPC_BIND": "0.0.0.0:7063"},
-        health_port=7063,
+        {
+            "DATABASE_URL": None,
+            "CURSOR_SECRET": None,
+            "LOYALTY_GRPC_BIND": "0.0.0.0:7063",
+            "LOYALTY_HEALTH_BIND": "0.0.0.0:7163",
+            "SERVICE_TLS_CA": "/etc/shop-tls/loyalty/ca.crt",
+            "SERVICE_TLS_CERT": "/etc/shop-tls/loyalty/tls.crt",
+            "SERVICE_TLS_KEY": "/etc/shop-tls/loyalty/tls.key",
+        },
+        health_port=7163,
         health_service="shop.loyalty.v1.LoyaltyService",
     )
     assert expected["digest"].command == ("python", "-m", "services.digest")

@@ -4,7 +4,7 @@ and a preStop that fails readiness and drains."""
 from __future__ import annotations
 
 from services import topology
-from services.launcher import compose
+from services.launcher import certs, compose
 from services.launcher.edge import LOG_FORMAT
 from services.topology import Kind
 
@@ -22,7 +22,7 @@ from .common import (
     tmp_mount,
     tmp_volume,
 )
-from .workloads import deployment, pdb
+from .workloads import deployment, pdb, tls_volume
 
 
 def _admin(request: str) -> str:
@@ -45,6 +45,8 @@ def envoy_documents() -> list[Doc]:
     edge = topology.of_kind(Kind.EDGE)[0]
     port = compose.settings().edge_port
     ready = {"exec": {"command": envoy_ready()}, "timeoutSeconds": 3}
+    # Its client certificate for the services (the compose config names the files).
+    identity, identity_mount = tls_volume(certs.EDGE)
     # Fail readiness (/ready answers DRAINING), close connections gracefully, wait.
     steps = [_admin(f"POST {p}") + " && cat <&3 >/dev/null" for p in DRAIN_ADMIN]
     drain = ["bash", "-c", "; ".join([*steps, f"sleep {ENVOY_DRAIN_S}"])]
@@ -82,9 +84,10 @@ def envoy_documents() -> list[Doc]:
         "volumeMounts": [
             tmp_mount(),
             {"name": "config", "mountPath": "/etc/shop", "readOnly": True},
+            identity_mount,
         ],
     }
-    volumes = [tmp_volume(), {"name": "config", "configMap": {"name": ENVOY_CONFIG}}]
+    volumes = [tmp_volume(), {"name": "config", "configMap": {"name": ENVOY_CONFIG}}, identity]
     deploy = deployment(edge, container, volumes, ENVOY_UID)
     deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = ENVOY_DRAIN_S + 20
     service = {

@@ -3,6 +3,7 @@ dev overlay's stubs."""
 
 from __future__ import annotations
 
+from services.launcher import compose
 from services.topology import Kind, Process
 
 from .common import (
@@ -31,7 +32,9 @@ from .policies import policy, tcp
 
 
 def grpc_probe(process: Process, **timing: int) -> Doc:
-    grpc: Doc = {"port": process.port.default}
+    """A kubelet gRPC probe: on the plaintext health-only port, since it cannot present
+    the platform certificate the gRPC port asks for."""
+    grpc: Doc = {"port": process.probe_port}
     if process.health:
         grpc["service"] = process.health
     return {"grpc": grpc, "timeoutSeconds": 3, **timing}
@@ -45,9 +48,27 @@ def probes(process: Process) -> Doc:
     }
 
 
+def tls_secret(name: str) -> str:
+    """The Secret holding one identity's `ca.crt`, `tls.crt`, `tls.key` (cert-manager's
+    Certificate layout; docs/kubernetes.md)."""
+    return f"{name}-tls"
+
+
+def tls_volume(name: str) -> tuple[Doc, Doc]:
+    """The pod's own identity Secret as a read-only volume and its mount, where
+    SERVICE_TLS_* (and Envoy's config) look for it."""
+    volume = {"name": "tls", "secret": {"secretName": tls_secret(name), "defaultMode": 0o440}}
+    mount = {"name": "tls", "mountPath": str(compose.TLS_ROOT / name), "readOnly": True}
+    return volume, mount
+
+
 def app_env(process: Process) -> list[Doc]:
     check_needs(process)
-    env: list[Doc] = [{"name": process.bind_setting, "value": f"0.0.0.0:{process.port.default}"}]
+    env: list[Doc] = [
+        {"name": process.bind_setting, "value": f"0.0.0.0:{process.port.default}"},
+        {"name": process.health_bind_setting, "value": f"0.0.0.0:{process.probe_port}"},
+        *({"name": k, "value": v} for k, v in compose.tls_env(process.name).items()),
+    ]
     if process.metrics_port is not None:
         env.append(
             {
@@ -68,8 +89,11 @@ def app_env(process: Process) -> list[Doc]:
 
 
 def container_ports(process: Process) -> list[Doc]:
-    """Its gRPC port, and the port its `/metrics` is scraped on."""
-    found = [{"name": "grpc", "containerPort": process.port.default, "protocol": "TCP"}]
+    """Its gRPC port, its health-only port, and the port its `/metrics` is scraped on."""
+    found = [
+        {"name": "grpc", "containerPort": process.port.default, "protocol": "TCP"},
+        {"name": "health", "containerPort": process.probe_port, "protocol": "TCP"},
+    ]
     if process.metrics_port is not None:
         found.append(
             {"name": "metrics", "containerPort": process.metrics_port.default, "protocol": "TCP"}
@@ -99,8 +123,9 @@ def grace_s(process: Process) -> int:
 
 def app_deployment(process: Process) -> Doc:
     name = process.name
-    volumes = [tmp_volume()]
-    mounts = [tmp_mount()]
+    identity, identity_mount = tls_volume(name)
+    volumes = [tmp_volume(), identity]
+    mounts = [tmp_mount(), identity_mount]
     if uses_signing_keys(process):
         volumes.append(
             {

@@ -50,7 +50,7 @@ def bootstrap(config: PipelineConfig, *, engine: AsyncEngine | None = None) -> P
     redis = create_redis(
         config.redis_url, connect_timeout_s=2.0, max_connections=config.worker.concurrency + 8
     )
-    channel = grpc_client.dial(config.inventory_target)
+    channel = grpc_client.dial(config.inventory_target, config.server.tls)
     upstream = Upstream("payments", config.payments_url, config.payments)
     provider = PaymentProvider(upstream, config.currency)
     pipeline = Pipeline(engine, Reservations(channel), provider, hold_s=config.hold_s)
