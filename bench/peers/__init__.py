@@ -1,0 +1,1 @@
+"""Baselines the benchmarks compare the platform with: not part of the platform."""
