@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.launcher import ROOT, infra
-from services.launcher.edge_routes import EdgeLimits
+from services.launcher.edge_limits import EdgeLimits, Quota
 from services.launcher.platform import LauncherConfig, Platform, State
 
 INSTALL_HINT = (
@@ -49,9 +49,15 @@ end
 
 
 # Limits far above what one machine's load can reach: every check at the edge still
-# runs (local buckets, the rate-limit service call), but none refuses a request.
-HIGH_LIMITS_ENV = {"RATELIMIT_RULES": "user=1000000/second; remote_address=1000000/second"}
-HIGH_LIMITS = EdgeLimits(route_rps=1000000, credentials_rps=1000)
+# runs (route buckets, the per-address and per-user quotas, the rate-limit service on
+# login and register), but none refuses a request.
+HIGH_LIMITS_ENV = {
+    "RATELIMIT_RULES": "generic_key:login,remote_address=1000000/second; "
+    "generic_key:register,remote_address=1000000/second"
+}
+HIGH_LIMITS = EdgeLimits(
+    route_rps=1000000, credentials_rps=1000, address=Quota(1000000), user=Quota(1000000)
+)
 
 
 def nearest_rank(ordered: Sequence[float], percent: float) -> float:

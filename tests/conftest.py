@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.kit import db
 from services.launcher import PYTHONPATH, ROOT, infra, procs, stubs
-from services.launcher.edge_routes import EdgeLimits
+from services.launcher.edge_limits import EdgeLimits, Quota
 from services.launcher.platform import LauncherConfig, Platform, State, _secrets
 from services.launcher.provision import migrate, seed_shipments
 from tests import identity, webhooks
@@ -174,11 +174,14 @@ def platform(
             "INVENTORY_WATCH_HEARTBEAT_S": "1",
             # Every test logs users in from 127.0.0.1: the per-address limits are
             # for production (tests/e2e/test_rate_limits.py runs its own).
-            "RATELIMIT_RULES": "user=1000/second; remote_address=5000/second",
+            "RATELIMIT_RULES": "generic_key:login,remote_address=5000/second; "
+            "generic_key:register,remote_address=5000/second",
             **identity.CHEAP_ARGON2,
             **webhooks.WORKER_SETTINGS,
         },
-        edge_limits=EdgeLimits(route_rps=2000, credentials_rps=500),
+        edge_limits=EdgeLimits(
+            route_rps=2000, credentials_rps=500, address=Quota(5000), user=Quota(1000)
+        ),
     )
     launched = Platform(config)
     try:

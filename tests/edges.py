@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from services import topology
 from services.launcher import PYTHONPATH, certs, edge, infra, procs
 from services.launcher.edge_capacity import EdgeCapacity
-from services.launcher.edge_routes import EdgeLimits, Endpoint
+from services.launcher.edge_limits import EdgeLimits
+from services.launcher.edge_routes import Endpoint
 from services.launcher.platform import State, start_service
 
 
@@ -60,20 +61,24 @@ def running_edge(
     *,
     limits: EdgeLimits | None = None,
     capacity: EdgeCapacity | None = None,
+    edge_port: int | None = None,
+    replicas: Sequence[Endpoint] | None = None,
     **targets: str,
 ) -> Iterator[Edge]:
     """An Envoy in front of the platform's services, with limits and capacity of its own;
-    `user=` or `ratelimit=` targets replace the platform's own."""
+    `user=` or `ratelimit=` targets replace the platform's own; `replicas` are the Envoys
+    of its local cluster (itself alone by default)."""
     upstreams = {**{name: platform.target(name) for name in topology.clusters()}, **targets}
     settings = edge.EdgeSettings(
         edge_address=infra.HOST,
-        edge_port=procs.free_port(),
+        edge_port=edge_port or procs.free_port(),
         admin_address=infra.HOST,
         admin_port=procs.free_port(),
         upstreams={name: _endpoint(target) for name, target in upstreams.items()},
         limits=limits or EdgeLimits(),
         capacity=capacity or EdgeCapacity(),
         upstream_tls=platform.identity(certs.EDGE),
+        replicas=replicas,
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     proc = edge.start_envoy(infra.executable("envoy"), settings, run_dir, dict(os.environ))
@@ -85,3 +90,23 @@ def running_edge(
         )
     finally:
         procs.stop(proc)
+
+
+@contextmanager
+def running_edges(
+    platform: State, run_dir: Path, count: int, limits: EdgeLimits, **targets: str
+) -> Iterator[tuple[Edge, ...]]:
+    """`count` Envoys of one edge: each lists them all as its local cluster, so they
+    share the per-address and per-user quotas out between them."""
+    ports = [procs.free_port() for _ in range(count)]
+    replicas = tuple(Endpoint(infra.HOST, port) for port in ports)
+    with ExitStack() as stack:
+        yield tuple(
+            stack.enter_context(
+                running_edge(
+                    platform, run_dir / f"edge-{n}", limits=limits, edge_port=port,
+                    replicas=replicas, **targets,
+                )
+            )
+            for n, port in enumerate(ports)
+        )  # fmt: skip

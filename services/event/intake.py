@@ -125,10 +125,11 @@ class EventIntake:
         except (RedisError, OSError) as exc:
             log.warning("event queue unavailable", extra={"error": str(exc)})
             raise errors.Unavailable("the event queue cannot take events now; retry") from None
-        log.debug(
-            "event accepted",
-            extra={"source": event.source, "event_id": event.id, "duplicate": duplicate},
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "event accepted",
+                extra={"source": event.source, "event_id": event.id, "duplicate": duplicate},
+            )
         return Accepted(source=event.source, id=event.id, duplicate=duplicate)
 
 

@@ -60,12 +60,10 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
     async def IngestWebhook(
         self, request: event_pb2.IngestWebhookRequest, context: Context
     ) -> event_pb2.IngestWebhookResponse:
-        delivery = Delivery(
-            message_id=calls.header(context, "webhook-id") or "",
-            timestamp=calls.header(context, "webhook-timestamp") or "",
-            signature=calls.header(context, "webhook-signature") or "",
-            body=request.http_body.data,
+        message_id, signed_at, signature = calls.headers(
+            context, "webhook-id", "webhook-timestamp", "webhook-signature"
         )
+        delivery = Delivery(message_id, signed_at, signature, request.http_body.data)
         accepted = await self._intake.ingest(request.source, delivery)
         await self._acknowledge(context, accepted)
         return event_pb2.IngestWebhookResponse(

@@ -29,6 +29,16 @@ def header(ctx: Context, name: str) -> str | None:
     return None
 
 
+def headers(ctx: Context, *names: str) -> tuple[str, ...]:
+    """The values of several metadata entries (lowercase names), each the first one as
+    `header` reads it, in one pass over the metadata; "" when absent."""
+    found: dict[str, str] = {}
+    for key, value in ctx.invocation_metadata() or ():
+        if key in names and key not in found and isinstance(value, str):
+            found[key] = value
+    return tuple(found.get(name, "") for name in names)
+
+
 def require_header(ctx: Context, name: str, http_name: str) -> str:
     """The header's value; InvalidArgument naming the HTTP header when absent or blank."""
     value = (header(ctx, name) or "").strip()

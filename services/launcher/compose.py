@@ -56,7 +56,15 @@ def settings() -> EdgeSettings:
         # The container mounts neither gen/openapi nor Swagger UI's assets.
         docs=None,
         upstream_tls=certs.files(TLS_ROOT, certs.EDGE),
+        # One name for every Envoy of the edge: a network alias in docker-compose.yml,
+        # a headless Service in Kubernetes (tools/k8s/edge.py).
+        replicas=(Endpoint(replicas_host(), edge.port.default),),
     )
+
+
+def replicas_host() -> str:
+    """The DNS name that resolves to every ready Envoy of the edge."""
+    return f"{_edge().name}-replicas"
 
 
 def render_compose_edge(edge_settings: EdgeSettings | None = None) -> str:

@@ -12,8 +12,9 @@ from typing import Any
 
 from services import topology
 from services.kit.config import ConfigError, ServiceTls, env_int, env_str
-from services.launcher import ROOT, certs, edge_routes
+from services.launcher import ROOT, certs
 from services.launcher.edge_capacity import EdgeCapacity
+from services.launcher.edge_limits import EdgeLimits, Quota
 from services.topology import Process
 
 
@@ -33,7 +34,7 @@ class LauncherConfig:
     otlp_endpoint: str | None = None
     jwt_issuer: str = "shop-platform"
     jwt_audience: str = "shop-api"
-    edge_limits: edge_routes.EdgeLimits = field(default_factory=edge_routes.EdgeLimits)
+    edge_limits: EdgeLimits = field(default_factory=EdgeLimits)
     edge_capacity: EdgeCapacity = field(default_factory=EdgeCapacity)
     # Settings passed to every service on top of the environment (e.g. tests'
     # shorter breaker timings).
@@ -78,9 +79,12 @@ class LauncherConfig:
             otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             jwt_issuer=env_str(env, "JWT_ISSUER", "shop-platform"),
             jwt_audience=env_str(env, "JWT_AUDIENCE", "shop-api"),
-            edge_limits=edge_routes.EdgeLimits(
+            edge_limits=EdgeLimits(
                 route_rps=env_int(env, "EDGE_ROUTE_RPS", 500),
                 credentials_rps=env_int(env, "EDGE_CREDENTIALS_RPS", 10),
+                address=Quota(env_int(env, "EDGE_ADDRESS_RPS", 200)),
+                user=Quota(env_int(env, "EDGE_USER_RPS", 50)),
+                callers=env_int(env, "EDGE_LIMIT_CALLERS", 100_000),
             ),
             edge_capacity=EdgeCapacity.from_env(env),
             otlp_receiver_port=env_int(env, "OTLP_RECEIVER_PORT", 4317),

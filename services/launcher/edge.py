@@ -6,18 +6,19 @@ import json
 import string
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from services import topology
-from services.kit import error_model
+from services.kit import error_model, identity
 from services.kit.config import ServiceTls
 from services.launcher import (
     ROOT,
     edge_capacity,
     edge_docs,
+    edge_limits,
     edge_pages,
     edge_policy,
     edge_routes,
@@ -25,7 +26,8 @@ from services.launcher import (
 )
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge_capacity import EdgeCapacity
-from services.launcher.edge_routes import EdgeLimits, Endpoint
+from services.launcher.edge_limits import EdgeLimits
+from services.launcher.edge_routes import Endpoint
 
 TEMPLATE = ROOT / "envoy" / "edge.yaml"
 LUA = ROOT / "envoy" / "edge.lua"
@@ -103,11 +105,21 @@ class EdgeSettings:
     upstream_tls: ServiceTls | None = None
     # The OpenAPI documents and Swagger UI at /openapi/... and /docs; None serves neither.
     docs: edge_docs.DocsFiles | None = field(default_factory=edge_docs.DocsFiles.here)
+    # Every Envoy of this edge, this one included, that shares the per-caller quotas;
+    # None: this Envoy alone.
+    replicas: Sequence[Endpoint] | None = None
 
     @property
     def jwks_host(self) -> str:
         """The address this Envoy reaches its own listener on."""
         return "127.0.0.1" if self.edge_address in ("0.0.0.0", "::") else self.edge_address
+
+    @property
+    def local_cluster(self) -> Sequence[Endpoint]:
+        """The members of the edge's local cluster."""
+        if self.replicas is None:
+            return (Endpoint(self.jwks_host, self.edge_port),)
+        return self.replicas
 
 
 def _tracing(otlp_endpoint: str | None) -> tuple[str, str]:
@@ -169,7 +181,16 @@ def render(settings: EdgeSettings, template: Path = TEMPLATE) -> str:
             edge_policy.jwt_authn(settings.jwt_issuer, settings.jwt_audience, jwks_uri)
         ),
         RBAC=json.dumps(edge_policy.rbac()),
-        CLUSTERS=_flow(edge_routes.clusters(settings.upstreams, settings.upstream_tls), 4),
+        ADDRESS_LIMIT=json.dumps(edge_limits.address_limit(settings.limits)),
+        USER_LIMIT=json.dumps(edge_limits.user_limit(settings.limits, identity.USER_HEADER)),
+        LOCAL_CLUSTER=edge_limits.LOCAL_CLUSTER,
+        CLUSTERS=_flow(
+            [
+                *edge_routes.clusters(settings.upstreams, settings.upstream_tls),
+                edge_routes.local_cluster(settings.local_cluster),
+            ],
+            4,
+        ),
         TRACING=tracing,
         TRACING_CLUSTER=tracing_cluster,
         **edge_capacity.placeholders(settings.capacity),

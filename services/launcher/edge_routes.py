@@ -8,13 +8,19 @@ saturates, and login and registration (an Argon2 hash each) get a tight one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from services import topology
 from services.kit.config import ServiceTls
 from services.launcher import edge_policy
+from services.launcher.edge_limits import (
+    LOCAL_CLUSTER,
+    EdgeLimits,
+    credentials_limit,
+    route_bucket,
+)
 
 
 @dataclass(frozen=True)
@@ -35,32 +41,6 @@ class Endpoint:
 CREDENTIAL_METHODS = ("/shop.user.v1.UserService/Login", "/shop.user.v1.UserService/Register")
 
 
-@dataclass(frozen=True)
-class EdgeLimits:
-    """Per-route local token buckets of one Envoy (requests per second, burst twice that)."""
-
-    route_rps: int = 500
-    credentials_rps: int = 10
-
-
-def local_limit(name: str, rps: int) -> dict[str, Any]:
-    full = {"numerator": 100, "denominator": "HUNDRED"}
-    return {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-        "stat_prefix": f"route_{name}",
-        "token_bucket": {"max_tokens": 2 * rps, "tokens_per_fill": rps, "fill_interval": "1s"},
-        "filter_enabled": {"runtime_key": "edge.local_limit.enabled", "default_value": full},
-        "filter_enforced": {"runtime_key": "edge.local_limit.enforced", "default_value": full},
-        # The bucket refills every second.
-        "response_headers_to_add": [
-            {
-                "header": {"key": "retry-after", "value": "1"},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }
-        ],
-    }
-
-
 def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
     services = edge_policy.services()
     by_name = {s.name: s for s in services}
@@ -73,15 +53,10 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
             "match": {"path": path},
             "route": {"cluster": user.cluster, "timeout": timeout},
             "typed_per_filter_config": {
-                "envoy.filters.http.local_ratelimit": local_limit(method, limits.credentials_rps),
-                # Attempts per client address too, on top of the virtual host's limits.
-                "envoy.filters.http.ratelimit": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
-                    "vh_rate_limits": "INCLUDE",
-                    "rate_limits": [{"actions": [
-                        {"generic_key": {"descriptor_value": method}}, {"remote_address": {}},
-                    ]}],
-                },
+                "envoy.filters.http.local_ratelimit": route_bucket(method, limits.credentials_rps),
+                # Attempts per client address, counted exactly by the rate-limit service:
+                # the only routes that call it.
+                "envoy.filters.http.ratelimit": credentials_limit(method),
             },
         })  # fmt: skip
     for service in services:
@@ -92,7 +67,7 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
                 "match": {"path": path},
                 "route": {"cluster": service.cluster, "timeout": timeout},
                 "typed_per_filter_config": {
-                    "envoy.filters.http.local_ratelimit": local_limit(
+                    "envoy.filters.http.local_ratelimit": route_bucket(
                         service.cluster, limits.route_rps
                     )
                 },
@@ -102,7 +77,7 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
             "match": {"prefix": f"/{service.name}/"},
             "route": {"cluster": service.cluster, "timeout": service.timeout},
             "typed_per_filter_config": {
-                "envoy.filters.http.local_ratelimit": local_limit(service.cluster, limits.route_rps)
+                "envoy.filters.http.local_ratelimit": route_bucket(service.cluster, limits.route_rps)
             },
         })  # fmt: skip
     return routes
@@ -186,3 +161,33 @@ def clusters(
         for cluster in found:
             cluster["transport_socket"] = transport_socket(str(cluster["name"]), tls)
     return found
+
+
+def local_cluster(replicas: Sequence[Endpoint]) -> dict[str, Any]:
+    """The cluster of the edge's own Envoys, which shares the per-caller quotas out
+    (services/launcher/edge_limits.py). Envoy counts its hosts healthy or not
+    (membership_total), so it is never health-checked and nothing is sent to it; a
+    DNS name (a headless Service) lists every replica that is ready."""
+    return {
+        "name": LOCAL_CLUSTER,
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "dns_refresh_rate": "5s",
+        "load_assignment": {
+            "cluster_name": LOCAL_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": r.host, "port_value": r.port}
+                                }
+                            }
+                        }
+                        for r in replicas
+                    ]
+                }
+            ],
+        },
+    }

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from services.kit.config import ConfigError, ServerConfig, env_float, env_str
 from services.ratelimit.rules import Rules
 
-# Per verified user and per client address on every route; login and registration
-# attempts per address on top (the edge sends those descriptors on their routes).
+# Login and registration attempts per client address, counted exactly for every
+# Envoy (the edge sends these descriptors on those routes only; the per-user and
+# per-address quotas are counted in Envoy itself: services/launcher/edge_limits.py).
 DEFAULT_RULES = (
-    "user=50/second; remote_address=200/second; "
     "generic_key:login,remote_address=20/minute; generic_key:register,remote_address=10/minute"
 )
 

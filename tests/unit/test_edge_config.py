@@ -5,11 +5,14 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from services import topology
-from services.launcher import certs, compose, edge, edge_routes, infra
+from services.launcher import certs, compose, edge, edge_limits, edge_routes, infra
+from services.launcher.edge_limits import EdgeLimits, Quota
 
 LOCAL = edge.EdgeSettings(
     edge_address="127.0.0.1",
@@ -57,3 +60,85 @@ def test_envoy_validates_the_rendered_config(
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert f"configuration '{config}' OK" in result.stdout + result.stderr
+
+
+def _filters(rendered: str) -> dict[str, dict[str, Any]]:
+    listener = yaml.safe_load(rendered)["static_resources"]["listeners"][0]
+    manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return {f["name"]: f["typed_config"] for f in manager["http_filters"]}
+
+
+def test_the_per_caller_quotas_are_shared_out_among_the_edges_own_envoys() -> None:
+    limits = EdgeLimits(address=Quota(300), user=Quota(12, 3600), callers=777)
+    rendered = yaml.safe_load(edge.render(dataclasses.replace(LOCAL, limits=limits)))
+    assert rendered["cluster_manager"] == {"local_cluster_name": edge_limits.LOCAL_CLUSTER}
+    local = next(
+        c
+        for c in rendered["static_resources"]["clusters"]
+        if c["name"] == edge_limits.LOCAL_CLUSTER
+    )
+    hosts = [
+        e["endpoint"]["address"]["socket_address"]
+        for e in local["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    ]
+    assert hosts == [{"address": "127.0.0.1", "port_value": 18080}]  # alone by default
+    assert "health_checks" not in local
+
+    filters = _filters(edge.render(dataclasses.replace(LOCAL, limits=limits)))
+    user = filters["edge.user_limit"]
+    assert user["local_cluster_rate_limit"] == {}
+    assert user["max_dynamic_descriptors"] == 777
+    assert user["descriptors"] == [
+        {
+            "entries": [{"key": "user"}],
+            "token_bucket": {"max_tokens": 12, "tokens_per_fill": 12, "fill_interval": "3600s"},
+        }
+    ]
+    assert user["rate_limits"][0]["actions"][0]["request_headers"]["header_name"] == "x-user-id"
+    headers = {h["header"]["key"]: h["header"]["value"] for h in user["response_headers_to_add"]}
+    assert headers == {
+        "retry-after": "300",
+        "ratelimit": '"user";r=0;t=300',
+        "ratelimit-policy": '"user";q=12;w=3600',
+    }
+    address = filters["edge.address_limit"]
+    assert address["descriptors"][0]["token_bucket"]["max_tokens"] == 300
+    assert address["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+    # Per address before any token is checked; per user once jwt_authn has set the header.
+    order = list(filters)
+    assert order.index("edge.address_limit") < order.index("envoy.filters.http.jwt_authn")
+    assert order.index("envoy.filters.http.jwt_authn") < order.index("edge.user_limit")
+
+
+def test_only_login_and_registration_ask_the_rate_limit_service() -> None:
+    rendered = yaml.safe_load(edge.render(LOCAL))
+    manager = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    host = manager["typed_config"]["route_config"]["virtual_hosts"][0]
+    assert "rate_limits" not in host
+    asking = sorted(
+        r["match"]["path"]
+        for r in host["routes"]
+        if "envoy.filters.http.ratelimit" in r.get("typed_per_filter_config", {})
+    )
+    assert asking == sorted(edge_routes.CREDENTIAL_METHODS)
+
+
+def test_the_compose_and_kubernetes_edge_lists_its_replicas_by_one_dns_name() -> None:
+    assert compose.settings().local_cluster == (
+        edge_routes.Endpoint("envoy-replicas", topology.by_name("envoy").port.default),
+    )
+
+
+@pytest.mark.parametrize(
+    ("requests", "per_s", "retry"), [(50, 1, 1), (10, 3600, 360), (7, 60, 9), (1, 1, 1)]
+)
+def test_a_quota_tells_how_long_until_one_more_request(
+    requests: int, per_s: int, retry: int
+) -> None:
+    assert Quota(requests, per_s).retry_after_s == retry
+
+
+@pytest.mark.parametrize(("requests", "per_s"), [(0, 1), (5, 0), (-1, 1)])
+def test_a_quota_needs_a_request_in_a_positive_window(requests: int, per_s: int) -> None:
+    with pytest.raises(ValueError, match="quota"):
+        Quota(requests, per_s)

@@ -14,6 +14,7 @@ import yaml
 from services.inventory.config import InventoryConfig
 from services.launcher import edge, edge_pages, edge_policy, edge_routes
 from services.launcher.edge_capacity import EdgeCapacity
+from services.launcher.edge_limits import EdgeLimits
 from services.order.config import OrderConfig
 from tests.unit.test_edge_config import LOCAL
 
@@ -42,8 +43,7 @@ def test_the_transcoder_answers_streams_as_server_sent_events() -> None:
 
 def test_the_watch_routes_have_no_route_timeout_and_keep_alives_beat_the_idle_timeout() -> None:
     routes = {
-        r["match"].get("path"): r["route"]["timeout"]
-        for r in edge_routes.routes(edge_routes.EdgeLimits())
+        r["match"].get("path"): r["route"]["timeout"] for r in edge_routes.routes(EdgeLimits())
     }
     for path in WATCHES:
         assert routes[path] == "0s", path

@@ -149,8 +149,6 @@ def test_config_defaults_and_overrides() -> None:
     env = {"REDIS_URL": "redis://h:1/0"}
     config = RateLimitConfig.from_env(env)
     assert [str(r) for r in config.rules.rules] == [
-        "user=50/second",
-        "remote_address=200/second",
         "generic_key:login,remote_address=20/minute",
         "generic_key:register,remote_address=10/minute",
     ]

@@ -57,6 +57,17 @@ def test_an_absent_if_match_is_none() -> None:
     assert calls.if_match(cast(Any, _Metadata())) is None
 
 
+def test_several_headers_read_in_one_pass_are_what_header_reads_one_by_one() -> None:
+    class Repeated(_Metadata):
+        def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+            return (("webhook-id", "first"), ("x-other", "o"), ("webhook-id", "second"))
+
+    context = cast(Any, Repeated())
+    names = ("webhook-id", "webhook-signature", "x-other")
+    assert calls.headers(context, *names) == ("first", "", "o")
+    assert calls.headers(context, *names) == tuple(calls.header(context, n) or "" for n in names)
+
+
 ID = uuid.UUID("0b6f3c2e-8d1a-4c5b-9e7f-112233445566")
 
 

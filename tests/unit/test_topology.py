@@ -21,6 +21,7 @@ from services.kit import dev
 from services.kit.config import ConfigError
 from services.launcher import ROOT, compose, edge_policy, edge_routes, ports
 from services.launcher.__main__ import endpoints
+from services.launcher.edge_limits import EdgeLimits
 from services.launcher.platform import LauncherConfig, State, dev_env_hook
 from services.order.config import OrderConfig
 from services.order.exports.config import ExportWorkerConfig
@@ -377,11 +378,11 @@ def test_a_new_entry_reaches_the_edge_clusters_and_routes() -> None:
     assert check == {"service_name": "shop.loyalty.v1.LoyaltyService"}
     routes = {
         (json.dumps(r["match"], sort_keys=True), r["route"]["cluster"], r["route"]["timeout"])
-        for r in edge_routes.routes(edge_routes.EdgeLimits())
+        for r in edge_routes.routes(EdgeLimits())
     }
     assert ('{"path": "/shop.loyalty.v1.LoyaltyService/Redeem"}', "loyalty", "2s") in routes
     assert ('{"prefix": "/shop.loyalty.v1.LoyaltyService/"}', "loyalty", "7s") in routes
-    paths = [r["match"] for r in edge_routes.routes(edge_routes.EdgeLimits())]
+    paths = [r["match"] for r in edge_routes.routes(EdgeLimits())]
     # A method's own route comes before its service's prefix route.
     assert paths.index({"path": "/shop.loyalty.v1.LoyaltyService/Redeem"}) < paths.index(
         {"prefix": "/shop.loyalty.v1.LoyaltyService/"}

@@ -100,4 +100,16 @@ def envoy_documents() -> list[Doc]:
             "ports": [{"name": "http", "port": port, "targetPort": "http"}],
         },
     }
-    return [deploy, service, pdb(edge)]
+    # Every ready Envoy by one DNS name: the local cluster that shares the per-address
+    # and per-user quotas out among the replicas (services/launcher/edge_limits.py).
+    replicas = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(compose.replicas_host(), "edge"),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector(edge.name),
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+        },
+    }
+    return [deploy, service, replicas, pdb(edge)]
