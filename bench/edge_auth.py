@@ -1,16 +1,17 @@
-"""Benchmark: what the secure edge costs per request (JWT, RBAC, local buckets and the
-global rate-limit service), next to Envoy's own direct response, in one run.
+"""Benchmark: what the secure edge costs per request (JWT, RBAC, the route buckets and
+the per-address and per-user quotas), next to Envoy's own direct response, in one run.
 
     PYTHONPATH=.:gen .venv/bin/python -m bench.edge_auth [--connections 32] [--duration 10] [--json]
 
 It starts a platform of its own on free ports with the launcher's `Platform`
 (LOG_LEVEL=WARNING) whose limits are far above what the run can reach, so every
-check runs and none refuses: jwt_authn, RBAC, the per-route local buckets and a
-call to the rate-limit service (Redis behind it) per request. Rows, all through
-the same Envoy with the same wrk settings: GET /healthz (direct response, the
-baseline); GET /v1/products?limit=20 anonymous (the rate-limit service is asked
-about the address); the same with a customer's Bearer token (EdDSA signature
-checked; asked about the user and the address); GET /v1/users/me with the token
+check runs and none refuses: jwt_authn, RBAC, the per-route buckets and the
+per-address and per-user buckets, all inside Envoy (only login and register ask
+the rate-limit service, and none is measured here). Rows, all through the same
+Envoy with the same wrk settings: GET /healthz (direct response, the baseline);
+GET /v1/products?limit=20 anonymous (the address's bucket); the same with a
+customer's Bearer token (EdDSA signature checked; the user's bucket too); GET
+/v1/users/me with the token
 (one primary-key read behind the full identity path). Per row: rate, latency,
 non-2xx (any fails the run), the CPU per request of each process from /proc,
 and Envoy's counters, which show that each check ran on every request. Needs
@@ -41,8 +42,8 @@ ME = "/v1/users/me"
 METERED = ("envoy", "product", "user", "ratelimit", "redis")
 PLATFORM = (
     "the bench's own (launcher Platform on free ports), LOG_LEVEL=WARNING; every check\n"
-    "          on, limits far above the load: 1,000,000/s per user and per address (the\n"
-    f"          rate-limit service), local buckets {load.HIGH_LIMITS.route_rps:,}/s per route"
+    "          on, limits far above the load: 1,000,000/s per user and per address (Envoy's\n"
+    f"          shared buckets), local buckets {load.HIGH_LIMITS.route_rps:,}/s per route"
 )
 NON_2XX = "http.edge.downstream_rq_{1,3,4,5}xx"
 # Envoy counters summed over the names each pattern matches (found in a run's /stats).
@@ -54,6 +55,8 @@ COUNTERS = {
     "http.edge.jwt_authn.jwt_cache_miss": r"http\.edge\.jwt_authn\.jwt_cache_miss",
     "http.edge.rbac.allowed": r"http\.edge\.rbac\.allowed",
     "route_*.http_local_rate_limit.ok": r"route_\w+\.http_local_rate_limit\.ok",
+    "edge_remote_address.*.ok": r"edge_remote_address\.http_local_rate_limit\.ok",
+    "edge_user.*.ok": r"edge_user\.http_local_rate_limit\.ok",
     "cluster.*.ratelimit.ok": r"cluster\.\w+\.ratelimit\.ok",
     "cluster.*.ratelimit.{over_limit,error}": r"cluster\.\w+\.ratelimit\.(over_limit|error)",
     "cluster.ratelimit.upstream_rq_total": r"cluster\.ratelimit\.upstream_rq_total",

@@ -24,12 +24,13 @@ import orjson
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from services.event.domain import parse_event
 from services.event.intake import dedupe_key
 from services.event.signatures import Delivery, InvalidSignature, Verifier, decode_secret
 from services.kit import errors
+from services.kit.redis_client import create_redis
 from services.kit.streams import Message, Queue
 
 JSON = "application/json"
@@ -43,7 +44,9 @@ def _answer(status: int, document: dict[str, object]) -> Response:
 
 def build(args: argparse.Namespace) -> FastAPI:
     verifier = Verifier([decode_secret(os.environ["PEER_WEBHOOK_SECRET"])])
-    queue = Queue(Redis.from_url(args.redis_url), args.queue)
+    # The gateway's own client: a blocking pool of 64 connections, 1 s timeouts.
+    redis = create_redis(args.redis_url, timeout_s=1.0, max_connections=64, blocking=True)
+    queue = Queue(redis, args.queue)
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.post("/v1/events/{source}")
@@ -86,6 +89,8 @@ def build(args: argparse.Namespace) -> FastAPI:
             )
         except errors.IdempotencyKeyReused as exc:
             return _answer(409, {"code": "conflict", "message": str(exc)})
+        except (RedisError, OSError):
+            return _answer(503, {"code": "unavailable", "message": "the queue is unavailable"})
         answer = {"id": event.id, "duplicate": duplicate, "source": source}
         return _answer(200 if duplicate else 202, answer)
 
