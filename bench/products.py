@@ -11,8 +11,9 @@ goes to stdout (or JSON with --json), progress to stderr.
 
 --compare-service-tls (own platform only) also starts a second platform with
 SERVICE_TLS=off beside the first and measures the cached page on each in turn,
-mTLS, plaintext, mTLS, plaintext: what mTLS between Envoy and the product gateway
-costs per request against plaintext, in the same run and under the same load.
+mTLS, plaintext, mTLS, plaintext (--tls-rounds pairs, 2): what mTLS between
+Envoy and the product gateway costs per request against plaintext, in the same
+run and under the same load.
 """
 
 from __future__ import annotations
@@ -76,9 +77,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also measure a platform without service mTLS (own platform only)",
     )
+    parser.add_argument(
+        "--tls-rounds", type=int, default=2, help="mTLS/plaintext row pairs to compare (2)"
+    )
     args = parser.parse_args(argv)
     if bool(args.url) != bool(args.erp_url):
         parser.error("--url and --erp-url go together")
+    if args.tls_rounds < 1:
+        parser.error("--tls-rounds must be >= 1")
     if args.compare_service_tls and args.url:
         parser.error("--compare-service-tls starts platforms of its own: drop --url")
     if args.connections < 1 or args.duration <= 0 or args.warmup < 0:
@@ -195,9 +201,10 @@ def run(args: argparse.Namespace) -> Report:
         rows = [(label, direct), (GATEWAY, gateway)]
         if plain is not None:
             rounds = [(gateway, row(plain.rest_url + PRODUCTS, plain.pids))]
-            rounds.append(
-                (row(t.rest_url + PRODUCTS, t.pids), row(plain.rest_url + PRODUCTS, plain.pids))
-            )
+            for _ in range(args.tls_rounds - 1):
+                rounds.append(
+                    (row(t.rest_url + PRODUCTS, t.pids), row(plain.rest_url + PRODUCTS, plain.pids))
+                )
             rows = [(label, direct)]
             for n, (secured, open_) in enumerate(rounds, 1):
                 rows += [(f"{GATEWAY_TLS} #{n}", secured), (f"{GATEWAY_PLAIN} #{n}", open_)]
