@@ -79,11 +79,14 @@ def own_platform(
     event_workers: int = 1,
     replicas: Mapping[str, int] | None = None,
     log_level: str = "WARNING",
+    service_tls: bool = True,
 ) -> Iterator[State]:
     """The whole platform on free ports in a run directory of this process, removed after.
 
-    LOG_LEVEL=WARNING by default: the services write no per-request log line."""
-    run_dir = ROOT / ".run" / f"bench-{os.getpid()}"
+    LOG_LEVEL=WARNING by default: the services write no per-request log line.
+    `service_tls` as `./shop up` (mTLS between Envoy and the services) unless False."""
+    # One run directory per platform: a bench may run one of each kind side by side.
+    run_dir = ROOT / ".run" / f"bench-{os.getpid()}{'' if service_tls else '-plaintext'}"
     # Port 0: a free port for every component, so a `./shop up` may run alongside.
     config = LauncherConfig.on_free_ports(
         run_dir,
@@ -91,6 +94,7 @@ def own_platform(
         log_level=log_level,
         service_env=service_env or {},
         edge_limits=edge_limits or EdgeLimits(),
+        service_tls=service_tls,
     )
     launched = Platform(config)
     try:

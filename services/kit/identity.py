@@ -7,8 +7,14 @@ client's own `X-Tenant-Id` on as `x-requested-tenant-id`, so a service can
 refuse a request whose named tenant disagrees with the token's. Without a
 token (public methods) the requested tenant is the tenant.
 
-Callers inside the network that reach a service directly (tests, workers) set
-the same `x-*` metadata themselves: the service ports are not public.
+The service trusts that metadata because only platform workloads reach its
+port: with service TLS configured (services/kit/tls.py, `./shop up`, compose
+and Kubernetes) the port refuses, in the TLS handshake, every client without a
+certificate of the platform CA, so a forged `x-user-id` from anyone else never
+arrives. Platform callers that act for someone (a service calling another,
+`grpc_client.Acting`; the launcher's tests) set the same `x-*` metadata
+themselves. A server started bare (integration tests) is plaintext and trusts
+whoever reaches it: only ever bind such a one to 127.0.0.1.
 
 Each method's `shop.api.v1.access` option says who may call it; the edge's
 rules are generated from it and the interceptor enforces it again here.

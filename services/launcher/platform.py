@@ -92,8 +92,9 @@ INFRA: dict[str, InfraStarter] = {
 
 
 def service_channel(target: str, identity: ServiceTls | None) -> grpc.Channel:
-    """A blocking channel to a platform service, with the launcher's identity when the
-    platform runs mTLS (its readiness checks, admin verbs and scripts)."""
+    """A blocking channel to a platform service, with `identity` (the launcher's) when
+    the platform runs mTLS: its readiness checks, and scripts and tests that call a
+    service directly."""
     if identity is None:
         return grpc.insecure_channel(target)
     return grpc.secure_channel(target, tls.channel_credentials(identity))

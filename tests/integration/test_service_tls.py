@@ -9,6 +9,7 @@ or files that cannot be read, stop the process with a ConfigError.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from shop.order.v1.order_pb2 import GetOrderRequest as Msg
 
+from services import topology
 from services.kit import grpc_client, identity, tls
 from services.kit.config import ConfigError, ServerConfig, ServiceTls
 from services.kit.server import Registration, create_server, serve_health
-from services.launcher import certs
+from services.launcher import PYTHONPATH, certs, infra, procs
+from services.launcher.platform import start_service
+from services.user import admin
 
 SERVICE = "test.identity.v1.Echo"
 HEALTH = health_pb2.HealthCheckRequest()
@@ -46,7 +50,7 @@ def _echo(server: grpc.aio.Server) -> None:
 @pytest.fixture(scope="module")
 def issued(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tls")
-    certs.issue(directory, ["order", "envoy"], days=1)
+    certs.issue(directory, ["order", "envoy", "user", "launcher"], days=1)
     return directory
 
 
@@ -183,3 +187,33 @@ async def test_an_unreadable_certificate_stops_the_server_with_the_setting_named
         await create_server([], "127.0.0.1:0", missing)
     with pytest.raises(ConfigError, match="SERVICE_TLS_CERT: cannot read"):
         tls.channel_credentials(missing)
+
+
+async def test_a_service_process_with_tls_takes_only_platform_clients_and_probes_in_plaintext(
+    issued: Path, tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    user = topology.by_name("user")
+    target = f"{infra.HOST}:{procs.free_port()}"
+    probes = f"{infra.HOST}:{procs.free_port()}"
+    key = tmp_path / "signing.pem"
+    assert admin.main(["keygen", str(key)]) == 0
+    env = {
+        **os.environ, "PYTHONPATH": PYTHONPATH, "DATABASE_URL": postgres_url,
+        "REDIS_URL": redis_url, "CURSOR_SECRET": "integration-cursor-secret",
+        "JWT_SIGNING_KEYS": str(key), "JWT_ISSUER": "shop-platform", "JWT_AUDIENCE": "shop-api",
+        user.bind_setting: target, user.health_bind_setting: probes,
+        **certs.files(issued, "user").env(),
+    }  # fmt: skip
+    # Readiness as the launcher asks it: over mTLS with its own certificate.
+    proc = start_service(
+        "user", user.health, target, env, tmp_path, identity=certs.files(issued, "launcher")
+    )
+    asked = health_pb2.HealthCheckRequest(service=user.health)
+    try:
+        assert await refused(grpc_client.dial(target)) is grpc.StatusCode.UNAVAILABLE
+        async with grpc.aio.insecure_channel(probes) as plain:
+            reply = await health_pb2_grpc.HealthStub(plain).Check(asked, timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        procs.stop(proc)
+    assert '"tls": true' in proc.log.read_text()

@@ -18,7 +18,7 @@ from services.event import dev as event_dev
 from services.event.config import EventConfig, WorkerProcessConfig
 from services.inventory.config import InventoryConfig
 from services.kit import dev
-from services.kit.config import ConfigError
+from services.kit.config import ConfigError, ServiceTls
 from services.launcher import ROOT, compose, edge_policy, edge_routes, ports
 from services.launcher.__main__ import endpoints
 from services.launcher.edge_limits import EdgeLimits
@@ -376,6 +376,14 @@ def test_a_new_entry_reaches_the_edge_clusters_and_routes() -> None:
     cluster = next(c for c in edge_routes.clusters(upstreams) if c["name"] == "loyalty")
     check = cluster["health_checks"][0]["grpc_health_check"]
     assert check == {"service_name": "shop.loyalty.v1.LoyaltyService"}
+    assert "transport_socket" not in cluster
+    # With Envoy's service identity every cluster is mTLS, checking the process's name.
+    envoy = ServiceTls(Path("ca.crt"), Path("tls.crt"), Path("tls.key"))
+    for secured in edge_routes.clusters(upstreams, envoy):
+        context = secured["transport_socket"]["typed_config"]
+        assert context["sni"] == secured["name"]
+        sans = context["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
+        assert sans == [{"san_type": "DNS", "matcher": {"exact": secured["name"]}}]
     routes = {
         (json.dumps(r["match"], sort_keys=True), r["route"]["cluster"], r["route"]["timeout"])
         for r in edge_routes.routes(EdgeLimits())
