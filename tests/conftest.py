@@ -20,6 +20,7 @@ import shutil
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -137,6 +138,36 @@ def _own_redis_db(url: str, db: int) -> str:
     return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
 
 
+def own_servers(
+    postgres_url: str,
+    redis_url: str,
+    mongo_url: str,
+    routing_stub_url: str,
+    *,
+    name: str,
+    redis_db: int,
+) -> dict[str, str]:
+    """The environment of a platform on the session's servers, with a database `name` and
+    Redis database `redis_db` of its own."""
+    return {
+        **os.environ,
+        "DATABASE_URL": asyncio.run(_own_database(postgres_url, name)),
+        "REDIS_URL": _own_redis_db(redis_url, redis_db),
+        "MONGO_URL": mongo_url,
+        "ROUTING_URL": routing_stub_url,
+    }
+
+
+@contextmanager
+def running_platform(config: LauncherConfig) -> Iterator[State]:
+    """The platform of `config`, up until the block ends."""
+    launched = Platform(config)
+    try:
+        yield launched.up()
+    finally:
+        launched.down()
+
+
 @pytest.fixture(scope="session")
 def platform(
     session_run_dir: Path,
@@ -153,13 +184,9 @@ def platform(
     # messages and rows, nor theirs the platform's.
     config = LauncherConfig.on_free_ports(
         run_dir,
-        {
-            **os.environ,
-            "DATABASE_URL": asyncio.run(_own_database(postgres_url, "shop_platform")),
-            "REDIS_URL": _own_redis_db(redis_url, 1),
-            "MONGO_URL": mongo_url,
-            "ROUTING_URL": routing_stub_url,
-        },
+        own_servers(
+            postgres_url, redis_url, mongo_url, routing_stub_url, name="shop_platform", redis_db=1
+        ),
         log_level="INFO",
         # Breakers that recover and caches that expire within a test; the
         # defaults (5 s, 30 s, 2 s) are for production.
@@ -183,11 +210,8 @@ def platform(
             route_rps=2000, credentials_rps=500, address=Quota(5000), user=Quota(1000)
         ),
     )
-    launched = Platform(config)
-    try:
-        yield launched.up()
-    finally:
-        launched.down()
+    with running_platform(config) as state:
+        yield state
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from services.kit import identity, logs, metrics, tls, tracing
@@ -57,33 +56,39 @@ class Registration:
     enforce_access: bool = True
 
 
+# The services no user calls: the launcher's, Envoy's and probes' health checks, reflection.
+_INFRASTRUCTURE = ("/grpc.health.", "/grpc.reflection.")
+
+
 class _CallersTrace(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Without an exporter: no span, only the caller's trace context for the handler (log
-    lines carry its trace id, outgoing calls pass it on). Each RPC runs in a task of its
-    own from here on, so the context set here is the handler's and ends with it."""
+    """Without an exporter: no recorded span, only a span context in the caller's trace
+    (a new trace without a `traceparent`), so log lines carry trace and span ids and
+    outgoing calls and outbox rows pass them on. Each RPC runs in a task of its own from
+    here on, so the context set here is the handler's and ends with it."""
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
-        for key, value in handler_call_details.invocation_metadata or ():
-            if key == "traceparent":
-                otel_context.attach(propagate.extract({"traceparent": value}))
-                break
+        if not handler_call_details.method.startswith(_INFRASTRUCTURE):
+            traceparent = ""
+            for key, value in handler_call_details.invocation_metadata or ():
+                if key == "traceparent" and isinstance(value, str):
+                    traceparent = value
+                    break
+            otel_context.attach(tracing.unrecorded_span(traceparent))
         return await continuation(handler_call_details)
 
 
 def _server_spans() -> grpc.aio.ServerInterceptor:  # type: ignore[type-arg]
     """OpenTelemetry's SERVER span per RPC, continuing the caller's trace, while spans are
     exported; health checks and reflection (the launcher's, Envoy's and probes', every
-    few seconds) get none. Otherwise the caller's trace context alone, which costs a
-    fraction of an unsampled span."""
+    few seconds) get none. Otherwise an unrecorded span context in the caller's trace,
+    which costs a fraction of an unsampled span."""
     if not tracing.exporting():
         return _CallersTrace()
-    infrastructure = filters.any_of(
-        filters.service_prefix("grpc.health."), filters.service_prefix("grpc.reflection.")
-    )
+    infrastructure = filters.any_of(*(filters.service_prefix(p[1:]) for p in _INFRASTRUCTURE))
     interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[type-arg, no-untyped-call]
         filter_=filters.negate(infrastructure)
     )

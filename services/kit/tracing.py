@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     DEFAULT_ON,
@@ -42,6 +43,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 _exporting = False
+_ids = RandomIdGenerator()
 
 
 class RequestsOnly(Sampler):
@@ -92,6 +94,18 @@ def exporting() -> bool:
     """Whether this process exports spans: the kit's client factories attach their
     span hooks (PostgreSQL, Redis, MongoDB) only then."""
     return _exporting
+
+
+def unrecorded_span(traceparent: str) -> Context:
+    """A context whose current span is not recorded, with ids of its own: a child of
+    `traceparent`, or the root of a new trace for '' (as an unsampled span has)."""
+    parent = trace.INVALID_SPAN_CONTEXT
+    if traceparent:
+        extracted = propagate.extract({"traceparent": traceparent})
+        parent = trace.get_current_span(extracted).get_span_context()
+    trace_id = parent.trace_id if parent.is_valid else _ids.generate_trace_id()
+    own = trace.SpanContext(trace_id, _ids.generate_span_id(), is_remote=False)
+    return trace.set_span_in_context(trace.NonRecordingSpan(own))
 
 
 def current_ids() -> tuple[str, str]:

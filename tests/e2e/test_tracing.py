@@ -10,9 +10,7 @@ the flow makes, all with one trace id, and each one's parent in the trace.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,9 +21,9 @@ import httpx
 import pytest
 from pymongo.database import Database
 
-from services.launcher.platform import LauncherConfig, Platform, State
+from services.launcher.platform import LauncherConfig, State
 from tests import checkout, identity, webhooks
-from tests.conftest import _own_database, _own_redis_db
+from tests.conftest import own_servers, running_platform
 from tests.e2e.test_events_api import next_shipment
 from tools.otlp_receiver import Receiver, Span
 
@@ -50,13 +48,9 @@ def traced(
 ) -> Iterator[State]:
     config = LauncherConfig.on_free_ports(
         session_run_dir / "traced",
-        {
-            **os.environ,
-            "DATABASE_URL": asyncio.run(_own_database(postgres_url, "shop_traced")),
-            "REDIS_URL": _own_redis_db(redis_url, 3),
-            "MONGO_URL": mongo_url,
-            "ROUTING_URL": routing_stub_url,
-        },
+        own_servers(
+            postgres_url, redis_url, mongo_url, routing_stub_url, name="shop_traced", redis_db=3
+        ),
         log_level="INFO",
         otlp_endpoint=receiver.endpoint,
         # Spans leave each process within 100 ms (the SDK's default batches for 5 s).
@@ -66,11 +60,8 @@ def traced(
             "OTEL_BSP_SCHEDULE_DELAY": "100",
         },
     )
-    launched = Platform(config)
-    try:
-        yield launched.up()
-    finally:
-        launched.down()
+    with running_platform(config) as state:
+        yield state
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +100,25 @@ def _has(trace: list[Span], service: str, kind: str, name_prefix: str = "") -> S
         ),
         None,
     )
+
+
+Wanted = tuple[str, str, str]  # service, kind, name prefix
+
+
+def _wait_for_trace(
+    receiver: Receiver, request_id: str, *expected: Wanted
+) -> tuple[list[Span], list[Span]]:
+    """Every span received and the request's trace, once the trace has each expected span
+    and is connected (one root, Envoy's; every other span's parent in the trace)."""
+
+    def complete(spans: list[Span]) -> bool:
+        trace = _trace_of(spans, request_id)
+        return all(_has(trace, *wanted) for wanted in expected)
+
+    spans = receiver.wait_for(complete, timeout_s=20)
+    trace = _trace_of(spans, request_id)
+    _connected(trace)
+    return spans, trace
 
 
 def _parent(trace: list[Span], span: Span) -> Span:
@@ -167,8 +177,9 @@ def flows(http: httpx.Client, traced: State) -> Flows:
 def test_a_placed_order_is_one_trace_from_envoy_through_the_queue_to_the_pipeline(
     flows: Flows, receiver: Receiver
 ) -> None:
-    request_id = flows.placed_order
-    expected = (
+    spans, trace = _wait_for_trace(
+        receiver,
+        flows.placed_order,
         ("edge", "server", ""),
         ("order", "server", "/shop.order.v1.OrderService/CreateOrder"),
         ("order", "client", "INSERT"),  # PostgreSQL
@@ -180,14 +191,6 @@ def test_a_placed_order_is_one_trace_from_envoy_through_the_queue_to_the_pipelin
         ("order-pipeline", "consumer", "process orders"),
         ("order-pipeline", "client", "POST payments"),  # the Payment provider, over HTTP
     )
-
-    def complete(spans: list[Span]) -> bool:
-        trace = _trace_of(spans, request_id)
-        return all(_has(trace, *wanted) for wanted in expected)
-
-    spans = receiver.wait_for(complete, timeout_s=20)
-    trace = _trace_of(spans, request_id)
-    _connected(trace)
     # The relay's producer span continues the request (its parent wrote the row), and
     # the pipeline's consumer span is the producer's child. The relay's batch, which
     # may carry several requests' rows, is a trace of its own linked to each writer.
@@ -209,8 +212,9 @@ def test_a_placed_order_is_one_trace_from_envoy_through_the_queue_to_the_pipelin
 def test_a_webhook_is_one_trace_through_redis_to_the_worker_and_mongodb(
     flows: Flows, receiver: Receiver
 ) -> None:
-    request_id = flows.webhook
-    expected = (
+    _, trace = _wait_for_trace(
+        receiver,
+        flows.webhook,
         ("edge", "server", ""),
         ("event", "server", "/shop.event.v1.EventService/IngestWebhook"),
         ("event", "client", "EVALSHA"),
@@ -218,13 +222,6 @@ def test_a_webhook_is_one_trace_through_redis_to_the_worker_and_mongodb(
         ("event-worker", "client", "find "),  # MongoDB
         ("event-worker", "client", "POST routing"),
     )
-
-    def complete(spans: list[Span]) -> bool:
-        trace = _trace_of(spans, request_id)
-        return all(_has(trace, *wanted) for wanted in expected)
-
-    trace = _trace_of(receiver.wait_for(complete, timeout_s=20), request_id)
-    _connected(trace)
     find = _has(trace, "event-worker", "client", "find ")
     assert find
     assert find.attributes["db.system.name"] == "mongodb"
@@ -234,13 +231,7 @@ def test_a_webhook_is_one_trace_through_redis_to_the_worker_and_mongodb(
 def test_a_catalogue_write_traces_the_upstream_call_to_the_erp(
     flows: Flows, receiver: Receiver
 ) -> None:
-    request_id = flows.product_write
-
-    def complete(spans: list[Span]) -> bool:
-        return _has(_trace_of(spans, request_id), "product", "client", "POST erp") is not None
-
-    trace = _trace_of(receiver.wait_for(complete, timeout_s=20), request_id)
-    _connected(trace)
+    _, trace = _wait_for_trace(receiver, flows.product_write, ("product", "client", "POST erp"))
     erp = _has(trace, "product", "client", "POST erp")
     assert erp
     assert erp.attributes["http.response.status_code"] == 201
@@ -269,12 +260,10 @@ def test_every_log_line_is_one_json_object_with_the_request_and_trace_ids(
     flows: Flows, traced: State, receiver: Receiver
 ) -> None:
     tenant, admin, request_id = flows.tenant, flows.admin, flows.product_write
-    trace = _trace_of(
-        receiver.wait_for(lambda spans: bool(_trace_of(spans, request_id)), timeout_s=20),
-        request_id,
-    )
+    server_span = ("product", "server", "/shop.product.v1.ProductService/CreateProduct")
+    _, trace = _wait_for_trace(receiver, request_id, server_span, ("product", "client", "POST erp"))
     trace_id = trace[0].trace_id
-    server = _has(trace, "product", "server", "/shop.product.v1.ProductService/CreateProduct")
+    server = _has(trace, *server_span)
     assert server
 
     def mine(events: list[dict[str, object]]) -> list[dict[str, object]]:

@@ -1,6 +1,6 @@
 """Without an exporter a server records no span but still continues each caller's trace:
-its handler (and so its log lines and outgoing calls) sees the caller's trace id, and
-only during that caller's RPC."""
+its handler (and so its log lines, outgoing calls and outbox rows) runs under a span
+context of its own in the caller's trace, or in a new trace, and only during that RPC."""
 
 from __future__ import annotations
 
@@ -52,7 +52,13 @@ async def test_each_handler_runs_in_its_callers_trace_and_no_other(
 ) -> None:
     callers = [(uuid.uuid4().hex, uuid.uuid4().hex[:16]) for _ in range(5)]
     parents = [f"00-{trace_id}-{span_id}-01" for trace_id, span_id in callers]
-    answers = await asyncio.gather(*(_ids(stub, p) for p in parents))
-    assert answers == [f"{trace_id}/{span_id}" for trace_id, span_id in callers]
-    # A call without a traceparent after them sees none of theirs.
-    assert await _ids(stub, None) == "/"
+    answers = [a.split("/") for a in await asyncio.gather(*(_ids(stub, p) for p in parents))]
+    assert [trace_id for trace_id, _ in answers] == [trace_id for trace_id, _ in callers]
+    # Each handler has a span id of its own, a child's, not the caller's.
+    assert all(len(own) == 16 for _, own in answers)
+    assert not {own for _, own in answers} & {span_id for _, span_id in callers}
+    # A call without a traceparent starts a trace of its own, none of theirs.
+    alone, own = (await _ids(stub, None)).split("/")
+    assert len(alone) == 32
+    assert len(own) == 16
+    assert alone not in {trace_id for trace_id, _ in callers}
