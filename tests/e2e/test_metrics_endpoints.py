@@ -48,7 +48,7 @@ def test_each_process_answers_metrics_in_prometheus_text(
         assert value(scrape(url), "process_start_time_seconds") > 0
 
 
-def test_a_request_through_the_edge_moves_the_product_services_counters(
+def test_requests_through_the_edge_move_the_product_and_rate_limit_counters(
     platform: State,
 ) -> None:
     (url,) = platform.metrics["product"]
@@ -71,7 +71,16 @@ def test_a_request_through_the_edge_moves_the_product_services_counters(
     assert value(after, "grpc_server_handling_seconds_count", timing) >= 1
     # The gateway reads the ERP through the kit's upstream client.
     assert value(after, "shop_upstream_attempts_total", {"upstream": "erp"}) >= 1
-    # The edge asked the rate-limit service about the request.
+    # Reads are limited inside Envoy: the rate-limit service is not asked about them.
+    assert value(scrape(limits), "shop_ratelimit_decisions_total") == decided
+    # A login attempt is counted by the rate-limit service.
+    attempt = httpx.post(
+        f"{platform.rest_url}/v1/auth/login",
+        json={"email": "nobody@example.com", "password": "not the password 1"},
+        headers={"X-Tenant-Id": "demo"},
+        timeout=10,
+    )
+    assert attempt.status_code == 401, attempt.text
     assert value(scrape(limits), "shop_ratelimit_decisions_total") > decided
 
 
