@@ -113,9 +113,19 @@ def _wait_for_trace(
 
     def complete(spans: list[Span]) -> bool:
         trace = _trace_of(spans, request_id)
-        return all(_has(trace, *wanted) for wanted in expected)
+        if not all(_has(trace, *wanted) for wanted in expected):
+            return False
+        # Processes flush their batches independently: a span may arrive before its
+        # parent does. Wait until the trace is whole; `_connected` says what is not.
+        ids = {s.span_id for s in trace}
+        return all(not s.parent_id or s.parent_id in ids for s in trace)
 
-    spans = receiver.wait_for(complete, timeout_s=20)
+    try:
+        spans = receiver.wait_for(complete, timeout_s=20)
+    except AssertionError:
+        spans = receiver.spans
+        _connected(_trace_of(spans, request_id))  # names the orphans, if that is why
+        raise
     trace = _trace_of(spans, request_id)
     _connected(trace)
     return spans, trace
