@@ -119,13 +119,13 @@ def customer_token(rest_url: str) -> str:
     return str(login.json()["accessToken"])
 
 
-def counters(admin_url: str) -> dict[str, int]:
-    """The COUNTERS now, from Envoy's admin /stats."""
+def counters(admin_url: str, patterns: dict[str, str] | None = None) -> dict[str, int]:
+    """The COUNTERS (or `patterns`) now, from Envoy's admin /stats."""
     text = httpx.get(f"{admin_url}/stats?usedonly", timeout=5, trust_env=False).text
     values = dict(line.split(": ", 1) for line in text.splitlines() if ": " in line)
     return {
         label: sum(int(v) for name, v in values.items() if re.fullmatch(pattern, name))
-        for label, pattern in COUNTERS.items()
+        for label, pattern in (patterns or COUNTERS).items()
     }
 
 

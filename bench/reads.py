@@ -35,8 +35,8 @@ from typing import Any
 
 import httpx
 
-from bench import load
-from bench.edge_auth import COUNTERS, NON_2XX, counters, customer_token
+from bench import edge_auth, load
+from bench.edge_auth import NON_2XX, customer_token
 from bench.load import LoadError, LoadResult, progress
 from bench.products import TENANT
 from bench.report import Machine, cpu_lines
@@ -46,14 +46,21 @@ from services.launcher.config import State
 PATH = "/v1/products?limit=20"
 TARGETS = ("platform", "peer")
 METERED = ("envoy", "product", "ratelimit", "redis", "peer")
-# Envoy's checks, per platform request (edge_auth's counters).
+# Envoy's checks, per platform request: edge_auth's counters, and the shared-limit
+# checks that failed open (the rate-limit call timed out or failed: not counted).
+FAILED_OPEN = "cluster.*.ratelimit.failure_mode_allowed"
+COUNTERS = {**edge_auth.COUNTERS, FAILED_OPEN: r"cluster\.\w+\.ratelimit\.failure_mode_allowed"}
 CHECKS = (
     "http.edge.jwt_authn.allowed",
     "http.edge.rbac.allowed",
     "route_*.http_local_rate_limit.ok",
     "cluster.*.ratelimit.ok",
+    "cluster.*.ratelimit.{over_limit,error}",
+    FAILED_OPEN,
     "cluster.ratelimit.upstream_rq_total",
 )
+# Cores busy outside the measured processes above which a run says it shared the machine.
+SHARED = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,14 +223,14 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], list[Row]]:
                         )
                         if warm is not None and (warm.non_2xx or warm.socket_errors):
                             raise SystemExit(f"warm-up of {target}: {warm.non_2xx} non-2xx")
-                        before = counters(state.envoy_admin_url)
+                        before = edge_auth.counters(state.envoy_admin_url, COUNTERS)
                         spied = args.profile and target == "platform"
                         with profiled(args, state, c) if spied else nullcontext():
                             result = load.run_wrk(
                                 binary, url, headers=headers, connections=c,
                                 duration_s=args.duration, pids=pids,
                             )  # fmt: skip
-                        after = counters(state.envoy_admin_url)
+                        after = edge_auth.counters(state.envoy_admin_url, COUNTERS)
                         delta = {k: after[k] - before[k] for k in COUNTERS}
                         runs.setdefault((target, c), []).append(Row(target, c, result, delta))
     info = {
@@ -312,6 +319,14 @@ def render(info: dict[str, Any], rows: Sequence[Row]) -> str:
         "  counted as requests start (also those wrk leaves in flight at the end), so "
         "slightly above 1"
     )
+    other = max(r.load.cores()[1] for r in rows)
+    if other > SHARED:
+        lines += [
+            "",
+            f"NOTE: up to {other:.2f} cores were busy outside the measured processes (other",
+            "programs on this machine): rates and ratios of this run are not reliable; rerun",
+            "it on a quiet machine (the CPU per request moves much less than the rates)",
+        ]
     return "\n".join(lines)
 
 

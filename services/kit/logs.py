@@ -1,11 +1,13 @@
 """Structured JSON logs: one event per line, stamped with the request context
 (request id, tenant, user, method) and the current trace and span ids.
 
-A process's records go through a queue to one writer thread
-(`logging.handlers.QueueListener`), so no coroutine waits on the log file: the
-caller only stamps the record with its request context (request id, tenant,
-user, method, trace and span ids, read from contextvars that the writer thread
-cannot see) and renders its message; the writer formats the JSON line and writes it.
+A process's records go through a queue (`logging.handlers.QueueHandler`) to one
+writer thread, so no coroutine waits on the log file: the caller only stamps the
+record with its request context (request id, tenant, user, method, trace and
+span ids, read from contextvars, which the writer thread cannot see) and renders
+its message; every 50 ms the writer formats the queued
+records as JSON lines and writes them in one write, so a busy process wakes it
+twenty times a second, not once per line.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import atexit
 import json
 import logging
 import logging.handlers
-import queue
 import sys
+import threading
 import time
+from collections import deque
 from typing import Any
 
 from services.kit import context, tracing
@@ -82,11 +85,48 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(event)
 
 
+class _Writer(threading.Thread):
+    """Formats and writes the queued records every `interval` seconds, all of them in
+    one write: a burst of calls costs one wake-up of this thread, not one per line."""
+
+    def __init__(self, stream: Any, formatter: JsonFormatter, interval: float = 0.05) -> None:
+        super().__init__(name="log-writer", daemon=True)
+        self._stream, self._formatter, self._interval = stream, formatter, interval
+        self._records: deque[logging.LogRecord] = deque()
+        self._stopping = threading.Event()
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        """Queue a record (what QueueHandler calls; a deque append takes no lock)."""
+        self._records.append(record)
+
+    def run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            self.write_queued()
+        self.write_queued()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join()
+
+    def write_queued(self) -> None:
+        lines = []
+        while self._records:
+            record = self._records.popleft()
+            try:
+                lines.append(self._formatter.format(record))
+            except Exception:  # a record that cannot be formatted loses its line only
+                failed = {"level": "error", "msg": f"unformattable log record {record.msg!r}"}
+                lines.append(_ENCODER.encode(failed))
+        if lines:
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
+
+
 class _ContextQueueHandler(logging.handlers.QueueHandler):
     """Queues records for the writer thread, stamped with the caller's request context."""
 
-    def __init__(self, records: queue.SimpleQueue[logging.LogRecord], formatter: JsonFormatter):
-        super().__init__(records)
+    def __init__(self, writer: _Writer, formatter: JsonFormatter) -> None:
+        super().__init__(writer)  # type: ignore[arg-type]
         self._formatter = formatter
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
@@ -99,66 +139,30 @@ class _ContextQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
-class _LineWriter(logging.StreamHandler):  # type: ignore[type-arg]
-    """The writer thread's handler: lines that arrive together go out in one write."""
-
-    BATCH = 256
-
-    def __init__(self, stream: Any, records: queue.SimpleQueue[logging.LogRecord]) -> None:
-        super().__init__(stream)
-        self._records = records
-        self._lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.append(self.format(record))
-        except Exception:
-            self.handleError(record)
-            return
-        # More records queued behind this one: write them all together.
-        if len(self._lines) >= self.BATCH or self._records.empty():
-            self.write_pending()
-
-    def write_pending(self) -> None:
-        if self._lines:
-            lines, self._lines = self._lines, []
-            try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.flush()
-            except Exception:
-                self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
-
-
-_listener: logging.handlers.QueueListener | None = None
-_writer: _LineWriter | None = None
+_writer: _Writer | None = None
 
 
 def configure(service: str, level: str = "INFO") -> None:
     """Send every log record of the process to stdout as JSON lines, written by a
     thread of their own (flushed at exit)."""
-    global _listener, _writer
+    global _writer
     _flush()
     formatter = JsonFormatter(service)
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _writer = _LineWriter(sys.stdout, records)
-    _writer.setFormatter(formatter)
-    _listener = logging.handlers.QueueListener(records, _writer)
-    _listener.start()
+    _writer = _Writer(sys.stdout, formatter)
+    _writer.start()
     # No line shows where a call came from or which process or thread made it, so
     # records skip finding them (logging's documented switches for that).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
-    root.handlers[:] = [_ContextQueueHandler(records, formatter)]
+    root.handlers[:] = [_ContextQueueHandler(_writer, formatter)]
     root.setLevel(level.upper())
 
 
 @atexit.register
 def _flush() -> None:
     """Write the records still queued and stop the writer (at exit, or before a new one)."""
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None
+    global _writer
     if _writer is not None:
-        _writer.write_pending()
+        _writer.stop()
+        _writer = None
