@@ -162,35 +162,6 @@ async def set_stock(
     return level
 
 
-async def take(
-    conn: AsyncConnection, tenant: str, product_id: uuid.UUID, quantity: int
-) -> StockLevel | None:
-    """Move `quantity` units from available to reserved if that many are available;
-    None (and nothing changed) otherwise."""
-    row = (
-        await conn.execute(
-            sa.update(stock)
-            .where(
-                stock.c.tenant_id == tenant,
-                stock.c.product_id == product_id,
-                stock.c.available >= quantity,
-            )
-            .values(
-                available=stock.c.available - quantity,
-                reserved=stock.c.reserved + quantity,
-                version=stock.c.version + 1,
-                updated_at=sa.func.now(),
-            )
-            .returning(*stock.c)
-        )
-    ).first()
-    if row is None:
-        return None
-    level = _level(row)
-    await _changed(conn, tenant, product_id, level.version)
-    return level
-
-
 async def settle(
     conn: AsyncConnection, held: Iterable[tuple[str, Line]], *, back_to_available: bool
 ) -> None:
@@ -242,48 +213,6 @@ async def _lines(conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID) 
         .order_by(reservation_lines.c.product_id)
     )
     return [Line(r.product_id, r.quantity) for r in rows]
-
-
-async def insert_reservation(
-    conn: AsyncConnection,
-    tenant: str,
-    reservation_id: uuid.UUID,
-    lines: Sequence[Line],
-    ttl_s: int,
-) -> Reservation | None:
-    """Insert a live reservation and its lines; None when the id is taken (a
-    concurrent insert of the same id waits here until that one commits or rolls back)."""
-    now = sa.func.now()
-    row = (
-        await conn.execute(
-            insert(reservations)
-            .values(
-                tenant_id=tenant,
-                id=reservation_id,
-                status=ReservationStatus.RESERVED.value,
-                expires_at=now + sa.func.make_interval(0, 0, 0, 0, 0, 0, ttl_s),
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "id"])
-            .returning(*reservations.c)
-        )
-    ).first()
-    if row is None:
-        return None
-    await conn.execute(
-        sa.insert(reservation_lines),
-        [
-            {
-                "tenant_id": tenant,
-                "reservation_id": reservation_id,
-                "product_id": line.product_id,
-                "quantity": line.quantity,
-            }
-            for line in lines
-        ],
-    )
-    return _reservation(row, lines)
 
 
 async def get_reservation(
