@@ -162,35 +162,6 @@ async def set_stock(
     return level
 
 
-async def take(
-    conn: AsyncConnection, tenant: str, product_id: uuid.UUID, quantity: int
-) -> StockLevel | None:
-    """Move `quantity` units from available to reserved if that many are available;
-    None (and nothing changed) otherwise."""
-    row = (
-        await conn.execute(
-            sa.update(stock)
-            .where(
-                stock.c.tenant_id == tenant,
-                stock.c.product_id == product_id,
-                stock.c.available >= quantity,
-            )
-            .values(
-                available=stock.c.available - quantity,
-                reserved=stock.c.reserved + quantity,
-                version=stock.c.version + 1,
-                updated_at=sa.func.now(),
-            )
-            .returning(*stock.c)
-        )
-    ).first()
-    if row is None:
-        return None
-    level = _level(row)
-    await _changed(conn, tenant, product_id, level.version)
-    return level
-
-
 async def settle(
     conn: AsyncConnection, held: Iterable[tuple[str, Line]], *, back_to_available: bool
 ) -> None:
@@ -242,48 +213,6 @@ async def _lines(conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID) 
         .order_by(reservation_lines.c.product_id)
     )
     return [Line(r.product_id, r.quantity) for r in rows]
-
-
-async def insert_reservation(
-    conn: AsyncConnection,
-    tenant: str,
-    reservation_id: uuid.UUID,
-    lines: Sequence[Line],
-    ttl_s: int,
-) -> Reservation | None:
-    """Insert a live reservation and its lines; None when the id is taken (a
-    concurrent insert of the same id waits here until that one commits or rolls back)."""
-    now = sa.func.now()
-    row = (
-        await conn.execute(
-            insert(reservations)
-            .values(
-                tenant_id=tenant,
-                id=reservation_id,
-                status=ReservationStatus.RESERVED.value,
-                expires_at=now + sa.func.make_interval(0, 0, 0, 0, 0, 0, ttl_s),
-                created_at=now,
-                updated_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["tenant_id", "id"])
-            .returning(*reservations.c)
-        )
-    ).first()
-    if row is None:
-        return None
-    await conn.execute(
-        sa.insert(reservation_lines),
-        [
-            {
-                "tenant_id": tenant,
-                "reservation_id": reservation_id,
-                "product_id": line.product_id,
-                "quantity": line.quantity,
-            }
-            for line in lines
-        ],
-    )
-    return _reservation(row, lines)
 
 
 async def get_reservation(
@@ -375,3 +304,125 @@ async def sync_on_hand(
         return before, None
     after = await set_stock(conn, tenant, product_id, available, before.low_stock_threshold, before)
     return before, after
+
+
+# A whole reservation as ONE statement (data-modifying CTEs, as `db.write_together`):
+# the reservation row, its lines and its audit row when the id is new, then every
+# line's stock row locked in product id order (the ledger's lock order) and taken
+# where that many units are available, with each taken row's change notification.
+# Built once: no statement construction per call. A line that is short is missing
+# from the answer; the caller then rolls the whole transaction back (all or none).
+# `synchronous_commit` is set off for the transaction here (see `Reservations.reserve`).
+_RESERVE = sa.text(
+    """
+WITH wanted AS (
+    SELECT w.product_id, w.quantity
+    FROM unnest(CAST(:products AS uuid[]), CAST(:quantities AS integer[]))
+        AS w(product_id, quantity)
+), created AS (
+    INSERT INTO reservations (tenant_id, id, status, expires_at, created_at, updated_at)
+    VALUES (:tenant, :id, 'reserved',
+            now() + make_interval(secs => CAST(:ttl AS integer)), now(), now())
+    ON CONFLICT (tenant_id, id) DO NOTHING
+    RETURNING tenant_id, id, status, expires_at, created_at, updated_at
+), created_lines AS (
+    INSERT INTO reservation_lines (tenant_id, reservation_id, product_id, quantity)
+    SELECT c.tenant_id, c.id, w.product_id, w.quantity FROM created c, wanted w
+), audited AS (
+    INSERT INTO audit_log (tenant_id, entity_type, entity_id, action, actor, request_id,
+                           before, after)
+    SELECT c.tenant_id, 'reservation', CAST(c.id AS text), 'reservation.reserve',
+           :actor, :request_id, NULL, CAST(CAST(:audit AS text) AS jsonb)
+    FROM created c
+), locked AS (
+    SELECT s.product_id, w.quantity
+    FROM stock s JOIN wanted w ON s.product_id = w.product_id
+    WHERE s.tenant_id = :tenant AND EXISTS (SELECT 1 FROM created)
+    ORDER BY s.product_id
+    FOR UPDATE OF s
+), taken AS (
+    UPDATE stock s
+    SET available = s.available - l.quantity,
+        reserved = s.reserved + l.quantity,
+        version = s.version + 1,
+        updated_at = now()
+    FROM locked l
+    WHERE s.tenant_id = :tenant AND s.product_id = l.product_id
+      AND s.available >= l.quantity
+    RETURNING s.product_id, s.available, s.reserved, s.low_stock_threshold, s.version,
+              s.updated_at
+), notified AS (
+    SELECT t.*, pg_notify(:channel, json_build_object(
+        'tenant', CAST(:tenant AS text), 'product_id', t.product_id, 'version', t.version
+    )::text) AS sent
+    FROM taken t
+)
+SELECT c.tenant_id, c.id, c.status, c.expires_at, c.created_at, c.updated_at,
+       set_config('synchronous_commit', 'off', true) AS sync_off,
+       (SELECT array_agg(n.product_id ORDER BY n.product_id) FROM notified n) AS products,
+       (SELECT array_agg(n.available ORDER BY n.product_id) FROM notified n) AS available,
+       (SELECT array_agg(n.reserved ORDER BY n.product_id) FROM notified n) AS reserved,
+       (SELECT array_agg(n.low_stock_threshold ORDER BY n.product_id) FROM notified n)
+           AS thresholds,
+       (SELECT array_agg(n.version ORDER BY n.product_id) FROM notified n) AS versions,
+       (SELECT array_agg(n.updated_at ORDER BY n.product_id) FROM notified n) AS updated
+FROM created c
+"""
+)
+
+
+async def reserve(
+    conn: AsyncConnection,
+    tenant: str,
+    reservation_id: uuid.UUID,
+    lines: Sequence[Line],
+    ttl_s: int,
+    *,
+    actor: str,
+    request_id: str | None,
+    audit_after: str,
+) -> tuple[Reservation, list[StockLevel]] | None:
+    """Insert a live reservation (lines, audit row) and take every line's units that
+    are available, in one round trip: (the reservation, the stock rows taken, in
+    product id order); None when the id is taken (nothing written). Fewer rows than
+    lines: some line was short, and the caller must roll back."""
+    row = (
+        await conn.execute(
+            _RESERVE,
+            {
+                "tenant": tenant,
+                "id": reservation_id,
+                "ttl": ttl_s,
+                "products": [line.product_id for line in lines],
+                "quantities": [line.quantity for line in lines],
+                "actor": actor,
+                "request_id": request_id,
+                "audit": audit_after,
+                "channel": changes.STOCK_LEVEL,
+            },
+        )
+    ).first()
+    if row is None:
+        return None
+    m = row._mapping
+    taken = [
+        StockLevel(
+            tenant_id=tenant,
+            product_id=product_id,
+            available=available,
+            reserved=reserved,
+            low_stock_threshold=threshold,
+            version=version,
+            updated_at=updated,
+        )
+        for product_id, available, reserved, threshold, version, updated in zip(
+            m["products"] or (),
+            m["available"] or (),
+            m["reserved"] or (),
+            m["thresholds"] or (),
+            m["versions"] or (),
+            m["updated"] or (),
+            strict=True,
+        )
+    ]
+    return _reservation(row, lines), taken

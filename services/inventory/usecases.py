@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.inventory import events, repository
@@ -26,7 +26,7 @@ from services.inventory.domain import (
     settled_already,
 )
 from services.inventory.upstreams import Catalogue, Warehouse
-from services.kit import errors
+from services.kit import audit, context, errors
 from services.kit.cursor import CursorCodec, page_size
 from services.kit.idempotency import IdempotencyStore, KeyScope
 from services.kit.uow import Claim, Stored, UnitOfWork, Work
@@ -204,35 +204,48 @@ class Reservations:
         """Reserve every line (merged, sorted) or none; the stored reservation when
         the id exists with the same lines."""
         async with UnitOfWork(self._engine) as work:
-            # The stock rows stay locked from their update to the commit, so the commit
-            # does not wait for its WAL flush: a hot product is not limited to one
+            # One statement (repository.reserve) writes the reservation, its lines and
+            # its audit row and takes the stock. It also sets synchronous_commit off:
+            # the stock rows stay locked from their update to the commit, so the commit
+            # does not wait for its WAL flush, and a hot product is not limited to one
             # reservation per disk flush. Nothing is lost that matters: the order that
             # holds the reservation commits synchronously afterwards, and flushing its
             # commit flushes the WAL up to it, this reservation included; a crash before
             # that loses a reservation whose order was never written.
-            await work.conn.execute(sa.text("SET LOCAL synchronous_commit = off"))
-            created = await repository.insert_reservation(
-                work.conn, tenant, reservation_id, lines, ttl_s
+            audit_after = json.dumps(
+                {
+                    "status": ReservationStatus.RESERVED.value,
+                    "lines": [[str(line.product_id), line.quantity] for line in lines],
+                }
             )
-            if created is None:
+            done = await repository.reserve(
+                work.conn,
+                tenant,
+                reservation_id,
+                lines,
+                ttl_s,
+                actor=audit.current_actor(),
+                request_id=context.request_id.get() or None,
+                audit_after=audit_after,
+            )
+            if done is None:
                 return await self._existing(work, tenant, reservation_id, lines)
-            # Written before the stock rows are taken, so it adds nothing to the time
-            # they stay locked.
-            await _audit_reservation(work, "reserve", None, created)
-            short: list[uuid.UUID] = []
-            for line in lines:
-                after = await repository.take(work.conn, tenant, line.product_id, line.quantity)
-                if after is None:
-                    short.append(line.product_id)
-                    continue
+            created, taken = done
+            if len(taken) < len(lines):
+                # Raising rolls the whole statement's writes back: nothing stays reserved.
+                got = {level.product_id for level in taken}
+                names = ", ".join(
+                    str(line.product_id) for line in lines if line.product_id not in got
+                )
+                raise errors.InsufficientStock(f"insufficient stock for {names}")
+            quantities = {line.product_id: line.quantity for line in lines}
+            for after in taken:
+                taken_units = quantities[after.product_id]
                 before = replace(
-                    after, available=after.available + line.quantity, version=after.version - 1
+                    after, available=after.available + taken_units, version=after.version - 1
                 )
                 if crossed_low(before, after):
                     await work.outbox.add(events.low_stock(after))
-            if short:
-                names = ", ".join(str(p) for p in short)
-                raise errors.InsufficientStock(f"insufficient stock for {names}")
             return created
 
     async def _existing(

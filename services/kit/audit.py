@@ -68,6 +68,11 @@ class Audit:
         )
 
 
+def current_actor(actor: str | None = None) -> str:
+    """Who an audit row names: `actor` if given, else the RPC's caller, else `system`."""
+    return actor or context.user_id.get() or "system"
+
+
 def row(
     *,
     tenant: str,
@@ -84,7 +89,7 @@ def row(
         entity_type=entity_type,
         entity_id=entity_id,
         action=action,
-        actor=actor or context.user_id.get() or "system",
+        actor=current_actor(actor),
         request_id=context.request_id.get() or None,
         before=None if before is None else dict(before),
         after=None if after is None else dict(after),

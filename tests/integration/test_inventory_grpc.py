@@ -21,6 +21,7 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.inventory.bootstrap import InventoryApp, bootstrap
+from services.kit.audit import audit_log
 from services.kit.outbox import outbox
 from services.kit.server import create_server
 from tests.servers import inventory_config
@@ -197,6 +198,32 @@ async def test_a_failing_line_reserves_nothing_and_names_the_products(
     assert scarce in (raised.value.details() or "")
     assert plenty not in (raised.value.details() or "")
     assert (await _stock(channel, tenant, plenty)).available == 10
+
+
+async def test_a_reservation_writes_one_audit_row_and_a_refused_one_none(
+    channel: grpc.aio.Channel, engine: AsyncEngine, tenant: str
+) -> None:
+    a, b = sorted([uuid4(), uuid4()])
+    await _restock(channel, tenant, a, 5)
+    await _restock(channel, tenant, b, 1)
+    stub = inventory_pb2_grpc.ReservationServiceStub(channel)
+    kept, refused = uuid4(), uuid4()
+    await stub.Reserve(_reserve_request(kept, (a, 2), (b, 1)), metadata=_service(tenant))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Reserve(_reserve_request(refused, (a, 1), (b, 1)), metadata=_service(tenant))
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(audit_log.c.entity_id, audit_log.c.before, audit_log.c.after).where(
+                    audit_log.c.tenant_id == tenant, audit_log.c.action == "reservation.reserve"
+                )
+            )
+        ).all()
+    assert [(r.entity_id, r.before, r.after) for r in rows] == [
+        (kept, None, {"status": "reserved", "lines": [[a, 2], [b, 1]]})
+    ]
+    levels = [await _stock(channel, tenant, p) for p in (a, b)]
+    assert [(x.available, x.reserved, x.version) for x in levels] == [(3, 2, 2), (0, 1, 2)]
 
 
 async def test_the_same_reservation_id_reserves_once(
