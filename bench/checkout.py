@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 import uuid
@@ -300,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle-timeout", type=float, default=300.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 8192), hard), hard))
+    load.open_many_files()
     progress("starting a platform of its own")
     with load.own_platform(
         load.HIGH_LIMITS_ENV, load.HIGH_LIMITS, replicas={"order-pipeline": args.pipelines}

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 import uuid
@@ -227,9 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--retry-base-s", type=float, default=0.5)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    # 1,000 client connections, and as many in Envoy, need more than the usual 1,024 files.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    load.open_many_files()
     secret = generate_secret()
     env = {
         **load.HIGH_LIMITS_ENV,

@@ -207,9 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, default=None)
     args = parser.parse_args(argv)
-    # 1,000 senders, and as many connections in Envoy and the peer, need more files.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    load.open_many_files()
     secret = generate_secret()
     env = {
         **load.HIGH_LIMITS_ENV,

@@ -67,6 +67,13 @@ def nearest_rank(ordered: Sequence[float], percent: float) -> float:
     return ordered[max(math.ceil(percent / 100 * len(ordered)) - 1, 0)]
 
 
+def open_many_files() -> None:
+    """The soft open-file limit raised to the hard one: a thousand client connections,
+    and as many in Envoy and the services, need more than the usual 1,024."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def progress(message: str) -> None:
     print(f"[bench] {message}", file=sys.stderr, flush=True)
 
