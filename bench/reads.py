@@ -6,7 +6,7 @@ Envoy next to a tuned FastAPI peer doing the same work, in one run, on one Redis
 It starts a platform of its own on free ports with the launcher's `Platform`
 (LOG_LEVEL=INFO unless --log-level says otherwise: the services write their
 access log, as in production), with limits far above the load, so every check
-runs and none refuses. Whatever the branch's edge config does for the shared
+runs and none refuses. Whatever the checkout's edge config does for the shared
 limits (a call to the rate-limit service, or Envoy's own buckets) is what is
 measured; the Envoy counters under the table say which checks ran per request.
 Beside it runs the peer (`bench/peers/products_api.py`: FastAPI, uvicorn,
