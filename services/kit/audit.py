@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import context
-from services.kit.db import metadata
+from services.kit.db import Write, metadata
 
 audit_log = sa.Table(
     "audit_log",
@@ -64,7 +64,7 @@ class Audit:
                 before=before,
                 after=after,
                 actor=actor,
-            )
+            ).statement()
         )
 
 
@@ -82,15 +82,18 @@ def row(
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
     actor: str | None = None,
-) -> sa.Insert:
-    """The insert of one audit row (`Audit.record` runs it; `db.write_together` batches it)."""
-    return sa.insert(audit_log).values(
-        tenant_id=tenant,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        action=action,
-        actor=current_actor(actor),
-        request_id=context.request_id.get() or None,
-        before=None if before is None else dict(before),
-        after=None if after is None else dict(after),
+) -> Write:
+    """One audit row (`Audit.record` runs it; `db.write_together` batches it)."""
+    return Write(
+        audit_log,
+        dict(
+            tenant_id=tenant,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            action=action,
+            actor=current_actor(actor),
+            request_id=context.request_id.get() or None,
+            before=None if before is None else dict(before),
+            after=None if after is None else dict(after),
+        ),
     )

@@ -54,12 +54,13 @@ KEYS: dict[str, tuple[str, ...]] = {
 
 async def notify(conn: AsyncConnection, channel: str, payload: Mapping[str, Any]) -> None:
     """Queue one notification on `channel`, sent when the caller's transaction commits."""
-    await conn.execute(sa.select(notification(channel, payload)))
+    sent = notification(channel, payload)
+    await conn.execute(sa.select(sa.func.pg_notify(sent.channel, sent.payload)))
 
 
-def notification(channel: str, payload: Mapping[str, Any]) -> sa.ColumnElement[Any]:
-    """The `pg_notify` call `notify` selects (`db.write_together` selects it after its rows)."""
-    return sa.func.pg_notify(channel, json.dumps(payload, separators=(",", ":")))
+def notification(channel: str, payload: Mapping[str, Any]) -> db.Notify:
+    """The notification `notify` sends (`db.write_together` sends it after its rows)."""
+    return db.Notify(channel, json.dumps(payload, separators=(",", ":")))
 
 
 @dataclass(frozen=True)

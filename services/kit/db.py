@@ -9,7 +9,8 @@ SQLAlchemy instrumentation: the SQL with its placeholders, never the values).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -84,17 +85,97 @@ def _trace(engine: AsyncEngine) -> None:
 _engines: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()
 
 
+@dataclass(frozen=True)
+class Write:
+    """One row a change writes beside it: an insert of `values` into `table`, or, with
+    `where`, an update setting `values` on the rows whose columns equal `where`'s.
+
+    Plain values only, never SQL expressions: `write_together` builds the statement
+    of each shape (tables, columns, order) once and binds the values, so a write
+    costs no statement construction, cache-key walk or compilation per call."""
+
+    table: sa.Table
+    values: Mapping[str, Any]
+    where: Mapping[str, Any] | None = None
+
+    def statement(self) -> sa.Insert | sa.Update:
+        """The write on its own (built per call: for a single row, not a hot path)."""
+        if self.where is None:
+            return sa.insert(self.table).values(dict(self.values))
+        return (
+            sa.update(self.table)
+            .where(*(self.table.c[k] == v for k, v in self.where.items()))
+            .values(dict(self.values))
+        )
+
+    def _shape(self) -> tuple[object, ...]:
+        return (
+            self.table.name,
+            tuple(self.values),
+            None if self.where is None else tuple(self.where),
+        )
+
+
+@dataclass(frozen=True)
+class Notify:
+    """A `pg_notify(channel, payload)` sent when the transaction commits."""
+
+    channel: str
+    payload: str
+
+
+_Shape = tuple[tuple[object, ...], bool]
+_together: dict[_Shape, sa.Select[Any]] = {}
+_MAX_SHAPES = 256
+
+
+def _param(n: int, part: str, column: str) -> str:
+    return f"w{n}_{part}_{column}"
+
+
+def _together_statement(writes: Sequence[Write], notify: bool) -> sa.Select[Any]:
+    ctes = []
+    for n, write in enumerate(writes):
+        table = write.table
+        bound = {k: sa.bindparam(_param(n, "v", k), type_=table.c[k].type) for k in write.values}
+        if write.where is None:
+            statement: sa.Insert | sa.Update = sa.insert(table).values(bound)
+        else:
+            conditions = (
+                table.c[k] == sa.bindparam(_param(n, "w", k), type_=table.c[k].type)
+                for k in write.where
+            )
+            statement = sa.update(table).where(*conditions).values(bound)
+        ctes.append(statement.cte(f"write_{n}"))
+    final = (
+        sa.func.pg_notify(sa.bindparam("notify_channel"), sa.bindparam("notify_payload"))
+        if notify
+        else sa.literal(1)
+    )
+    return sa.select(final).add_cte(*ctes)
+
+
 async def write_together(
-    conn: AsyncConnection,
-    writes: Sequence[sa.Insert],
-    then: sa.ColumnElement[Any] | None = None,
+    conn: AsyncConnection, writes: Sequence[Write], notify: Notify | None = None
 ) -> None:
-    """Run several inserts (and a final expression, e.g. `pg_notify`) as ONE statement:
-    each insert is a data-modifying CTE, which PostgreSQL runs exactly once and to
-    completion whether or not the query reads it. One round trip instead of one per
-    row, for the rows a change writes beside itself (history, audit, outbox, ...)."""
-    ctes = [write.cte(f"write_{n}") for n, write in enumerate(writes)]
-    await conn.execute(sa.select(then if then is not None else sa.literal(1)).add_cte(*ctes))
+    """Run several writes (and a `pg_notify`) as ONE statement: each is a data-modifying
+    CTE, which PostgreSQL runs exactly once and to completion whether or not the query
+    reads it. One round trip instead of one per row, for the rows a change writes
+    beside itself (history, audit, outbox, ...); each shape's statement is built once."""
+    shape: _Shape = (tuple(w._shape() for w in writes), notify is not None)
+    statement = _together.get(shape)
+    if statement is None:
+        statement = _together_statement(writes, notify is not None)
+        if len(_together) < _MAX_SHAPES:
+            _together[shape] = statement
+    params: dict[str, Any] = {}
+    for n, write in enumerate(writes):
+        params.update((_param(n, "v", k), v) for k, v in write.values.items())
+        if write.where is not None:
+            params.update((_param(n, "w", k), v) for k, v in write.where.items())
+    if notify is not None:
+        params["notify_channel"], params["notify_payload"] = notify.channel, notify.payload
+    await conn.execute(statement, params)
 
 
 async def _sample_pools() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import errors, metrics
-from services.kit.db import metadata
+from services.kit.db import Write, metadata
 
 MAX_KEY_LENGTH = 255
 
@@ -82,6 +82,44 @@ def validate_key(key: str) -> str:
     return key
 
 
+def _claim_statement() -> sa.Insert:
+    """Insert the key, or take over an expired one; returns a row only when claimed."""
+    now = sa.func.now()
+    values = insert(idempotency_keys).values(
+        tenant_id=sa.bindparam("tenant_id"),
+        user_id=sa.bindparam("user_id"),
+        key=sa.bindparam("key"),
+        operation=sa.bindparam("operation"),
+        request_hash=sa.bindparam("request_hash"),
+        created_at=now,
+        expires_at=now + sa.bindparam("ttl", type_=sa.Interval),
+    )
+    return values.on_conflict_do_update(
+        index_elements=["tenant_id", "user_id", "key"],
+        set_={
+            "operation": values.excluded.operation,
+            "request_hash": values.excluded.request_hash,
+            "response_json": None,
+            "created_at": values.excluded.created_at,
+            "expires_at": values.excluded.expires_at,
+        },
+        where=idempotency_keys.c.expires_at <= now,
+    ).returning(idempotency_keys.c.created_at)
+
+
+# Built once: a claim binds its values, with no statement construction per call.
+_CLAIM = _claim_statement()
+
+
+@dataclass(frozen=True)
+class Begun:
+    """What claiming a key found: a response to replay, or the key now claimed at `at`
+    (the transaction's time, `now()`, which every row the effect writes shares)."""
+
+    replay: dict[str, Any] | None
+    at: datetime | None = None
+
+
 class IdempotencyStore:
     """Claims keys and stores responses; replays live keys for a TTL."""
 
@@ -90,31 +128,24 @@ class IdempotencyStore:
 
     async def begin(
         self, conn: AsyncConnection, scope: KeyScope, key: str, operation: str, request_hash: str
-    ) -> dict[str, Any] | None:
-        """Claim the key (None: go ahead) or return the stored response to replay."""
-        now = sa.func.now()
-        values = insert(idempotency_keys).values(
-            tenant_id=scope.tenant,
-            user_id=scope.user,
-            key=validate_key(key),
-            operation=operation,
-            request_hash=request_hash,
-            created_at=now,
-            expires_at=now + self.ttl,
-        )
-        claim = values.on_conflict_do_update(
-            index_elements=["tenant_id", "user_id", "key"],
-            set_={
-                "operation": values.excluded.operation,
-                "request_hash": values.excluded.request_hash,
-                "response_json": None,
-                "created_at": values.excluded.created_at,
-                "expires_at": values.excluded.expires_at,
-            },
-            where=idempotency_keys.c.expires_at <= now,
-        ).returning(idempotency_keys.c.key)
-        if (await conn.execute(claim)).first() is not None:
-            return None
+    ) -> Begun:
+        """Claim the key (go ahead, at the transaction's time) or find the stored
+        response to replay."""
+        claimed = (
+            await conn.execute(
+                _CLAIM,
+                {
+                    "tenant_id": scope.tenant,
+                    "user_id": scope.user,
+                    "key": validate_key(key),
+                    "operation": operation,
+                    "request_hash": request_hash,
+                    "ttl": self.ttl,
+                },
+            )
+        ).first()
+        if claimed is not None:
+            return Begun(None, claimed.created_at)
         row = (
             await conn.execute(
                 sa.select(
@@ -128,17 +159,23 @@ class IdempotencyStore:
             raise errors.IdempotencyKeyReused(
                 "Idempotency-Key was already used with a different request"
             )
-        response: dict[str, Any] = row.response_json
+        response: dict[str, Any] | None = row.response_json
         if response is not None:
             metrics.IDEMPOTENT_REPLAYS.labels(operation).inc()
-        return response
+        return Begun(response)
+
+    @staticmethod
+    def finish_row(scope: KeyScope, key: str, response: dict[str, Any]) -> Write:
+        """The update that stores the response of a claimed key (`finish` runs it; an
+        effect that writes in one statement runs it with its rows, `db.write_together`)."""
+        return Write(
+            idempotency_keys,
+            {"response_json": response},
+            where={"tenant_id": scope.tenant, "user_id": scope.user, "key": key},
+        )
 
     async def finish(
         self, conn: AsyncConnection, scope: KeyScope, key: str, response: dict[str, Any]
     ) -> None:
         """Store the response of a claimed key, in the same transaction as the effect."""
-        await conn.execute(
-            sa.update(idempotency_keys)
-            .where(scope.where(), idempotency_keys.c.key == key)
-            .values(response_json=response)
-        )
+        await conn.execute(self.finish_row(scope, key, response).statement())

@@ -30,7 +30,7 @@ from google.protobuf.message import Message as Contract
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kit.db import metadata
+from services.kit.db import Write, metadata
 from services.kit.streams.message import current_traceparent
 
 ORDER_ID = "CASE WHEN aggregate_type = 'order' THEN aggregate_id::uuid END"  # seed 001's column
@@ -95,21 +95,24 @@ class Outbox:
     async def add(self, event: Event) -> uuid.UUID:
         """Record `event` in the caller's transaction, with the current trace; returns its id."""
         event_id = uuid.uuid4()
-        await self._conn.execute(row(event, event_id))
+        await self._conn.execute(row(event, event_id).statement())
         return event_id
 
 
-def row(event: Event, event_id: uuid.UUID | None = None) -> sa.Insert:
-    """The insert that records `event` with the current trace (`Outbox.add` runs it; a
+def row(event: Event, event_id: uuid.UUID | None = None) -> Write:
+    """The row that records `event` with the current trace (`Outbox.add` runs it; a
     writer batching several rows into one statement uses it with `db.write_together`)."""
-    return sa.insert(outbox).values(
-        id=event_id or uuid.uuid4(),
-        aggregate_type=event.aggregate_type,
-        aggregate_id=event.aggregate_id,
-        event_type=event.type,
-        tenant_id=event.tenant_id,
-        payload=contract_json(event.contract),
-        traceparent=current_traceparent(),
+    return Write(
+        outbox,
+        dict(
+            id=event_id or uuid.uuid4(),
+            aggregate_type=event.aggregate_type,
+            aggregate_id=event.aggregate_id,
+            event_type=event.type,
+            tenant_id=event.tenant_id,
+            payload=contract_json(event.contract),
+            traceparent=current_traceparent(),
+        ),
     )
 
 

@@ -22,12 +22,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.kit.audit import Audit
+from services.kit.db import Write
 from services.kit.idempotency import IdempotencyStore, KeyScope
 from services.kit.inbox import Inbox
 from services.kit.outbox import Outbox
@@ -70,6 +73,25 @@ class Work:
         self.inbox = Inbox(conn)
         self.audit = Audit(conn)
         self._idempotency = idempotency
+        self._at: datetime | None = None
+        self._response: Callable[[Any], Write] | None = None
+        self._response_written = False
+
+    async def now(self) -> datetime:
+        """The transaction's time (`now()`, the same for every statement in it): the
+        claim's, when a key was claimed, so reading it costs no round trip."""
+        if self._at is None:
+            self._at = (await self.conn.execute(sa.select(sa.func.now()))).scalar_one()
+        return self._at
+
+    def response_row(self, value: Any) -> Write:
+        """The update storing `value` as the claimed key's response, for an effect that
+        writes it in its own last statement (`db.write_together`) rather than in one more
+        round trip after it. Only inside `idempotent`'s effect."""
+        if self._response is None:
+            raise RuntimeError("response_row is for the effect of Work.idempotent")
+        self._response_written = True
+        return self._response(value)
 
     async def idempotent(
         self, claim: Claim, effect: Callable[[], Awaitable[R]], stored: Stored[R]
@@ -77,13 +99,21 @@ class Work:
         """Replay the response stored for the claim's key, or run `effect` and store its."""
         if self._idempotency is None:
             raise RuntimeError("this unit of work was opened without an idempotency store")
-        response = await self._idempotency.begin(
+        begun = await self._idempotency.begin(
             self.conn, claim.scope, claim.key, claim.operation, claim.request_hash
         )
-        if response is not None:
-            return Outcome(stored.load(response), replayed=True)
-        value = await effect()
-        await self._idempotency.finish(self.conn, claim.scope, claim.key, stored.dump(value))
+        if begun.replay is not None:
+            return Outcome(stored.load(begun.replay), replayed=True)
+        self._at = self._at or begun.at
+        self._response_written = False
+        store = self._idempotency.finish_row
+        self._response = lambda value: store(claim.scope, claim.key, stored.dump(value))
+        try:
+            value = await effect()
+        finally:
+            self._response = None
+        if not self._response_written:
+            await self._idempotency.finish(self.conn, claim.scope, claim.key, stored.dump(value))
         return Outcome(value, replayed=False)
 
 

@@ -270,6 +270,33 @@ class Order:
     cancel_requested: bool = False
     payment_status: str | None = None  # the latest charge attempt's, when there is one
 
+    @classmethod
+    def placed_new(
+        cls,
+        tenant: str,
+        user: str | None,
+        order_id: uuid.UUID,
+        customer_ref: str | None,
+        lines: Iterable[LineItem],
+        status: OrderStatus,
+        at: datetime,
+    ) -> Order:
+        """A just-placed order at version 1: catalogue lines, the total their sum."""
+        items = tuple(lines)
+        return cls(
+            id=order_id,
+            tenant_id=tenant,
+            user_id=user,
+            status=status,
+            version=1,
+            total_cents=sum(i.quantity * i.unit_price_cents for i in items),
+            created_at=at,
+            updated_at=at,
+            closed_at=None,
+            customer_ref=customer_ref,
+            items=items,
+        )
+
     @property
     def placed(self) -> bool:
         return self.status in PLACED

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kit import errors
+from services.kit import db, errors
 from services.kit.cursor import TimeIdPosition
 from services.order.domain import (
     Caller,
@@ -165,6 +165,45 @@ async def lock(
     return (await _full(conn, [row]))[0]
 
 
+def placed_rows(order: Order) -> list[db.Write]:
+    """The rows of a placed order (`Order.placed_new`) and its lines, written in one
+    statement with the rows its placement records beside it (`transitions.placed`):
+    the lines' foreign key is checked at the end of the statement, when the order
+    exists."""
+    rows = [
+        db.Write(
+            orders,
+            dict(
+                id=order.id,
+                tenant_id=order.tenant_id,
+                user_id=order.user_id,
+                status=order.status.value,
+                version=order.version,
+                total_cents=order.total_cents,
+                customer_ref=order.customer_ref,
+                created_at=order.created_at,
+                updated_at=order.updated_at,
+            ),
+        )
+    ]
+    rows.extend(
+        db.Write(
+            order_items,
+            dict(
+                order_id=order.id,
+                line_no=n,
+                sku=i.sku,
+                quantity=i.quantity,
+                unit_price_cents=i.unit_price_cents,
+                product_id=i.product_id,
+                name=i.name,
+            ),
+        )
+        for n, i in enumerate(order.items, start=1)
+    )
+    return rows
+
+
 async def insert_placed(
     conn: AsyncConnection,
     caller: Caller,
@@ -173,43 +212,12 @@ async def insert_placed(
     lines: Sequence[LineItem],
     status: OrderStatus,
 ) -> Order:
-    """Insert a placed order (catalogue lines, total their sum) at version 1, order and
-    lines in one statement (the lines as a data-modifying CTE: the foreign key is checked
-    at the end of the statement, when the order exists)."""
-    now = sa.func.now()
-    lines_insert = sa.insert(order_items).values(
-        [
-            {
-                "order_id": order_id,
-                "line_no": n,
-                "sku": i.sku,
-                "quantity": i.quantity,
-                "unit_price_cents": i.unit_price_cents,
-                "product_id": i.product_id,
-                "name": i.name,
-            }
-            for n, i in enumerate(lines, start=1)
-        ]
-    )
-    row = (
-        await conn.execute(
-            sa.insert(orders)
-            .values(
-                id=order_id,
-                tenant_id=caller.tenant,
-                user_id=caller.user,
-                status=status.value,
-                version=1,
-                total_cents=sum(i.quantity * i.unit_price_cents for i in lines),
-                customer_ref=customer_ref,
-                created_at=now,
-                updated_at=now,
-            )
-            .add_cte(lines_insert.cte("lines"))
-            .returning(*orders.c)
-        )
-    ).one()
-    return _order(row, lines)
+    """Insert a placed order and its lines at version 1 with database time, nothing
+    recorded beside it (placement writes it with its records: `placed_rows`)."""
+    now = (await conn.execute(sa.select(sa.func.now()))).scalar_one()
+    order = Order.placed_new(caller.tenant, caller.user, order_id, customer_ref, lines, status, now)
+    await db.write_together(conn, placed_rows(order))
+    return order
 
 
 async def save_status(conn: AsyncConnection, before: Order, after: Order) -> Order:
@@ -246,15 +254,18 @@ def status_change_row(
     from_status: OrderStatus | None,
     actor: str,
     reason: str | None,
-) -> sa.Insert:
-    """The insert of one history row: the status the order just reached."""
-    return sa.insert(order_status_changes).values(
-        order_id=order.id,
-        from_status=None if from_status is None else from_status.value,
-        to_status=order.status.value,
-        version=order.version,
-        actor=actor,
-        reason=reason,
+) -> db.Write:
+    """One history row: the status the order just reached."""
+    return db.Write(
+        order_status_changes,
+        dict(
+            order_id=order.id,
+            from_status=None if from_status is None else from_status.value,
+            to_status=order.status.value,
+            version=order.version,
+            actor=actor,
+            reason=reason,
+        ),
     )
 
 

@@ -16,9 +16,9 @@ nothing else writes a placed order's status.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from shop.order.events.v1 import events_pb2
 
 from services.kit import audit, changes, db, outbox
@@ -56,9 +56,12 @@ def snapshot(order: Order) -> dict[str, Any]:
     }
 
 
-async def placed(work: Work, order: Order, *, actor: str) -> Order:
-    """Record a just-inserted placed order: history, audit, event, notice, change."""
-    await _recorded(work, None, order, actor=actor, reason=None)
+async def placed(
+    work: Work, order: Order, *, actor: str, with_rows: Sequence[db.Write] = ()
+) -> Order:
+    """Record a placed order: history, audit, event, notice, change; `with_rows` (the
+    order's own inserts, the idempotent response) are written in the same statement."""
+    await _recorded(work, None, order, actor=actor, reason=None, with_rows=with_rows)
     return order
 
 
@@ -72,10 +75,16 @@ async def moved(
 
 
 async def _recorded(
-    work: Work, before: Order | None, after: Order, *, actor: str, reason: str | None
+    work: Work,
+    before: Order | None,
+    after: Order,
+    *,
+    actor: str,
+    reason: str | None,
+    with_rows: Sequence[db.Write] = (),
 ) -> None:
     """Everything the change implies, written in one statement (services.kit.db)."""
-    rows: list[sa.Insert] = []
+    rows: list[db.Write] = list(with_rows)
     if before is None or before.status is not after.status:
         rows.append(
             repository.status_change_row(
@@ -124,22 +133,25 @@ async def _recorded(
     notice = notice_for(after) if tell else None
     if notice is not None and after.user_id is not None:
         rows.append(
-            sa.insert(notifications).values(
-                id=uuid.uuid4(),
-                tenant_id=after.tenant_id,
-                user_id=after.user_id,
-                order_id=after.id,
-                kind=notice.kind,
-                channel=notice.channel,
-                subject=notice.subject,
-                body=notice.body,
-                status="pending",
+            db.Write(
+                notifications,
+                dict(
+                    id=uuid.uuid4(),
+                    tenant_id=after.tenant_id,
+                    user_id=after.user_id,
+                    order_id=after.id,
+                    kind=notice.kind,
+                    channel=notice.channel,
+                    subject=notice.subject,
+                    body=notice.body,
+                    status="pending",
+                ),
             )
         )
     await db.write_together(
         work.conn,
         rows,
-        then=changes.notification(
+        notify=changes.notification(
             changes.ORDER_STATUS,
             {"tenant": after.tenant_id, "id": str(after.id), "version": after.version},
         ),

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import errors
+from services.kit import db, errors
 from services.kit.cursor import CursorCodec, Page, TimeIdPosition, page_size, time_id_page
 from services.kit.idempotency import IdempotencyStore, KeyScope
 from services.kit.uow import Claim, Stored, UnitOfWork
@@ -106,10 +106,21 @@ class Orders:
                     log.warning("inventory unavailable; order accepted as pending: %s", exc)
                     status = OrderStatus.PENDING
                 try:
-                    order = await repository.insert_placed(
-                        work.conn, caller, order_id, new.customer_ref, lines, status
+                    order = Order.placed_new(
+                        caller.tenant,
+                        caller.user,
+                        order_id,
+                        new.customer_ref,
+                        lines,
+                        status,
+                        await work.now(),
                     )
-                    return await transitions.placed(work, order, actor=caller.user)
+                    # The order, its lines, its records and the stored response: one statement.
+                    rows: list[db.Write] = [
+                        *repository.placed_rows(order),
+                        work.response_row(order),
+                    ]
+                    return await transitions.placed(work, order, actor=caller.user, with_rows=rows)
                 except BaseException:
                     if status is OrderStatus.RESERVED:
                         await _release_quietly(stock, caller.tenant, order_id)

@@ -12,15 +12,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from shop.order.events.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import errors
+from services.kit import db, errors
 from services.kit.idempotency import IdempotencyStore, KeyScope, idempotency_keys
 from services.kit.inbox import inbox
 from services.kit.outbox import Event, outbox
+from services.kit.outbox import row as outbox_row
 from services.kit.uow import Claim, Stored, UnitOfWork, Work
 
 
@@ -203,3 +205,81 @@ async def test_an_idempotent_write_needs_a_store(scene: Scene) -> None:
     async with UnitOfWork(scene.engine) as work:
         with pytest.raises(RuntimeError):
             await work.idempotent(scene.claim(), making(work, scene, []), STORED_ID)
+
+
+async def test_an_effect_may_store_its_response_in_its_own_last_statement(scene: Scene) -> None:
+    """`response_row` with the effect's rows: one statement, and a replay finds it."""
+
+    async def request() -> tuple[str, bool]:
+        async with UnitOfWork(scene.engine, scene.keys) as work:
+
+            async def effect() -> str:
+                thing = f"thing-at-{(await work.now()).isoformat()}"
+                row = outbox_row(scene.event(thing))
+                await db.write_together(work.conn, [row, work.response_row(thing)])
+                return thing
+
+            done = await work.idempotent(scene.claim(), effect, STORED_ID)
+            return done.value, done.replayed
+
+    first = await request()
+    assert not first[1]
+    assert await request() == (first[0], True)
+    assert await scene.events() == [first[0]]
+    async with scene.engine.connect() as conn:
+        stored = await conn.execute(
+            sa.select(idempotency_keys.c.response_json, idempotency_keys.c.created_at).where(
+                scene.claim().scope.where()
+            )
+        )
+        response, claimed_at = stored.one()
+    # The stored response is the effect's; `now()` was the claim's time, no extra read.
+    assert response == {"id": first[0]}
+    assert first[0] == f"thing-at-{claimed_at.isoformat()}"
+
+
+async def test_response_row_is_only_for_an_idempotent_effect(scene: Scene) -> None:
+    async with UnitOfWork(scene.engine, scene.keys) as work:
+        with pytest.raises(RuntimeError):
+            work.response_row("x")
+
+
+async def test_writes_of_one_shape_bind_each_call_s_own_values(scene: Scene) -> None:
+    """The statement of a shape is built once and reused: every call's values land,
+    an update touches only the rows its `where` names, and the notification is sent."""
+    ids = [f"shape-{n}" for n in range(3)]
+    channel = f"shape_{uuid.uuid4().hex[:12]}"
+    heard: list[str] = []
+    url = db.libpq_url(scene.engine.url.render_as_string(hide_password=False))
+    listener = await asyncpg.connect(url)
+    await listener.add_listener(channel, lambda *args: heard.append(args[-1]))
+    async with UnitOfWork(scene.engine) as work:
+        for aggregate_id in ids:
+            await db.write_together(
+                work.conn,
+                [
+                    outbox_row(scene.event(aggregate_id)),
+                    outbox_row(scene.event(aggregate_id + "b")),
+                ],
+                notify=db.Notify(channel, aggregate_id),
+            )
+        updated = db.Write(
+            outbox, {"event_type": "test.updated"}, where={"aggregate_id": ids[1] + "b"}
+        )
+        await db.write_together(work.conn, [updated])
+    # (The CTEs of one statement run in no set order: compare as sets.)
+    assert sorted(await scene.events()) == sorted(i + s for i in ids for s in ("", "b"))
+    async with scene.engine.connect() as conn:
+        types = await conn.execute(
+            sa.select(outbox.c.aggregate_id, outbox.c.event_type).where(
+                outbox.c.aggregate_type == scene.aggregate
+            )
+        )
+        changed = {a for a, t in types if t == "test.updated"}
+    assert changed == {ids[1] + "b"}
+    for _ in range(50):
+        if len(heard) == len(ids):
+            break
+        await asyncio.sleep(0.05)
+    await listener.close()
+    assert heard == ids
