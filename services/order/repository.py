@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy.dialects.postgresql import aggregate_order_by, distinct_on
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import db, errors
@@ -137,15 +138,63 @@ async def insert(conn: AsyncConnection, caller: Caller, new: NewOrder) -> Order:
     return _order(row, new.items)
 
 
+def _one_statement(*, owned: bool, locked: bool) -> sa.Select[Any]:
+    """One order with its lines and its latest charge's status, in one query (bound:
+    `tenant`, `id`, and `owner` when `owned`); built once per variant."""
+    line = sa.func.json_build_array(
+        order_items.c.sku,
+        order_items.c.quantity,
+        order_items.c.unit_price_cents,
+        order_items.c.product_id,
+        order_items.c.name,
+    )
+    lines = (
+        sa.select(sa.func.json_agg(aggregate_order_by(line, order_items.c.line_no)))
+        .where(order_items.c.order_id == orders.c.id)
+        .scalar_subquery()
+    )
+    paid = (
+        sa.select(payments.c.status)
+        .where(payments.c.order_id == orders.c.id)
+        .order_by(payments.c.created_at.desc(), payments.c.id)
+        .limit(1)
+        .scalar_subquery()
+    )
+    query = sa.select(
+        *orders.c, sa.type_coerce(lines, sa.JSON).label("lines"), paid.label("payment_status")
+    ).where(orders.c.tenant_id == sa.bindparam("tenant"), orders.c.id == sa.bindparam("id"))
+    if owned:
+        query = query.where(orders.c.user_id == sa.bindparam("owner"))
+    return query.with_for_update(of=orders) if locked else query
+
+
+_ONE = {
+    (owned, locked): _one_statement(owned=owned, locked=locked)
+    for owned in (False, True)
+    for locked in (False, True)
+}
+
+
+async def _one(
+    conn: AsyncConnection, tenant: str, order_id: uuid.UUID, owner: str | None, *, locked: bool
+) -> Order:
+    params: dict[str, object] = {"tenant": tenant, "id": order_id}
+    if owner is not None:
+        params["owner"] = owner
+    row = (await conn.execute(_ONE[owner is not None, locked], params)).first()
+    if row is None:
+        raise OrderNotFound()
+    items = [
+        LineItem(sku, quantity, price, None if product is None else uuid.UUID(product), name)
+        for sku, quantity, price, product, name in row.lines or ()
+    ]
+    return _order(row, items, row.payment_status)
+
+
 async def get(conn: AsyncConnection, caller: Caller, order_id: uuid.UUID) -> Order:
     """The order if the caller may see it; OrderNotFound also for another tenant's
     or (to a customer) another customer's order."""
-    row = (
-        await conn.execute(sa.select(orders).where(_visible(caller), orders.c.id == order_id))
-    ).first()
-    if row is None:
-        raise OrderNotFound()
-    return (await _full(conn, [row]))[0]
+    return await _one(conn, caller.tenant, order_id, caller.owner, locked=False)
 
 
 async def lock(
@@ -154,15 +203,9 @@ async def lock(
     """The tenant's order, its row locked until the transaction ends (the pipeline's
     and the cancel's one writer at a time); OrderNotFound when there is none, or when
     `caller` is given and may not see it (another customer's)."""
-    visible = orders.c.tenant_id == tenant if caller is None else _visible(caller)
-    row = (
-        await conn.execute(
-            sa.select(orders).where(visible, orders.c.id == order_id).with_for_update()
-        )
-    ).first()
-    if row is None:
-        raise OrderNotFound()
-    return (await _full(conn, [row]))[0]
+    if caller is None:
+        return await _one(conn, tenant, order_id, None, locked=True)
+    return await _one(conn, caller.tenant, order_id, caller.owner, locked=True)
 
 
 def placed_rows(order: Order) -> list[db.Write]:
