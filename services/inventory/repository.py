@@ -172,22 +172,42 @@ async def settle(
     for tenant, line in held:
         key = (tenant, line.product_id)
         merged[key] = merged.get(key, 0) + line.quantity
+    statement = _RELEASE_UNITS if back_to_available else _COMMIT_UNITS
     for (tenant, product_id), quantity in sorted(merged.items()):
-        values: dict[str, object] = {
-            "reserved": stock.c.reserved - quantity,
-            "version": stock.c.version + 1,
-            "updated_at": sa.func.now(),
-        }
-        if back_to_available:
-            values["available"] = stock.c.available + quantity
-        version = await conn.scalar(
-            sa.update(stock)
-            .where(stock.c.tenant_id == tenant, stock.c.product_id == product_id)
-            .values(values)
-            .returning(stock.c.version)
+        await conn.execute(
+            statement,
+            {
+                "tenant": tenant,
+                "product_id": product_id,
+                "quantity": quantity,
+                "channel": changes.STOCK_LEVEL,
+            },
         )
-        if version is not None:
-            await _changed(conn, tenant, product_id, version)
+
+
+def _settle_units(back_to_available: bool) -> sa.TextClause:
+    """Take `quantity` reserved units of one stock row off (back to available, or out
+    of the shop) and queue its change notification: one round trip, built once."""
+    available = "available = s.available + :quantity," if back_to_available else ""
+    return sa.text(
+        f"""
+WITH taken AS (
+    UPDATE stock s
+    SET {available} reserved = s.reserved - :quantity, version = s.version + 1,
+        updated_at = now()
+    WHERE s.tenant_id = :tenant AND s.product_id = :product_id
+    RETURNING s.product_id, s.version
+)
+SELECT pg_notify(:channel, json_build_object(
+    'tenant', CAST(:tenant AS text), 'product_id', t.product_id, 'version', t.version
+)::text)
+FROM taken t
+"""
+    )
+
+
+_RELEASE_UNITS = _settle_units(True)
+_COMMIT_UNITS = _settle_units(False)
 
 
 def _reservation(row: sa.Row[tuple[object, ...]], lines: Sequence[Line]) -> Reservation:
@@ -230,26 +250,38 @@ async def get_reservation(
     return _reservation(row, await _lines(conn, tenant, reservation_id))
 
 
+def _live_update(assignment: str) -> sa.TextClause:
+    """Compare-and-set on a live reservation, returning it with its lines (as arrays
+    in product id order): one round trip, built once."""
+    return sa.text(
+        f"""
+UPDATE reservations r
+SET {assignment}, updated_at = now()
+WHERE r.tenant_id = :tenant AND r.id = :id AND r.status = 'reserved'
+RETURNING r.tenant_id, r.id, r.status, r.expires_at, r.created_at, r.updated_at,
+    (SELECT array_agg(l.product_id ORDER BY l.product_id) FROM reservation_lines l
+     WHERE l.tenant_id = r.tenant_id AND l.reservation_id = r.id) AS products,
+    (SELECT array_agg(l.quantity ORDER BY l.product_id) FROM reservation_lines l
+     WHERE l.tenant_id = r.tenant_id AND l.reservation_id = r.id) AS quantities
+"""
+    )
+
+
+_MOVE = _live_update("status = :to")
+_EXTEND = _live_update("expires_at = now() + make_interval(secs => CAST(:ttl AS integer))")
+
+
 async def _update_live(
-    conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID, values: dict[str, Any]
+    conn: AsyncConnection, statement: sa.TextClause, params: dict[str, Any]
 ) -> Reservation | None:
-    """Compare-and-set: update the reservation only while it is `reserved`; None otherwise
-    (missing, or already released or committed)."""
-    row = (
-        await conn.execute(
-            sa.update(reservations)
-            .where(
-                reservations.c.tenant_id == tenant,
-                reservations.c.id == reservation_id,
-                reservations.c.status == ReservationStatus.RESERVED.value,
-            )
-            .values(**values, updated_at=sa.func.now())
-            .returning(*reservations.c)
-        )
-    ).first()
+    """The live reservation after `statement`; None when it is not `reserved` (missing,
+    or already released or committed)."""
+    row = (await conn.execute(statement, params)).first()
     if row is None:
         return None
-    return _reservation(row, await _lines(conn, tenant, reservation_id))
+    m = row._mapping
+    lines = [Line(p, q) for p, q in zip(m["products"] or (), m["quantities"] or (), strict=True)]
+    return _reservation(row, lines)
 
 
 async def move(
@@ -260,15 +292,14 @@ async def move(
 ) -> Reservation | None:
     """Compare-and-set a live reservation to `to`; None when it is not `reserved`
     (missing, or already released or committed)."""
-    return await _update_live(conn, tenant, reservation_id, {"status": to.value})
+    return await _update_live(conn, _MOVE, {"tenant": tenant, "id": reservation_id, "to": to.value})
 
 
 async def extend(
     conn: AsyncConnection, tenant: str, reservation_id: uuid.UUID, ttl_s: int
 ) -> Reservation | None:
     """Move a live reservation's expiry to now + `ttl_s`; None when it is not `reserved`."""
-    expires_at = sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, ttl_s)
-    return await _update_live(conn, tenant, reservation_id, {"expires_at": expires_at})
+    return await _update_live(conn, _EXTEND, {"tenant": tenant, "id": reservation_id, "ttl": ttl_s})
 
 
 async def lock_expired(
