@@ -263,30 +263,48 @@ async def insert_placed(
     return order
 
 
+def _save_status_statement(*, cancel_request: bool | None) -> sa.Update:
+    """The compare-and-set of a placed order's move (bound: `of_tenant`, `of_id`, `from_status`,
+    `from_version`, `to_status`, `to_failure_reason`), setting or clearing the cancel request
+    when `cancel_request` says so; built once per variant."""
+    values: dict[str, object] = {
+        "status": sa.bindparam("to_status"),
+        "version": orders.c.version + 1,
+        "updated_at": sa.func.now(),
+        "failure_reason": sa.bindparam("to_failure_reason"),
+    }
+    if cancel_request is not None:
+        values["cancel_requested_at"] = sa.func.now() if cancel_request else None
+    return (
+        sa.update(orders)
+        .where(
+            orders.c.tenant_id == sa.bindparam("of_tenant"),
+            orders.c.id == sa.bindparam("of_id"),
+            orders.c.status == sa.bindparam("from_status"),
+            orders.c.version == sa.bindparam("from_version"),
+        )
+        .values(values)
+        .returning(*orders.c)
+    )
+
+
+_SAVE_STATUS = {flag: _save_status_statement(cancel_request=flag) for flag in (None, True, False)}
+
+
 async def save_status(conn: AsyncConnection, before: Order, after: Order) -> Order:
     """Write a placed order's move as a compare-and-set on (id, status, version);
     StaleVersion when another change landed first."""
-    values: dict[str, object] = {
-        "status": after.status.value,
-        "version": orders.c.version + 1,
-        "updated_at": sa.func.now(),
-        "failure_reason": after.failure_reason,
+    changed = after.cancel_requested != before.cancel_requested
+    statement = _SAVE_STATUS[after.cancel_requested if changed else None]
+    params = {
+        "of_tenant": before.tenant_id,
+        "of_id": before.id,
+        "from_status": before.status.value,
+        "from_version": before.version,
+        "to_status": after.status.value,
+        "to_failure_reason": after.failure_reason,
     }
-    if after.cancel_requested != before.cancel_requested:
-        values["cancel_requested_at"] = sa.func.now() if after.cancel_requested else None
-    row = (
-        await conn.execute(
-            sa.update(orders)
-            .where(
-                orders.c.tenant_id == before.tenant_id,
-                orders.c.id == before.id,
-                orders.c.status == before.status.value,
-                orders.c.version == before.version,
-            )
-            .values(values)
-            .returning(*orders.c)
-        )
-    ).first()
+    row = (await conn.execute(statement, params)).first()
     if row is None:
         raise errors.StaleVersion()
     return _order(row, before.items, before.payment_status)
