@@ -9,10 +9,11 @@ answering the same no-op handler; this process calls it over a real channel
 
 - `bare grpc.aio`: `grpc.aio.server()` without interceptors, the baseline;
 - `platform interceptor only`: the kit's `PlatformInterceptor` (access,
-  request context, string rules, RED metrics, access log) and nothing else;
+  request context with the caller's trace context, string rules, RED metrics,
+  access log) on a plain `grpc.aio.server()`;
 - `kit, no exporter`: `create_server` as every process runs it without
-  `OTEL_EXPORTER_OTLP_ENDPOINT`: the platform interceptor and the caller's
-  trace context, no span;
+  `OTEL_EXPORTER_OTLP_ENDPOINT`: the platform interceptor alone (health and
+  reflection beside the service), no span;
 - `kit, unsampled spans`: OpenTelemetry's server interceptor under a provider
   that samples nothing (how every process ran without an exporter before the
   kit left the span out);

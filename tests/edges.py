@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from services import topology
 from services.launcher import PYTHONPATH, certs, edge, infra, procs
@@ -110,3 +111,18 @@ def running_edges(
             )
             for n, port in enumerate(ports)
         )  # fmt: skip
+
+
+def tracer_endpoint(config: Mapping[str, Any]) -> Endpoint | None:
+    """Where a rendered Envoy config sends its spans: the address of the cluster its
+    listener's OpenTelemetry tracer names, or None without a tracer."""
+    resources = config["static_resources"]
+    manager = resources["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    provider = manager.get("tracing", {}).get("provider")
+    if provider is None or provider["name"] != "envoy.tracers.opentelemetry":
+        return None
+    cluster_name = provider["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"]
+    cluster = next(c for c in resources["clusters"] if c["name"] == cluster_name)
+    [lb_endpoint] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    socket = lb_endpoint["endpoint"]["address"]["socket_address"]
+    return Endpoint(socket["address"], socket["port_value"])

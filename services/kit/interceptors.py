@@ -2,7 +2,8 @@
 
 For each RPC, of all four handler kinds, it enforces the method's access
 level (services.kit.identity), takes the request id (Envoy's `x-request-id`,
-or a new one), the caller's tenant and deadline into contextvars, checks the
+or a new one), the caller's tenant and deadline into contextvars (and, while no
+spans are exported, the caller's trace context: services.kit.tracing), checks the
 request's strings against the platform's rules (services.kit.strings) before
 the handler sees them (each message of a request stream as it is received),
 turns a PlatformError into a rich gRPC status (via services.kit.status, the
@@ -26,11 +27,14 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.message import DecodeError
+from opentelemetry import context as otel_context
 
-from services.kit import context, errors, identity, metrics, status, strings, wire
+from services.kit import context, errors, identity, metrics, status, strings, tracing, wire
 
 log = logging.getLogger("shop.rpc")
 
+# The services no user calls (the launcher's, Envoy's and probes' health checks,
+# reflection): no wrapping, no access log, no metrics, no span.
 QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # generic only in the stubs
@@ -76,6 +80,15 @@ async def _observed(
         context.user_id.set(md.get("x-user-id", "")),
         context.call.set(call),
     )
+    # Without an exporter no span is recorded (services.kit.server adds OpenTelemetry's
+    # interceptor only while exporting): an unrecorded span context in the caller's
+    # trace (a new trace without a `traceparent`) lets log lines carry trace and span
+    # ids and outgoing calls and outbox rows pass them on.
+    trace_token = (
+        None
+        if tracing.exporting()
+        else otel_context.attach(tracing.unrecorded_span(md.get("traceparent", "")))
+    )
     started = time.perf_counter()
     outcome = "OK"
     try:
@@ -119,6 +132,8 @@ async def _observed(
         context.deadline.reset(tokens[3])
         context.user_id.reset(tokens[4])
         context.call.reset(tokens[5])
+        if trace_token is not None:
+            otel_context.detach(trace_token)
 
 
 async def _send_retry_after(

@@ -22,18 +22,17 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from services.kit import identity, logs, metrics, tls, tracing
 from services.kit.config import ServerConfig, ServiceTls
-from services.kit.interceptors import PlatformInterceptor
+from services.kit.interceptors import QUIET_PREFIXES, PlatformInterceptor
 
 log = logging.getLogger("shop.server")
 
@@ -56,43 +55,19 @@ class Registration:
     enforce_access: bool = True
 
 
-# The services no user calls: the launcher's, Envoy's and probes' health checks, reflection.
-_INFRASTRUCTURE = ("/grpc.health.", "/grpc.reflection.")
-
-
-class _CallersTrace(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Without an exporter: no recorded span, only a span context in the caller's trace
-    (a new trace without a `traceparent`), so log lines carry trace and span ids and
-    outgoing calls and outbox rows pass them on. Each RPC runs in a task of its own from
-    here on, so the context set here is the handler's and ends with it."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        if not handler_call_details.method.startswith(_INFRASTRUCTURE):
-            traceparent = ""
-            for key, value in handler_call_details.invocation_metadata or ():
-                if key == "traceparent" and isinstance(value, str):
-                    traceparent = value
-                    break
-            otel_context.attach(tracing.unrecorded_span(traceparent))
-        return await continuation(handler_call_details)
-
-
-def _server_spans() -> grpc.aio.ServerInterceptor:  # type: ignore[type-arg]
+def _server_spans() -> list[grpc.aio.ServerInterceptor]:  # type: ignore[type-arg]
     """OpenTelemetry's SERVER span per RPC, continuing the caller's trace, while spans are
     exported; health checks and reflection (the launcher's, Envoy's and probes', every
-    few seconds) get none. Otherwise an unrecorded span context in the caller's trace,
-    which costs a fraction of an unsampled span."""
+    few seconds) get none. Without an exporter no interceptor at all: the platform
+    interceptor puts an unrecorded span context in the caller's trace, which costs a
+    fraction of an unsampled span."""
     if not tracing.exporting():
-        return _CallersTrace()
-    infrastructure = filters.any_of(*(filters.service_prefix(p[1:]) for p in _INFRASTRUCTURE))
+        return []
+    quiet = filters.any_of(*(filters.service_prefix(p[1:]) for p in QUIET_PREFIXES))
     interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(  # type: ignore[type-arg, no-untyped-call]
-        filter_=filters.negate(infrastructure)
+        filter_=filters.negate(quiet)
     )
-    return interceptor
+    return [interceptor]
 
 
 async def create_server(
@@ -104,7 +79,7 @@ async def create_server(
     it, its port and its health servicer."""
     access = identity.method_access(s.name for s in services if s.enforce_access)
     server = grpc.aio.server(
-        interceptors=[_server_spans(), PlatformInterceptor(access)],
+        interceptors=[*_server_spans(), PlatformInterceptor(access)],
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_metadata_size", MAX_METADATA_BYTES),

@@ -25,6 +25,11 @@ OUTPUT = ROOT / "envoy" / "compose.yaml"
 # layout, `<name>/tls.crt` ...): compose mounts the `certs` volume its `certs` task
 # fills, Kubernetes each pod's own `<name>-tls` Secret at `<TLS_ROOT>/<name>`.
 TLS_ROOT = Path("/etc/shop-tls")
+# The OpenTelemetry Collector that Envoy and every server and worker send spans to
+# (OTLP/gRPC): a service of docker-compose.yml (its config is COLLECTOR_CONFIG), an
+# ExternalName Service in Kubernetes (tools/k8s/policies.py), the same name in both.
+COLLECTOR = Endpoint("otel-collector", 4317)
+COLLECTOR_CONFIG = ROOT / "deploy" / "observability" / "otel-collector.yaml"
 
 HEADER = """\
 # GENERATED from envoy/edge.yaml by services/launcher/compose.py: do not edit.
@@ -59,7 +64,14 @@ def settings() -> EdgeSettings:
         # One name for every Envoy of the edge: a network alias in docker-compose.yml,
         # a headless Service in Kubernetes (tools/k8s/edge.py).
         replicas=(Endpoint(replicas_host(), edge.port.default),),
+        # Envoy starts each trace (or continues the client's) and exports its spans.
+        otlp_endpoint=collector_url(),
     )
+
+
+def collector_url() -> str:
+    """OTEL_EXPORTER_OTLP_ENDPOINT of every process in the containers, and Envoy's tracer."""
+    return f"http://{COLLECTOR.host}:{COLLECTOR.port}"
 
 
 def replicas_host() -> str:
@@ -121,6 +133,7 @@ def expected_service(process: Process) -> ComposeService:
         # plaintext health-only port.
         environment[process.health_bind_setting] = f"0.0.0.0:{process.probe_port}"
         environment.update(tls_env(process.name))
+        environment["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector_url()
         return ComposeService(
             process.name,
             ("python", "-m", process.module),

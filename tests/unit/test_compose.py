@@ -35,6 +35,7 @@ from services.order.config import OrderConfig
 from services.product.config import ProductConfig
 from services.ratelimit.config import RateLimitConfig
 from services.user.config import UserConfig
+from tests.edges import tracer_endpoint
 from tests.upstream_admin import running_stub
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -42,7 +43,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 # One-shot tasks beside the topology's processes: migrations, the signing key, the
 # service certificates, demo data.
 TASKS = {"migrate", "keys", "certs", "seed-shipments"}
-SERVICES = set(compose.expected_services()) | TASKS
+# Beside the topology too: the OpenTelemetry Collector every span goes to.
+COLLECTOR = compose.COLLECTOR.host
+SERVICES = set(compose.expected_services()) | TASKS | {COLLECTOR}
 GRPC_SERVICES = topology.clusters()
 SETTINGS = compose.settings()
 # `$$` (a literal dollar) or `${NAME...}`; anything else after a `$` is an error.
@@ -204,7 +207,8 @@ def test_services_start_in_order(spec: dict[str, Any]) -> None:
     assert services["migrate"].get("restart", "no") == "no"
     assert condition("event-worker", "seed-shipments") == "service_completed_successfully"
     assert condition("event-worker", "routing") == "service_healthy"
-    for name in SERVICES - TASKS:
+    # The collector's image holds the collector alone: nothing to run a check with.
+    for name in SERVICES - TASKS - {COLLECTOR}:
         assert healthcheck(services[name]), f"{name} has no healthcheck"
 
 
@@ -237,7 +241,7 @@ def test_order_environment_is_what_its_config_reads(spec: dict[str, Any]) -> Non
     assert config.server.bind == f"0.0.0.0:{SETTINGS.upstreams['order'].port}"
     assert config.database_url == "postgresql://shop:<POSTGRES_PASSWORD>@postgres:5432/shop"
     assert config.cursor_secret == b"<CURSOR_SECRET>"
-    assert config.server.otlp_endpoint is None
+    assert config.server.otlp_endpoint == compose.collector_url()
     migrate_env = {k: interpolate(v) for k, v in environment(spec["services"]["migrate"]).items()}
     assert migrate_env["DATABASE_URL"] == config.database_url
     postgres_env = environment(spec["services"]["postgres"])
@@ -318,6 +322,68 @@ def test_compose_config_with_the_docker_cli(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+# --- traces: Envoy and every process to the collector -------------------------------------
+
+
+ENV_REFERENCE = re.compile(r"\$\{env:(\w+)\}")
+
+
+def test_envoy_starts_every_trace_and_sends_it_to_the_collector(spec: dict[str, Any]) -> None:
+    config = yaml.safe_load(compose.OUTPUT.read_text())
+    assert tracer_endpoint(config) == compose.COLLECTOR
+    assert spec["services"]["envoy"]["depends_on"][COLLECTOR] == {"condition": "service_started"}
+
+
+def test_the_tracer_check_sees_a_config_without_one() -> None:
+    untraced = dataclasses.replace(compose.settings(), otlp_endpoint=None)
+    assert tracer_endpoint(yaml.safe_load(compose.render_compose_edge(untraced))) is None
+
+
+def test_every_process_sends_its_spans_to_the_collector(spec: dict[str, Any]) -> None:
+    services = spec["services"]
+    for process in topology.of_kind(topology.Kind.SERVER, topology.Kind.WORKER):
+        service = services[process.name]
+        config = ServerConfig.from_env(
+            process.bind_setting.removesuffix("_GRPC_BIND"),
+            {k: interpolate(v) for k, v in environment(service).items()},
+        )
+        assert config.otlp_endpoint == compose.collector_url(), process.name
+        assert service["depends_on"][COLLECTOR] == {"condition": "service_started"}, process.name
+
+
+def collector_config(spec: dict[str, Any], **settings: str) -> dict[str, Any]:
+    """The collector's config file as docker-compose.yml mounts it, with its `${env:...}`
+    references resolved from the service's environment (its defaults, or `settings`)
+    and parsed as YAML, as the collector does."""
+    service = spec["services"][COLLECTOR]
+    [flag] = service["command"]
+    path = flag.removeprefix("--config=")
+    mounts = dict(reversed(v.split(":")[:2]) for v in service["volumes"])
+    assert ROOT / mounts[path] == compose.COLLECTOR_CONFIG
+    env = {k: interpolate(v) for k, v in environment(service).items()} | settings
+    text = compose.COLLECTOR_CONFIG.read_text()
+    missing = set(ENV_REFERENCE.findall(text)) - set(env)
+    assert not missing, f"{COLLECTOR} is given no {missing}"
+    loaded = yaml.safe_load(ENV_REFERENCE.sub(lambda m: env[m[1]], text))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def test_the_collector_takes_otlp_and_exports_every_span(spec: dict[str, Any]) -> None:
+    assert spec["services"][COLLECTOR]["image"].startswith("otel/opentelemetry-collector:")
+    config = collector_config(spec)
+    grpc_endpoint = config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    assert grpc_endpoint == f"0.0.0.0:{compose.COLLECTOR.port}"
+    pipeline = config["service"]["pipelines"]["traces"]
+    assert pipeline["receivers"] == ["otlp"]
+    assert set(pipeline["processors"]) <= set(config["processors"])
+    assert pipeline["exporters"] == ["debug"]  # the default: the collector's own log
+    # The other choice, on to a tracing backend, names an exporter the file defines.
+    forward = collector_config(spec, OTEL_COLLECTOR_EXPORTER="otlp")
+    assert forward["service"]["pipelines"]["traces"]["exporters"] == ["otlp"]
+    assert forward["exporters"]["otlp"] == {"endpoint": "jaeger:4317", "tls": {"insecure": True}}
 
 
 # --- Dockerfile ------------------------------------------------------------------------

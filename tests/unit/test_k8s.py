@@ -34,10 +34,13 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from services import topology
+from services.kit.config import ServerConfig
 from services.launcher import ROOT, certs, compose, infra, procs
 from services.launcher.codegen import DESCRIPTOR_PATH
 from services.launcher.edge import LUA
+from services.launcher.edge_routes import Endpoint
 from services.topology import Kind
+from tests.edges import tracer_endpoint
 from tools.k8s import common, edge, policies, render, workloads
 
 # The oldest release the manifests target: gRPC probes, matchLabelKeys in topology
@@ -375,6 +378,36 @@ def test_the_databases_are_external_services(rendered: tuple[str, list[Doc]]) ->
     assert not of_kind(docs, "StatefulSet")
 
 
+def test_envoy_and_every_process_trace_to_the_external_collector(
+    rendered: tuple[str, list[Doc]],
+) -> None:
+    env, docs = rendered
+    # The collector is run outside the platform (an operator's, a vendor's), like the
+    # databases: a name for it, no workload.
+    collector = of_kind(docs, "Service")[compose.COLLECTOR.host]
+    assert collector["spec"]["type"] == "ExternalName"
+    assert collector["spec"]["externalName"].startswith(f"{compose.COLLECTOR.host}.")
+    assert compose.COLLECTOR.host not in of_kind(docs, "Deployment")
+    [port] = collector["spec"]["ports"]
+    # Envoy's config, from its ConfigMap, starts each trace and sends it to that Service.
+    deployments = of_kind(docs, "Deployment")
+    volumes = deployments[EDGE.name]["spec"]["template"]["spec"]["volumes"]
+    config_map = next(v["configMap"]["name"] for v in volumes if v["name"] == "config")
+    envoy_config = yaml.safe_load(of_kind(docs, "ConfigMap")[config_map]["data"]["envoy.yaml"])
+    assert tracer_endpoint(envoy_config) == Endpoint(collector["metadata"]["name"], port["port"])
+    # Every server and worker exports to it, by its settings.
+    for process in APPS:
+        box = container(deployments[process.name])
+        values = {e["name"]: e["value"] for e in box["env"] if "value" in e}
+        config = ServerConfig.from_env(
+            process.bind_setting.removesuffix("_GRPC_BIND"), settings_of(docs, box) | values
+        )
+        assert config.otlp_endpoint == f"http://{compose.COLLECTOR.host}:{port['port']}", (
+            env,
+            process.name,
+        )
+
+
 # --- Envoy and the migration Job -------------------------------------------------------
 
 
@@ -614,10 +647,54 @@ def test_only_the_services_reach_the_databases(rendered: tuple[str, list[Doc]]) 
             needing.add("migrate")
         assert reaching == needing, name
     edge_out = rules(docs, labels[EDGE.name], "egress")
-    dns = {53}
-    assert {port for r in edge_out for port in rule_ports(r)} - dns == {
+    dns, spans = {53}, {compose.COLLECTOR.port}
+    assert {port for r in edge_out for port in rule_ports(r)} - dns - spans == {
         topology.by_name(n).port.default for n in topology.clusters()
     }
+
+
+def collector_problems(docs: list[Doc]) -> list[str]:
+    """Which pods cannot send spans to the collector's OTLP port, or may open more
+    with the rule that lets them: Envoy and every server and worker send, nothing
+    else does."""
+    port = compose.COLLECTOR.port
+    senders = {EDGE.name} | {p.name for p in APPS}
+    found = []
+    for pod, pod_label in pod_labels(docs).items():
+        reaching = [r for r in rules(docs, pod_label, "egress") if port in rule_ports(r)]
+        if pod not in senders:
+            if reaching:
+                found.append(f"{pod} reaches the collector")
+        elif not reaching:
+            found.append(f"{pod} cannot reach the collector")
+        elif any(rule_ports(r) != {port} for r in reaching):
+            found.append(f"{pod} opens more than port {port} with the collector's rule")
+    return found
+
+
+def test_envoy_and_every_process_reach_the_collector_and_no_more(
+    rendered: tuple[str, list[Doc]],
+) -> None:
+    _, docs = rendered
+    assert collector_problems(docs) == []
+
+
+def test_the_collector_check_sees_a_missing_and_a_wide_egress() -> None:
+    docs = [copy.deepcopy(d) for d in base_documents()]
+    assert collector_problems(docs) == []
+    port = compose.COLLECTOR.port
+    policies_ = of_kind(docs, "NetworkPolicy")
+    edge_egress = policies_["edge-egress"]["spec"]["egress"]
+    edge_egress[:] = [r for r in edge_egress if port not in rule_ports(r)]
+    relay = policies_["relay-egress"]["spec"]["egress"]
+    next(r for r in relay if port in rule_ports(r))["ports"].append({"protocol": "TCP", "port": 22})
+    migrate = policies_["migrate-egress"]["spec"]["egress"]
+    migrate.append({"to": policies.anywhere(), "ports": policies.tcp(port)})
+    assert sorted(collector_problems(docs)) == [
+        "envoy cannot reach the collector",
+        "migrate reaches the collector",
+        f"relay opens more than port {port} with the collector's rule",
+    ]
 
 
 def test_every_pod_resolves_names(rendered: tuple[str, list[Doc]]) -> None:

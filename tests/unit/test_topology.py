@@ -412,6 +412,7 @@ def test_a_new_entry_reaches_the_compose_settings_and_the_drift_check() -> None:
             "SERVICE_TLS_CA": "/etc/shop-tls/loyalty/ca.crt",
             "SERVICE_TLS_CERT": "/etc/shop-tls/loyalty/tls.crt",
             "SERVICE_TLS_KEY": "/etc/shop-tls/loyalty/tls.key",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector:4317",
         },
         health_port=7163,
         health_service="shop.loyalty.v1.LoyaltyService",

@@ -11,7 +11,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.sampling import Decision
 
-from services.kit import db, tracing
+from services.kit import db, server, tracing
 from services.kit.mongo import CommandSpans, create_mongo
 from services.kit.redis_client import create_redis
 
@@ -80,3 +80,13 @@ def test_client_span_hooks_are_attached_only_while_spans_are_exported(
     assert (hooks > 0) is exporting
     assert bool(getattr(client, "_is_instrumented_by_opentelemetry", False)) is exporting
     assert any(isinstance(x, CommandSpans) for x in listeners) is exporting
+
+
+@pytest.mark.parametrize("exporting", [False, True])
+def test_the_server_adds_opentelemetry_interceptor_only_while_exporting(
+    monkeypatch: pytest.MonkeyPatch, exporting: bool
+) -> None:
+    # Without an exporter the platform interceptor alone carries the caller's trace
+    # context (services/kit/interceptors.py): no second pass over the metadata.
+    monkeypatch.setattr(tracing, "_exporting", exporting)
+    assert len(server._server_spans()) == int(exporting)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from services import topology
-from services.launcher import ROOT
+from services.launcher import ROOT, compose
 from services.relay import config as relay_config
 from services.topology import Kind, Process
 
@@ -42,6 +42,9 @@ BASE_SETTINGS: dict[str, str] = {
     "JWT_SIGNING_KEYS": "/keys/jwt-signing.pem",
     "IDEMPOTENCY_TTL_S": "3600",
     "RELAY_ROUTES": relay_config.ROUTES,
+    # The OpenTelemetry Collector's ExternalName Service (tools/k8s/policies.py), which
+    # Envoy's tracer dials too: the config map it comes from is the one to change.
+    "OTEL_EXPORTER_OTLP_ENDPOINT": compose.collector_url(),
 }
 
 

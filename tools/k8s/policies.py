@@ -1,8 +1,10 @@
-"""The NetworkPolicies and the databases' ExternalName Services.
+"""The NetworkPolicies and the ExternalName Services of the databases and the collector.
 
 Ingress: only Envoy reaches a server, on its gRPC port. Egress: Envoy reaches only the
-servers; every server, worker and the migration Job only the ports of what its topology
-`needs` (the databases sit outside the cluster, where a policy can name ports, not hosts).
+servers and the OpenTelemetry Collector's OTLP port; every server and worker only the
+ports of what its topology `needs` and the collector's; the migration Job only
+PostgreSQL's (the databases and the collector sit outside the namespace, where a policy
+can name ports, not hosts).
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from services.topology import Kind
 from .common import DATABASE_PORTS, HTTP_PORTS, PART_OF, Doc, apps, meta, selector
 
 
-def external_service(name: str, host: str, port: int) -> Doc:
+def external_service(name: str, host: str, port: int, component: str = "database") -> Doc:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(name, "database"),
+        "metadata": meta(name, component),
         "spec": {
             "type": "ExternalName",
             "externalName": host,
@@ -32,6 +34,18 @@ def external_service(name: str, host: str, port: int) -> Doc:
 
 def external_services(domain: str) -> list[Doc]:
     return [external_service(n, f"{n}.{domain}", p) for n, p in DATABASE_PORTS.items()]
+
+
+def collector_service(domain: str) -> Doc:
+    """The OpenTelemetry Collector (operator-run or a vendor's), by the name Envoy's
+    tracer cluster and every process's OTEL_EXPORTER_OTLP_ENDPOINT dial."""
+    name, port = compose.COLLECTOR.host, compose.COLLECTOR.port
+    return external_service(name, f"{name}.{domain}", port, "observability")
+
+
+def collector_egress() -> Doc:
+    """Spans to the collector: its OTLP port, wherever its ExternalName points."""
+    return {"to": anywhere(), "ports": tcp(compose.COLLECTOR.port)}
 
 
 def policy(name: str, pods: dict[str, str], types: list[str], **rules: Any) -> Doc:
@@ -104,7 +118,8 @@ def network_policies() -> list[Doc]:
                     "ports": tcp(topology.by_name(name).port.default),
                 }
                 for name in topology.clusters()
-            ],
+            ]
+            + [collector_egress()],
         ),
     ]
     for name in topology.clusters():
@@ -143,11 +158,14 @@ def network_policies() -> list[Doc]:
                     ingress=[{"from": [scraper], "ports": tcp(process.metrics_port.default)}],
                 )
             )
-    clients = [(p.name, p.needs) for p in apps()] + [("migrate", ("DATABASE_URL",))]
+    # The servers and workers send spans; the migration Job does not.
+    clients = [(p.name, p.needs, True) for p in apps()] + [("migrate", ("DATABASE_URL",), False)]
     servers = {p.target: p for p in apps() if p.target}
-    for name, needs in clients:
+    for name, needs, traced in clients:
         ports = egress_ports(needs)
         rules: list[Doc] = [{"to": anywhere(), "ports": tcp(*ports)}] if ports else []
+        if traced:
+            rules.append(collector_egress())
         rules += [
             {
                 "to": [{"podSelector": {"matchLabels": selector(servers[n].name)}}],

@@ -30,7 +30,7 @@ from .common import (
     settings,
 )
 from .edge import envoy_documents
-from .policies import external_services, network_policies
+from .policies import collector_service, external_services, network_policies
 from .workloads import app_documents, migrate_job, stub_documents
 
 ENVOY_FILES = {
@@ -72,7 +72,7 @@ def hpa_patch(minimum: int, maximum: int) -> Doc:
     }
 
 
-def external_patch(domain: str) -> list[Doc]:
+def external_patch(domain: str, names: Iterable[str] = DATABASE_PORTS) -> list[Doc]:
     return [
         {
             "target": {"kind": "Service", "name": name},
@@ -80,8 +80,13 @@ def external_patch(domain: str) -> list[Doc]:
                 [{"op": "replace", "path": "/spec/externalName", "value": f"{name}.{domain}"}]
             ),
         }
-        for name in DATABASE_PORTS
+        for name in names
     ]
+
+
+def collector_patch(domain: str) -> list[Doc]:
+    """Where an overlay's OpenTelemetry Collector answers."""
+    return external_patch(domain, [compose.COLLECTOR.host])
 
 
 def scaled() -> list[str]:
@@ -96,7 +101,11 @@ def dev_kustomization() -> Doc:
         "resources": ["namespace.yaml", "../../base", "stubs.yaml"],
         "images": [{"name": IMAGE, "newName": IMAGE, "newTag": "local"}],
         "replicas": replicas(scaled(), 1),
-        "patches": [hpa_patch(1, 2), *external_patch("shop-data.svc.cluster.local")],
+        "patches": [
+            hpa_patch(1, 2),
+            *external_patch("shop-data.svc.cluster.local"),
+            *collector_patch("observability.svc.cluster.local"),
+        ],
     }
 
 
@@ -129,6 +138,7 @@ def prod_kustomization() -> Doc:
                 "patch": yaml.safe_dump(lb, sort_keys=False),
             },
             *external_patch("db.example.internal"),
+            *collector_patch("observability.example.internal"),
         ],
     }
 
@@ -160,6 +170,7 @@ def base_files() -> dict[str, list[Doc]]:
     files["envoy.yaml"] = envoy_documents()
     files["migrate.yaml"] = [migrate_job()]
     files["databases.yaml"] = external_services("databases.example.internal")
+    files["otel-collector.yaml"] = [collector_service("observability.example.internal")]
     files["network-policies.yaml"] = network_policies()
     return files
 
