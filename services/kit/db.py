@@ -8,12 +8,14 @@ SQLAlchemy instrumentation: the SQL with its placeholders, never the values).
 
 from __future__ import annotations
 
+import time
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from services.kit import metrics, tracing
@@ -46,8 +48,12 @@ def libpq_url(url: str) -> str:
     return url
 
 
+# A pooled connection idle longer than this is pinged before use (`_ping_when_idle`).
+PING_AFTER_IDLE_S = 1.0
+
+
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine with a bounded pool that checks connections before use.
+    """An async engine with a bounded pool that checks idle connections before use.
 
     The platform's only engine factory. `hide_parameters` keeps bound values
     out of every SQLAlchemy error text, so a traceback in a log never carries
@@ -57,13 +63,43 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         hide_parameters=True,
     )
+    _ping_when_idle(engine)
     _engines.add(engine)
     if tracing.exporting():
         _trace(engine)
     return engine
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Ping a pooled connection before use only when it sat idle longer than
+    PING_AFTER_IDLE_S (SQLAlchemy's custom pessimistic disconnect handling).
+
+    After a database restart or failover the pool's idle connections are dead:
+    the ping finds one so, and the pool replaces it (and, the dialect seeing a
+    disconnect, every connection older) before the transaction starts, so the
+    next request succeeds. A connection handed back moments ago is used at once:
+    under load no transaction pays a round trip for the check (`pool_pre_ping`
+    pings on every checkout). One that died within the second fails its statement,
+    and the disconnect invalidates the pool the same way."""
+    sync = engine.sync_engine
+
+    @event.listens_for(sync, "checkin")
+    def _returned(dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(sync, "checkout")
+    def _taken(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since <= PING_AFTER_IDLE_S:
+            return
+        try:
+            sync.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            # The pool discards this connection and checks out another (up to 3 tries;
+            # a database that is really down fails the fresh connect with its own error).
+            raise sa.exc.DisconnectionError("a pooled connection was dead") from exc
 
 
 def _trace(engine: AsyncEngine) -> None:

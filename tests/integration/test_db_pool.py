@@ -1,0 +1,79 @@
+"""The kit's engine on the session's PostgreSQL: idle connections are checked before
+use, busy ones are not.
+
+A database restart or failover leaves the pool holding dead connections; the one
+the next transaction takes has sat idle, so it is pinged, found dead and replaced,
+and the transaction succeeds. Connections handed back moments ago are reused
+without the ping's round trip, which is what a busy service does all the time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.kit import db
+
+IDLE_S = 0.2
+
+
+@pytest.fixture
+async def pool(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AsyncEngine]:
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", IDLE_S)
+    engine = db.create_engine(postgres_url, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+def count_pings(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    dialect = engine.sync_engine.dialect
+    ping = dialect.do_ping
+    pings: list[int] = []
+
+    def counted(connection: Any) -> bool:
+        pings.append(1)
+        return ping(connection)
+
+    monkeypatch.setattr(dialect, "do_ping", counted)
+    return pings
+
+
+async def backend(engine: AsyncEngine) -> int:
+    async with engine.begin() as conn:
+        return int((await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def test_a_connection_reused_at_once_is_not_pinged(
+    pool: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pings = count_pings(pool, monkeypatch)
+    first = await backend(pool)
+    for _ in range(20):
+        assert await backend(pool) == first
+    assert pings == []
+    await asyncio.sleep(IDLE_S * 2)
+    assert await backend(pool) == first
+    assert len(pings) == 1  # idle: checked before use
+
+
+async def test_after_the_database_drops_idle_connections_the_next_transaction_succeeds(
+    pool: AsyncEngine, postgres_url: str
+) -> None:
+    before = await backend(pool)
+    killer = db.create_engine(postgres_url, pool_size=1)
+    try:
+        async with killer.begin() as conn:
+            killed = await conn.execute(
+                sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": before}
+            )
+            assert killed.scalar_one() is True
+    finally:
+        await killer.dispose()
+    await asyncio.sleep(IDLE_S * 2)
+    after = await backend(pool)  # no error: the dead connection was replaced
+    assert after != before
