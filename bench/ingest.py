@@ -2,7 +2,7 @@
 peer doing the same work (bench/peers/ingest.py), in one run.
 
     PYTHONPATH=.:gen .venv/bin/python -m bench.ingest [--deliveries 1000]
-        [--senders 100 1000] [--rounds 3] [--profile DIR]
+        [--senders 100 1000] [--rounds 3] [--profile DIR] [--peer-coalesce]
 
 It starts a platform of its own on free ports (launcher `Platform`, LOG_LEVEL=WARNING,
 limits far above the load, no event worker: only the ingest path runs) with a webhook
@@ -16,6 +16,9 @@ delivery of each process, and the platform's rate as a multiple of the peer's. T
 senders run on the same 2 cores, so their CPU is part of the load. `--profile DIR`
 also records the event gateway under py-spy for the first platform round of each
 sender count (collapsed stacks, `py-spy` on PATH: `pip download py-spy`, unzip).
+The gateway coalesces concurrent deliveries' publishes into one pipelined round trip
+(`PublishCoalescer`); the peer makes one round trip per delivery, or coalesces as the
+gateway does with `--peer-coalesce`.
 """
 
 from __future__ import annotations
@@ -97,12 +100,14 @@ async def one_round(
 
 
 @contextmanager
-def running_peer(platform: State, secret: str) -> Iterator[tuple[str, int]]:
+def running_peer(
+    platform: State, secret: str, *, coalesce: bool = False
+) -> Iterator[tuple[str, int]]:
     """The FastAPI peer on a free port until the block ends: its base URL and pid."""
     port = procs.free_port()
     argv = [sys.executable, "-m", "bench.peers.ingest", "--port", str(port),
             "--redis-url", platform.redis_url, "--source", SOURCE, "--tenant", TENANT,
-            "--queue", PEER_QUEUE]  # fmt: skip
+            "--queue", PEER_QUEUE, *(["--coalesce"] if coalesce else [])]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": PYTHONPATH, "PEER_WEBHOOK_SECRET": secret}
     proc = procs.start("ingest-peer", argv, log_dir=Path(platform.logs_dir), env=env, cwd=ROOT)
     try:
@@ -151,15 +156,16 @@ async def run(args: argparse.Namespace, platform: State, secret: str) -> list[st
         f"webhook ingest (bench/ingest.py), {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start",
         f"{args.deliveries} fresh signed deliveries per side and round, {args.rounds} rounds; "
-        "no event worker (ingest only); senders share the cores",
+        "no event worker (ingest only); senders share the cores; the peer's publishes "
+        + ("coalesced (--peer-coalesce)" if args.peer_coalesce else "one round trip each"),
         "",
         f"{'side':>9} {'senders':>7} {'sent':>6} {'enqueued':>8} {'failed':>6} {'del/s':>7} "
         f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7}   CPU us per delivery",
     ]
     pids = {"envoy": platform.pids["envoy"], "event": platform.pids["event"]}
-    ok = True
+    failed: list[str] = []
     try:
-        with running_peer(platform, secret) as (peer_url, peer_pid):
+        with running_peer(platform, secret, coalesce=args.peer_coalesce) as (peer_url, peer_pid):
             targets = {
                 "platform": (f"{platform.rest_url}/v1/events/{SOURCE}",
                              StreamKeys.of(EVENTS_QUEUE).stream, pids),
@@ -190,13 +196,20 @@ async def run(args: argparse.Namespace, platform: State, secret: str) -> list[st
                 ratio = sides["platform"].rate / max(sides["peer"].rate, 1e-9)
                 ratios.append((senders, ratio))
                 lines += [summary(side, str(senders)) for side in sides.values()]
-                ok &= all(not s.failures and s.enqueued == s.sent for s in sides.values())
+                failed += [
+                    f"{s.name} at {senders} senders"
+                    for s in sides.values()
+                    if s.failures or s.enqueued != s.sent
+                ]
     finally:
         await redis.aclose()
     lines.append("")
     lines += [f"platform / peer deliveries/s at {s} senders: {r:.2f}x" for s, r in ratios]
-    if not ok:
-        lines.append("FAILURES: some delivery was not acknowledged with 202 and enqueued")
+    if failed:
+        lines.append(
+            "FAILURES: some delivery was not acknowledged with 202 and enqueued: "
+            + ", ".join(failed)
+        )
     return lines
 
 
@@ -206,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", type=Path, default=None)
+    # The peer's publishes coalesced as the gateway's are (default: a round trip each).
+    parser.add_argument("--peer-coalesce", action="store_true")
     args = parser.parse_args(argv)
     load.open_many_files()
     secret = generate_secret()

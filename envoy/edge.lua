@@ -1,6 +1,8 @@
 -- The edge's request checks (JSON bodies) and its response shaping for transcoded
 -- REST responses (never native gRPC).
---  * `x-http-code` (initial metadata from a service) sets a non-200 success status.
+--  * `x-http-code` (initial metadata from a service) sets a non-200 success status;
+--    without it, a route's `success_status` metadata does (services/launcher/edge_routes.py),
+--    so a method's common answer (202) costs its service no metadata operation.
 --  * A transcoded gRPC error {"code": <int>, ...} becomes the platform's error model
 --    {"code": "<string>", "message", "details"}: the string code is the service's
 --    `x-error-code` (its ErrorInfo reason), else derived from the gRPC code, and
@@ -317,6 +319,13 @@ function envoy_on_response(handle)
     return
   end
   local status = tonumber(headers:get(":status")) or 0
+  if status == 200 then
+    local route_success = handle:metadata():get("success_status")
+    if route_success ~= nil then
+      headers:replace(":status", route_success)
+    end
+    return
+  end
   if status < 400 or string.find(content_type, "application/json", 1, true) == nil then
     return
   end

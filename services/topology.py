@@ -48,6 +48,10 @@ class Exposed:
     timeout: str  # Envoy's route timeout
     # Methods (by short name) whose route gets a timeout of its own.
     method_timeouts: Mapping[str, str] = field(default_factory=dict)
+    # Methods (by short name) whose REST success is this status unless the service
+    # names another (`x-http-code`): the common answer costs the service no
+    # initial-metadata operation of its own.
+    success_status: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -180,8 +184,14 @@ PROCESSES: tuple[Process, ...] = (
         "event", "event gateway", Kind.SERVER, Port("EVENT_GRPC_PORT", 7055),
         module="services.event", bind_setting="EVENT_GRPC_BIND",
         health="shop.event.v1.EventService", cluster=True,
-        # Ingestion is one Redis round trip; 5 s is generous.
-        exposes=(Exposed("shop.event.v1.EventService", "shop.event.v1.event_pb2", "5s"),),
+        # Ingestion is one Redis round trip; 5 s is generous. An accepted event is
+        # 202 (services/event/servicer.py names 200 for a duplicate).
+        exposes=(
+            Exposed(
+                "shop.event.v1.EventService", "shop.event.v1.event_pb2", "5s",
+                success_status={"IngestWebhook": 202, "PublishEvent": 202},
+            ),
+        ),
         needs=("REDIS_URL", "WEBHOOK_SOURCES", "CURSOR_SECRET"),
         dev_env="services.event.dev:dev_env",
         note="{where} (webhooks: POST {rest_url}/v1/events, source 'courier'; "

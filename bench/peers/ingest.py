@@ -10,7 +10,8 @@ source's secret, within the timestamp tolerance; the body parsed and checked as
 an event; then one Redis round trip (the queue kit's publish-once script: the
 dedupe key by delivery id with the body's digest, and the stream entry) before
 202, 200 for a duplicate, 409 for another body under a known id. uvicorn with
-uvloop and httptools, no access log.
+uvloop and httptools, no access log. With `--coalesce` concurrent deliveries share
+that round trip, through the queue kit's `PublishCoalescer` as in the gateway.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from services.event.intake import dedupe_key
 from services.event.signatures import Delivery, InvalidSignature, Verifier, decode_secret
 from services.kit import errors
 from services.kit.redis_client import create_redis
-from services.kit.streams import Message, Queue
+from services.kit.streams import Message, OncePublisher, PublishCoalescer, Queue
 
 JSON = "application/json"
 MAX_BODY = 256 * 1024
@@ -46,7 +47,9 @@ def build(args: argparse.Namespace) -> FastAPI:
     verifier = Verifier([decode_secret(os.environ["PEER_WEBHOOK_SECRET"])])
     # The gateway's own client: a blocking pool of 64 connections, 1 s timeouts.
     redis = create_redis(args.redis_url, timeout_s=1.0, max_connections=64, blocking=True)
-    queue = Queue(redis, args.queue)
+    queue: OncePublisher = Queue(redis, args.queue)
+    if args.coalesce:
+        queue = PublishCoalescer(Queue(redis, args.queue))
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.post("/v1/events/{source}")
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--source", required=True)
     parser.add_argument("--tenant", required=True)
     parser.add_argument("--queue", required=True)
+    parser.add_argument("--coalesce", action="store_true")
     args = parser.parse_args()
     uvicorn.run(
         build(args), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",

@@ -16,7 +16,7 @@ from services.event.servicer import EventServicer
 from services.kit.cursor import CursorCodec
 from services.kit.redis_client import create_redis
 from services.kit.server import Registration
-from services.kit.streams import DeadLetters, Queue
+from services.kit.streams import DeadLetters, PublishCoalescer, Queue
 
 SERVICE_NAME = event_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 
@@ -33,9 +33,9 @@ class EventApp:
 def bootstrap(config: EventConfig, *, redis: Redis | None = None) -> EventApp:
     """Wire the service; pass a Redis client to share one (tests), else it is created."""
     if redis is None:
-        # A burst of deliveries waits for one of a bounded set of connections
-        # (instead of failing when all are busy), and a short timeout turns a hung
-        # Redis into a quick 503, never a hung sender.
+        # Ingest takes one connection (its publishes are coalesced); the dead-letter
+        # admin waits for one of a bounded set rather than failing when all are busy,
+        # and a short timeout turns a hung Redis into a quick 503, never a hung sender.
         redis = create_redis(
             config.redis_url,
             timeout_s=config.redis_timeout_s,
@@ -44,7 +44,8 @@ def bootstrap(config: EventConfig, *, redis: Redis | None = None) -> EventApp:
         )
     events = Queue(redis, config.queue)
     intake = EventIntake(
-        events,
+        # Concurrent deliveries share one pipelined round trip to Redis.
+        PublishCoalescer(events),
         config.sources,
         config.default_source,
         config.max_body_bytes,

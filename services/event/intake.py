@@ -3,7 +3,8 @@
 The only I/O on this path is one Redis round trip (a script that sets the
 event's dedupe key with the content's digest and appends to the stream only if
 the key was new), so an acknowledgement means the event is in Redis and a
-duplicate never reaches the stream twice. When Redis cannot answer, the caller gets Unavailable (503),
+duplicate never reaches the stream twice. Concurrent deliveries share that round
+trip (the kit's `PublishCoalescer`: one pipeline, each its own script reply). When Redis cannot answer, the caller gets Unavailable (503),
 never a false acknowledgement.
 """
 
@@ -23,7 +24,7 @@ from services.event.config import WebhookSource
 from services.event.domain import CourierEvent, event_of, parse_event
 from services.event.signatures import Delivery, InvalidSignature
 from services.kit import errors, jsonlimits
-from services.kit.streams import Message, Queue
+from services.kit.streams import Message, OncePublisher
 
 log = logging.getLogger("shop.event")
 INTERNAL_SOURCE = "internal"
@@ -53,14 +54,14 @@ class EventIntake:
 
     def __init__(
         self,
-        queue: Queue,
+        publisher: OncePublisher,
         sources: Mapping[str, WebhookSource],
         default_source: str,
         max_body_bytes: int,
         *,
         max_future_skew: timedelta = timedelta(minutes=5),
     ) -> None:
-        self._queue = queue
+        self._publisher = publisher
         self._sources = sources
         self._default_source = default_source
         self._max_body_bytes = max_body_bytes
@@ -114,7 +115,7 @@ class EventIntake:
     async def _enqueue(self, tenant: str, event: CourierEvent, digest: str) -> Accepted:
         message = Message(id=event.key, tenant=tenant, type=event.type, payload=event.to_payload())
         try:
-            _, duplicate = await self._queue.publish_once(
+            _, duplicate = await self._publisher.publish_once(
                 message, dedupe_key(tenant, event), digest=digest
             )
         except errors.IdempotencyKeyReused:

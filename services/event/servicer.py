@@ -55,7 +55,10 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         self._dead = dead_letters
 
     async def _acknowledge(self, context: Context, accepted: Accepted) -> None:
-        await calls.send_headers(context, http_status=200 if accepted.duplicate else 202)
+        # The edge answers an accepted event 202 by itself (the route's success status in
+        # services/topology.py): only a duplicate's 200 needs a metadata operation.
+        if accepted.duplicate:
+            await calls.send_headers(context, http_status=200)
 
     async def IngestWebhook(
         self, request: event_pb2.IngestWebhookRequest, context: Context

@@ -49,7 +49,8 @@ def create_redis(
         options["retry"] = Retry(NoBackoff(), 0)
     if blocking:
         pool = BlockingConnectionPool.from_url(url, timeout=timeout_s, **options)
-        client = Redis(connection_pool=pool)
+        # from_pool: the client owns the pool, so closing the client closes its connections.
+        client = Redis.from_pool(pool)
     else:
         client = Redis.from_url(url, **options)
     if tracing.exporting():

@@ -42,6 +42,8 @@ class Service:
     timeout: str
     # Full gRPC paths whose route gets a timeout of its own.
     method_timeouts: Mapping[str, str] = field(default_factory=dict)
+    # Full gRPC paths whose REST success status is not 200 unless the service says so.
+    success_status: Mapping[str, int] = field(default_factory=dict)
 
 
 def services() -> tuple[Service, ...]:
@@ -53,6 +55,7 @@ def services() -> tuple[Service, ...]:
             process.name,
             exposed.timeout,
             {f"/{exposed.name}/{m}": t for m, t in exposed.method_timeouts.items()},
+            {f"/{exposed.name}/{m}": s for m, s in exposed.success_status.items()},
         )
         for process, exposed in topology.exposed()
     )

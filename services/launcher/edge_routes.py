@@ -60,10 +60,11 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
             },
         })  # fmt: skip
     for service in services:
-        for path, timeout in service.method_timeouts.items():
+        for path in dict.fromkeys([*service.method_timeouts, *service.success_status]):
             if path in CREDENTIAL_METHODS:
                 continue
-            routes.append({
+            timeout = service.method_timeouts.get(path, service.timeout)
+            route: dict[str, Any] = {
                 "match": {"path": path},
                 "route": {"cluster": service.cluster, "timeout": timeout},
                 "typed_per_filter_config": {
@@ -71,7 +72,10 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
                         service.cluster, limits.route_rps
                     )
                 },
-            })  # fmt: skip
+            }
+            if path in service.success_status:
+                route["metadata"] = success_metadata(service.success_status[path])
+            routes.append(route)
     for service in services:
         routes.append({
             "match": {"prefix": f"/{service.name}/"},
@@ -81,6 +85,12 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
             },
         })  # fmt: skip
     return routes
+
+
+def success_metadata(status: int) -> dict[str, Any]:
+    """Route metadata that envoy/edge.lua reads: the REST status of a success the
+    service sent no `x-http-code` for."""
+    return {"filter_metadata": {"envoy.filters.http.lua": {"success_status": str(status)}}}
 
 
 def transport_socket(name: str, tls: ServiceTls) -> dict[str, Any]:

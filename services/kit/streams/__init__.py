@@ -27,9 +27,11 @@ handler raises `Permanent`. A handler raises `Defer` when a dependency is down
 for everyone (an open breaker): the message waits without spending an
 attempt. A message whose consumer died is taken over after the visibility
 timeout. `DeadLetters` lists, replays and deletes dead letters per tenant.
-Keys per queue are described in `services.kit.streams.queue`.
+Keys per queue are described in `services.kit.streams.queue`. `PublishCoalescer`
+sends concurrent callers' `publish_once` in one pipelined round trip.
 """
 
+from services.kit.streams.coalescer import OncePublisher, PublishCoalescer
 from services.kit.streams.dead import DeadLetter, DeadLetters, is_dead_id
 from services.kit.streams.message import Message
 from services.kit.streams.middleware import HandlerTimeout, Middleware, Tracing
@@ -46,7 +48,9 @@ __all__ = [
     "HandlerTimeout",
     "Message",
     "Middleware",
+    "OncePublisher",
     "Permanent",
+    "PublishCoalescer",
     "Queue",
     "QueueStats",
     "RetryPolicy",

@@ -121,14 +121,22 @@ class Queue:
         IdempotencyKeyReused, nothing appended. RedisError propagates: the
         caller must not acknowledge what it could not enqueue.
         """
+        entry_id, seen = await self.scripts.publish_once(
+            keys=[dedupe_key, self.keys.stream], args=self.once_args(message, digest)
+        )
+        return self.once_outcome(message, entry_id, seen)
+
+    def once_args(self, message: Message, digest: str) -> list[Any]:
+        """The publish-once script's ARGV for `message` (stamped now, in the caller's trace)."""
         if any(c.isspace() for c in digest):
             raise ValueError("a dedupe digest holds no whitespace")
         args: list[Any] = [self.dedupe_ttl_s, self.maxlen, digest]
         for name, value in _stamped(message).items():
             args += (name, value)
-        entry_id, seen = await self.scripts.publish_once(
-            keys=[dedupe_key, self.keys.stream], args=args
-        )
+        return args
+
+    def once_outcome(self, message: Message, entry_id: Any, seen: Any) -> tuple[str, bool]:
+        """What the publish-once script's reply means: (entry id, duplicate) or a refusal."""
         if seen == 2:
             raise errors.IdempotencyKeyReused(
                 f"{message.id} was already accepted with a different payload"
