@@ -143,7 +143,7 @@ async def write_placed(
     line = LineItem("LIVE-1", 2, 150, uuid.uuid4(), "Live test item")
     async with UnitOfWork(engine) as work:
         order = await repository.insert_placed(
-            work.conn, caller, uuid.uuid4(), None, [line], OrderStatus.PENDING
+            work, caller, uuid.uuid4(), None, [line], OrderStatus.PENDING
         )
         await transitions.placed(work, order, actor="test")
         if hidden_from_pipeline:

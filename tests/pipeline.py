@@ -270,7 +270,7 @@ class Shop:
         status = OrderStatus.RESERVED if reserve else OrderStatus.PENDING
         async with UnitOfWork(self.engine) as work:
             order = await repository.insert_placed(
-                work.conn, customer(tenant, user), order_id, None, lines, status
+                work, customer(tenant, user), order_id, None, lines, status
             )
             await transitions.placed(work, order, actor=user)
         return order_id

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import db, errors
 from services.kit.cursor import TimeIdPosition
+from services.kit.uow import Work
 from services.order.domain import (
     Caller,
     LineItem,
@@ -248,7 +249,7 @@ def placed_rows(order: Order) -> list[db.Write]:
 
 
 async def insert_placed(
-    conn: AsyncConnection,
+    work: Work,
     caller: Caller,
     order_id: uuid.UUID,
     customer_ref: str | None,
@@ -257,9 +258,9 @@ async def insert_placed(
 ) -> Order:
     """Insert a placed order and its lines at version 1 with database time, nothing
     recorded beside it (placement writes it with its records: `placed_rows`)."""
-    now = (await conn.execute(sa.select(sa.func.now()))).scalar_one()
-    order = Order.placed_new(caller.tenant, caller.user, order_id, customer_ref, lines, status, now)
-    await db.write_together(conn, placed_rows(order))
+    at = await work.now()
+    order = Order.placed_new(caller.tenant, caller.user, order_id, customer_ref, lines, status, at)
+    await db.write_together(work.conn, placed_rows(order))
     return order
 
 
