@@ -52,6 +52,17 @@ class Exposed:
     # names another (`x-http-code`): the common answer costs the service no
     # initial-metadata operation of its own.
     success_status: Mapping[str, int] = field(default_factory=dict)
+    # Methods (by short name) whose REST success carries these headers unless the
+    # service sent its own: a read's common answer (a cache hit) then costs its
+    # service no initial-metadata operation, and it names only the exceptions.
+    success_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+# The product gateway's reads: RFC 9211 Cache-Status of a hit, which the gateway
+# leaves to the edge (services/product/servicer_v1.py sends a miss or a stale hit).
+PRODUCT_CACHE_HIT = {"cache-status": "shop-products; hit"}
+_PRODUCT_READS_V1 = ("ListProducts", "GetProduct", "GetProductInventory")
+_PRODUCT_READS_V2 = ("ListProducts", "GetProduct")
 
 
 @dataclass(frozen=True)
@@ -153,8 +164,14 @@ PROCESSES: tuple[Process, ...] = (
         # The gateway bounds every call itself (read and write budgets of a few
         # seconds); 15 s is the backstop.
         exposes=(
-            Exposed("shop.product.v1.ProductService", "shop.product.v1.product_pb2", "15s"),
-            Exposed("shop.product.v2.ProductService", "shop.product.v2.product_pb2", "15s"),
+            Exposed(
+                "shop.product.v1.ProductService", "shop.product.v1.product_pb2", "15s",
+                success_headers=dict.fromkeys(_PRODUCT_READS_V1, PRODUCT_CACHE_HIT),
+            ),
+            Exposed(
+                "shop.product.v2.ProductService", "shop.product.v2.product_pb2", "15s",
+                success_headers=dict.fromkeys(_PRODUCT_READS_V2, PRODUCT_CACHE_HIT),
+            ),
         ),
         needs=("DATABASE_URL", "CURSOR_SECRET", "ERP_URL", "WAREHOUSE_URL",
                "INVENTORY_GRPC_TARGET"),

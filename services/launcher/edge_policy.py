@@ -44,6 +44,8 @@ class Service:
     method_timeouts: Mapping[str, str] = field(default_factory=dict)
     # Full gRPC paths whose REST success status is not 200 unless the service says so.
     success_status: Mapping[str, int] = field(default_factory=dict)
+    # Full gRPC paths whose REST success carries these headers unless the service sent them.
+    success_headers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def services() -> tuple[Service, ...]:
@@ -56,6 +58,7 @@ def services() -> tuple[Service, ...]:
             exposed.timeout,
             {f"/{exposed.name}/{m}": t for m, t in exposed.method_timeouts.items()},
             {f"/{exposed.name}/{m}": s for m, s in exposed.success_status.items()},
+            {f"/{exposed.name}/{m}": h for m, h in exposed.success_headers.items()},
         )
         for process, exposed in topology.exposed()
     )

@@ -60,7 +60,8 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
             },
         })  # fmt: skip
     for service in services:
-        for path in dict.fromkeys([*service.method_timeouts, *service.success_status]):
+        shaped = [*service.method_timeouts, *service.success_status, *service.success_headers]
+        for path in dict.fromkeys(shaped):
             if path in CREDENTIAL_METHODS:
                 continue
             timeout = service.method_timeouts.get(path, service.timeout)
@@ -73,8 +74,11 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
                     )
                 },
             }
-            if path in service.success_status:
-                route["metadata"] = success_metadata(service.success_status[path])
+            metadata = success_metadata(
+                service.success_status.get(path), service.success_headers.get(path)
+            )
+            if metadata:
+                route["metadata"] = metadata
             routes.append(route)
     for service in services:
         routes.append({
@@ -87,10 +91,16 @@ def routes(limits: EdgeLimits) -> list[dict[str, Any]]:
     return routes
 
 
-def success_metadata(status: int) -> dict[str, Any]:
-    """Route metadata that envoy/edge.lua reads: the REST status of a success the
-    service sent no `x-http-code` for."""
-    return {"filter_metadata": {"envoy.filters.http.lua": {"success_status": str(status)}}}
+def success_metadata(status: int | None, headers: Mapping[str, str] | None) -> dict[str, Any]:
+    """Route metadata that envoy/edge.lua reads (empty when there is none): the REST
+    status of a success the service sent no `x-http-code` for, and the headers a
+    success gets unless the service sent them."""
+    lua: dict[str, Any] = {}
+    if status is not None:
+        lua["success_status"] = str(status)
+    if headers:
+        lua["success_headers"] = dict(headers)
+    return {"filter_metadata": {"envoy.filters.http.lua": lua}} if lua else {}
 
 
 def transport_socket(name: str, tls: ServiceTls) -> dict[str, Any]:

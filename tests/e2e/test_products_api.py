@@ -14,8 +14,10 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from services.launcher.platform import State
 from tests import identity
@@ -154,9 +156,31 @@ def test_a_product_is_read_merged_with_its_etag_and_then_from_cache(
     assert first.status_code == second.status_code == 200
     assert first.json() == second.json() == made
     assert first.headers["etag"] == '"1"'
-    assert first.headers["cache-status"] == "shop-products; fwd=miss"
-    assert second.headers["cache-status"] == "shop-products; hit"
+    # The miss is the gateway's header, the hit the route's (each exactly once).
+    assert first.headers.get_list("cache-status") == ["shop-products; fwd=miss"]
+    assert second.headers.get_list("cache-status") == ["shop-products; hit"]
     assert erp.requests("GET /products/{id}") == before + 1
+    # An error is no cache hit.
+    missing = products.get(str(uuid.uuid4()))
+    assert missing.status_code == 404, missing.text
+    assert "cache-status" not in missing.headers
+
+
+def test_native_grpc_callers_see_cache_status_only_on_a_miss(
+    platform: State, products: Products
+) -> None:
+    """Over native gRPC the edge adds nothing: a fresh hit is the absence of the header."""
+    made = products.made("GRPC-READ-1")
+    metadata = [("x-tenant-id", products.tenant)]
+    request = product_pb2.GetProductRequest(id=made["id"])
+    with grpc.insecure_channel(platform.grpc_target) as channel:
+        stub = product_pb2_grpc.ProductServiceStub(channel)
+        seen = []
+        for _ in range(2):
+            answer, call = stub.GetProduct.with_call(request, metadata=metadata, timeout=5)
+            assert answer.sku == "GRPC-READ-1"
+            seen.append(dict(call.initial_metadata()).get("cache-status"))
+    assert seen == ["shop-products; fwd=miss", None]
 
 
 def test_inventory_shows_the_ledger_figures(

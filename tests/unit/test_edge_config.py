@@ -142,3 +142,31 @@ def test_a_quota_tells_how_long_until_one_more_request(
 def test_a_quota_needs_a_request_in_a_positive_window(requests: int, per_s: int) -> None:
     with pytest.raises(ValueError, match="quota"):
         Quota(requests, per_s)
+
+
+def test_routes_name_the_success_a_service_leaves_to_the_edge() -> None:
+    rendered = yaml.safe_load(edge.render(LOCAL))
+    manager = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    host = manager["typed_config"]["route_config"]["virtual_hosts"][0]
+    lua = {
+        r["match"]["path"]: r["metadata"]["filter_metadata"]["envoy.filters.http.lua"]
+        for r in host["routes"]
+        if "path" in r["match"] and "metadata" in r
+    }
+    hit = {"success_headers": {"cache-status": "shop-products; hit"}}
+    assert lua == {
+        "/shop.event.v1.EventService/IngestWebhook": {"success_status": "202"},
+        "/shop.event.v1.EventService/PublishEvent": {"success_status": "202"},
+        "/shop.product.v1.ProductService/ListProducts": hit,
+        "/shop.product.v1.ProductService/GetProduct": hit,
+        "/shop.product.v1.ProductService/GetProductInventory": hit,
+        "/shop.product.v2.ProductService/ListProducts": hit,
+        "/shop.product.v2.ProductService/GetProduct": hit,
+    }
+    # A route of its own keeps the service's timeout and its local bucket.
+    listing = next(
+        r for r in host["routes"]
+        if r["match"].get("path") == "/shop.product.v1.ProductService/ListProducts"
+    )  # fmt: skip
+    assert listing["route"] == {"cluster": "product", "timeout": "15s"}
+    assert "envoy.filters.http.local_ratelimit" in listing["typed_per_filter_config"]

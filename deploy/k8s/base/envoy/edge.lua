@@ -2,7 +2,9 @@
 -- REST responses (never native gRPC).
 --  * `x-http-code` (initial metadata from a service) sets a non-200 success status;
 --    without it, a route's `success_status` metadata does (services/launcher/edge_routes.py),
---    so a method's common answer (202) costs its service no metadata operation.
+--    so a method's common answer (202) costs its service no metadata operation. A
+--    route's `success_headers` are added to a success that does not carry them (a
+--    product read's `Cache-Status` of a hit: the gateway names only a miss or stale).
 --  * A transcoded gRPC error {"code": <int>, ...} becomes the platform's error model
 --    {"code": "<string>", "message", "details"}: the string code is the service's
 --    `x-error-code` (its ErrorInfo reason), else derived from the gRPC code, and
@@ -313,19 +315,31 @@ function envoy_on_response(handle)
   local success = headers:get("x-http-code")
   if success ~= nil then
     headers:remove("x-http-code")
-    if headers:get(":status") == "200" and string.match(success, "^2%d%d$") then
+  end
+  if headers:get(":status") == "200" then
+    local route = handle:metadata()
+    if success ~= nil and string.match(success, "^2%d%d$") then
       headers:replace(":status", success)
+    else
+      local route_success = route:get("success_status")
+      if route_success ~= nil then
+        headers:replace(":status", route_success)
+      end
     end
+    local defaults = route:get("success_headers")
+    if defaults ~= nil then
+      for name, value in pairs(defaults) do
+        if headers:get(name) == nil then
+          headers:add(name, value)
+        end
+      end
+    end
+    return
+  end
+  if success ~= nil then
     return
   end
   local status = tonumber(headers:get(":status")) or 0
-  if status == 200 then
-    local route_success = handle:metadata():get("success_status")
-    if route_success ~= nil then
-      headers:replace(":status", route_success)
-    end
-    return
-  end
   if status < 400 or string.find(content_type, "application/json", 1, true) == nil then
     return
   end
