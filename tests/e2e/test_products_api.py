@@ -174,7 +174,7 @@ def test_native_grpc_callers_see_cache_status_only_on_a_miss(
     metadata = [("x-tenant-id", products.tenant)]
     request = product_pb2.GetProductRequest(id=made["id"])
     with grpc.insecure_channel(platform.grpc_target) as channel:
-        stub = product_pb2_grpc.ProductServiceStub(channel)
+        stub = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
         seen = []
         for _ in range(2):
             answer, call = stub.GetProduct.with_call(request, metadata=metadata, timeout=5)
