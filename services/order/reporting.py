@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from shop.order.events.v1 import events_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import errors
+from services.kit import db, errors
 from services.kit.idempotency import IdempotencyStore, KeyScope, validate_key
 from services.kit.outbox import Event
 from services.kit.uow import Claim, Stored, UnitOfWork
@@ -106,7 +106,7 @@ class Reports:
     async def export(self, caller: Caller, job_id: uuid.UUID) -> ExportJob:
         """The tenant's job, with its CSV once done."""
         tenant = _admin(caller)
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             job = await repository.get_job(conn, tenant, job_id)
             if job is None:
                 raise ExportNotFound()

@@ -161,7 +161,7 @@ class Orders:
         )
 
     async def status(self, caller: Caller, order_id: uuid.UUID) -> StatusView:
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             order = await repository.get(conn, caller, order_id)
             return StatusView(order, await repository.status_history(conn, order_id))
 
@@ -172,7 +172,7 @@ class Orders:
         cursor is bound to the tenant and the filters."""
 
         async def fetch(after: TimeIdPosition | None, n: int) -> list[Order]:
-            async with self._engine.connect() as conn:
+            async with db.reads(self._engine).connect() as conn:
                 return await repository.page(conn, caller, n, after, filters)
 
         size = page_size(limit, DEFAULT_PAGE, MAX_PAGE)
@@ -190,7 +190,7 @@ class Orders:
         return Created(done.value, done.replayed)
 
     async def get(self, caller: Caller, order_id: uuid.UUID) -> Order:
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             return await repository.get(conn, caller, order_id)
 
     async def confirm(
@@ -219,7 +219,7 @@ class Orders:
         bound to the tenant and, for a customer, to the owner."""
 
         async def fetch(after: TimeIdPosition | None, n: int) -> list[Order]:
-            async with self._engine.connect() as conn:
+            async with db.reads(self._engine).connect() as conn:
                 return await repository.page(conn, caller, n, after)
 
         size = page_size(limit, DEFAULT_PAGE, MAX_PAGE)

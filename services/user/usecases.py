@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import errors
+from services.kit import db, errors
 from services.kit.cursor import CursorCodec, Page, TimeIdPosition, page_size, time_id_page
 from services.kit.identity import CUSTOMER, Identity
 from services.user import repository
@@ -70,7 +70,7 @@ class Users:
             raise errors.InvalidArgument.field("email", "email or username is required")
         if not password:
             raise errors.InvalidArgument.field("password", "is required")
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             if by_email:
                 user = await repository.find(conn, tenant, email=identifier)
             else:
@@ -96,13 +96,13 @@ class Users:
         return LoggedIn(user, token)
 
     async def get_me(self, tenant: str, caller: Identity) -> User:
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             return await repository.get(conn, tenant, caller_id(caller))
 
     async def get(self, tenant: str, caller: Identity, user_id: uuid.UUID) -> User:
         """The user, if the caller may see them; otherwise as if they did not exist."""
         ensure_visible(caller, user_id)
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             return await repository.get(conn, tenant, user_id)
 
     async def update(
@@ -150,7 +150,7 @@ class Users:
         """One page oldest first; the cursor is bound to the tenant."""
 
         async def fetch(after: TimeIdPosition | None, n: int) -> list[User]:
-            async with self._engine.connect() as conn:
+            async with db.reads(self._engine).connect() as conn:
                 return await repository.page(conn, tenant, n, after)
 
         size = page_size(limit, DEFAULT_PAGE, MAX_PAGE)

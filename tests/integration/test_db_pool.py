@@ -77,3 +77,35 @@ async def test_after_the_database_drops_idle_connections_the_next_transaction_su
     await asyncio.sleep(IDLE_S * 2)
     after = await backend(pool)  # no error: the dead connection was replaced
     assert after != before
+
+
+XID = sa.text("SELECT txid_current(), pg_backend_pid()")
+
+
+async def test_reads_run_without_a_transaction_block_and_hand_back_a_transactional_connection(
+    postgres_url: str,
+) -> None:
+    """`db.reads` sends no BEGIN: each statement is a transaction of its own (a new
+    transaction id each), and the one pooled connection it used runs the next unit of
+    work as one transaction again (one id for both statements, undone by a rollback)."""
+    engine = db.create_engine(postgres_url, pool_size=1)
+    try:
+        async with db.reads(engine).connect() as conn:
+            first, read_pid = (await conn.execute(XID)).one()
+            second, _ = (await conn.execute(XID)).one()
+            assert second != first
+        assert db.reads(engine) is db.reads(engine)
+        async with engine.begin() as conn:
+            first, pid = (await conn.execute(XID)).one()
+            second, _ = (await conn.execute(XID)).one()
+            assert (second, pid) == (first, read_pid)
+            await conn.execute(sa.text("CREATE TEMP TABLE undone (n int)"))
+            await conn.rollback()
+        async with engine.connect() as conn:
+            first, pid = (await conn.execute(XID)).one()
+            assert ((await conn.execute(XID)).one()[0], pid) == (first, read_pid)
+            # The rollback took the table with it: that connection was in a transaction.
+            missing = sa.text("SELECT to_regclass('pg_temp.undone') IS NULL")
+            assert (await conn.execute(missing)).scalar_one()
+    finally:
+        await engine.dispose()

@@ -55,7 +55,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.kit import metrics, outbox
+from services.kit import db, metrics, outbox
 from services.kit.backoff import full_jitter, pause
 from services.kit.config import ConfigError
 from services.kit.streams.message import Message, current_traceparent
@@ -173,7 +173,7 @@ class Relay:
 
     async def sample_lag(self) -> None:
         """The age of each route's oldest unpublished row into `shop_outbox_lag_seconds`."""
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             lags = await outbox.lag_seconds(conn, self._queues.keys())
         for route, seconds in lags.items():
             metrics.OUTBOX_LAG.labels(route).set(seconds)

@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import errors, metrics
+from services.kit import db, errors, metrics
 from services.kit.backoff import full_jitter, pause
 from services.kit.upstream import Upstream
 from services.order import notification_store
@@ -163,7 +163,7 @@ class Notifier:
 
     async def sample_lag(self) -> None:
         """The oldest due notification's age into `shop_notifications_lag_seconds`."""
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             metrics.NOTIFICATIONS_LAG.set(await notification_store.due_lag_seconds(conn))
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.kit import errors
+from services.kit import db, errors
 from services.kit.streams import Defer
 from services.kit.uow import UnitOfWork, Work
 from services.order import repository, transitions
@@ -58,7 +58,7 @@ class Pipeline:
         self._money = Settlement(engine, provider)
 
     async def _read(self, tenant: str, order_id: uuid.UUID) -> Order | None:
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             try:
                 return await repository.get(conn, Caller(tenant, ACTOR, True), order_id)
             except OrderNotFound:
@@ -133,7 +133,7 @@ class Pipeline:
         (its worker died before the provider answered) is sent again under the same
         key, which the provider makes one charge."""
         tenant, order_id = order.tenant_id, order.id
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             live = await payments.live_of(conn, order_id)
         if live is None:
             payment = await self._start(tenant, order_id, order)
@@ -221,7 +221,7 @@ class Pipeline:
             return
         if not await self._stock.release(tenant, order_id):
             log.info("nothing to release for a cancelled order", extra={"order": str(order_id)})
-        async with self._engine.connect() as conn:
+        async with db.reads(self._engine).connect() as conn:
             captured = [
                 p for p in await payments.of_order(conn, order_id) if p.status == "captured"
             ]
