@@ -175,13 +175,35 @@ def _lua(headers: Mapping[str, str]) -> str:
     return _LUA.replace("{headers}", lines).replace("{marker}", MARKER)
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far, from /proc (0 when unreadable)."""
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
+        return None
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds so far of a process and every process under it, from
+    /proc (0 when unreadable): the live ones', and the reaped children's the kernel
+    adds to their parent. PostgreSQL serves each connection from a backend process
+    forked by its postmaster, so the postmaster's pid meters the database's work."""
+    fields = _stat(pid)
+    if fields is None:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                own = int(stat[11]) + int(stat[12])
+                children.setdefault(int(stat[1]), []).append((int(entry.name), own))
+    under = [pid]
+    while under:
+        for child, own in children.get(under.pop(), []):
+            ticks += own
+            under.append(child)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _machine_s() -> tuple[float, float]:
