@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import context
-from services.kit.db import Write, metadata
+from services.kit.db import Write, metadata, write_together
 
 audit_log = sa.Table(
     "audit_log",
@@ -54,18 +54,18 @@ class Audit:
         actor: str | None = None,
     ) -> None:
         """Write one audit row now (inside the caller's transaction). The actor is the
-        RPC's caller unless given (a worker names itself: `service:<name>`)."""
-        await self._conn.execute(
-            row(
-                tenant=tenant,
-                entity_type=entity_type,
-                entity_id=entity_id,
-                action=action,
-                before=before,
-                after=after,
-                actor=actor,
-            ).statement()
+        RPC's caller unless given (a worker names itself: `service:<name>`). The row goes
+        through `db.write_together`, whose statement is built once, not per row."""
+        written = row(
+            tenant=tenant,
+            entity_type=entity_type,
+            entity_id=entity_id,
+            action=action,
+            before=before,
+            after=after,
+            actor=actor,
         )
+        await write_together(self._conn, [written])
 
 
 def current_actor(actor: str | None = None) -> str:

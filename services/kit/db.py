@@ -152,16 +152,6 @@ class Write:
     values: Mapping[str, Any]
     where: Mapping[str, Any] | None = None
 
-    def statement(self) -> sa.Insert | sa.Update:
-        """The write on its own (built per call: for a single row, not a hot path)."""
-        if self.where is None:
-            return sa.insert(self.table).values(dict(self.values))
-        return (
-            sa.update(self.table)
-            .where(*(self.table.c[k] == v for k, v in self.where.items()))
-            .values(dict(self.values))
-        )
-
     def _shape(self) -> tuple[object, ...]:
         return (
             self.table.name,

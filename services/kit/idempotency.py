@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.kit import errors, metrics
-from services.kit.db import Write, metadata
+from services.kit.db import Write, metadata, write_together
 
 MAX_KEY_LENGTH = 255
 
@@ -178,4 +178,4 @@ class IdempotencyStore:
         self, conn: AsyncConnection, scope: KeyScope, key: str, response: dict[str, Any]
     ) -> None:
         """Store the response of a claimed key, in the same transaction as the effect."""
-        await conn.execute(self.finish_row(scope, key, response).statement())
+        await write_together(conn, [self.finish_row(scope, key, response)])

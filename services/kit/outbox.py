@@ -30,7 +30,7 @@ from google.protobuf.message import Message as Contract
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kit.db import Write, metadata
+from services.kit.db import Write, metadata, write_together
 from services.kit.streams.message import current_traceparent
 
 ORDER_ID = "CASE WHEN aggregate_type = 'order' THEN aggregate_id::uuid END"  # seed 001's column
@@ -95,7 +95,7 @@ class Outbox:
     async def add(self, event: Event) -> uuid.UUID:
         """Record `event` in the caller's transaction, with the current trace; returns its id."""
         event_id = uuid.uuid4()
-        await self._conn.execute(row(event, event_id).statement())
+        await write_together(self._conn, [row(event, event_id)])
         return event_id
 
 

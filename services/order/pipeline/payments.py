@@ -54,15 +54,17 @@ def _payment(row: sa.Row[Any]) -> Payment:
     return Payment(**{name: m[name] for name in Payment.__dataclass_fields__})
 
 
+# Built once: the pipeline reads and locks payments a few times per order.
+_LIVE_OF = sa.select(payments).where(
+    payments.c.order_id == sa.bindparam("of_order"),
+    payments.c.status.in_(LIVE_PAYMENT_STATUSES),
+)
+_LOCK = sa.select(payments).where(payments.c.id == sa.bindparam("of_id")).with_for_update()
+
+
 async def live_of(conn: AsyncConnection, order_id: uuid.UUID) -> Payment | None:
     """The order's charge that may still take, or has (at most one: a unique index)."""
-    row = (
-        await conn.execute(
-            sa.select(payments).where(
-                payments.c.order_id == order_id, payments.c.status.in_(LIVE_PAYMENT_STATUSES)
-            )
-        )
-    ).first()
+    row = (await conn.execute(_LIVE_OF, {"of_order": order_id})).first()
     return None if row is None else _payment(row)
 
 
@@ -77,9 +79,7 @@ async def of_order(conn: AsyncConnection, order_id: uuid.UUID) -> list[Payment]:
 
 
 async def lock(conn: AsyncConnection, payment_id: uuid.UUID) -> Payment | None:
-    row = (
-        await conn.execute(sa.select(payments).where(payments.c.id == payment_id).with_for_update())
-    ).first()
+    row = (await conn.execute(_LOCK, {"of_id": payment_id})).first()
     return None if row is None else _payment(row)
 
 
