@@ -323,6 +323,20 @@ class Shop:
             )
             return [r.action for r in rows]
 
+    async def audit_rows(
+        self, tenant: str, entity: str, entity_id: uuid.UUID
+    ) -> list[tuple[str, str, Any, Any]]:
+        """(action, actor, before, after) of each audit row of the entity, oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.text(
+                    "SELECT action, actor, before, after FROM audit_log WHERE tenant_id = :t"
+                    " AND entity_type = :e AND entity_id = :i ORDER BY id"
+                ),
+                {"t": tenant, "e": entity, "i": str(entity_id)},
+            )
+            return [(r.action, r.actor, r.before, r.after) for r in rows]
+
     # The provider ------------------------------------------------------------------
 
     async def ledger(self, tenant: str, order_id: uuid.UUID) -> dict[str, Any]:

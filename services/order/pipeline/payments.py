@@ -8,19 +8,21 @@ on record, so the charge can be asked about and is never made twice.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kit import metrics
+from services.kit import audit, metrics
+from services.kit.audit import audit_log
 from services.kit.uow import Work
 from services.order.domain import Order
 from services.order.schema import LIVE_PAYMENT_STATUSES, payments
 
 ENTITY = "payment"
+_EPOCH = datetime.fromtimestamp(0, UTC)  # a time the snapshot leaves out
 UNSETTLED = ("pending", "unknown")
 
 
@@ -83,33 +85,81 @@ async def lock(conn: AsyncConnection, payment_id: uuid.UUID) -> Payment | None:
     return None if row is None else _payment(row)
 
 
-async def insert(work: Work, order: Order, *, actor: str) -> Payment:
-    """A new `pending` charge of the order's total, with its audit row."""
-    assert order.total_cents is not None
-    row = (
-        await work.conn.execute(
-            sa.insert(payments)
-            .values(
-                id=uuid.uuid4(),
-                tenant_id=order.tenant_id,
-                order_id=order.id,
-                amount_cents=order.total_cents,
-                status="pending",
-            )
-            .returning(*payments.c)
-        )
-    ).one()
-    payment = _payment(row)
-    metrics.PAYMENTS.labels(payment.status).inc()
-    await work.audit.record(
+def _with_audit(change: sa.Insert | sa.Update) -> sa.Select[Any]:
+    """`change` (one payment row, RETURNING it) and that change's audit row as ONE
+    statement: both data-modifying CTEs, one round trip. Built once per use below; the
+    audit row's values are bound as `audit_<column>` (from `audit.row`)."""
+    changed = change.returning(*payments.c).cte("changed")
+    audited = sa.insert(audit_log).values(
+        {c: sa.bindparam(f"audit_{c}", type_=audit_log.c[c].type) for c in _AUDITED}
+    )
+    return sa.select(changed).add_cte(audited.cte("audited"))
+
+
+_AUDITED = (
+    "tenant_id", "entity_type", "entity_id", "action", "actor", "request_id", "before", "after",
+)  # fmt: skip
+_INSERT = _with_audit(
+    sa.insert(payments).values(
+        id=sa.bindparam("new_id"),
+        tenant_id=sa.bindparam("new_tenant"),
+        order_id=sa.bindparam("new_order"),
+        amount_cents=sa.bindparam("new_amount"),
+        status="pending",
+    )
+)
+# The caller holds the row's lock, so the row is `payment` as read: the version in the
+# WHERE only makes a broken promise fail loudly (no row: `mark` raises, and the unit of
+# work rolls back, the audit row with it) instead of recording a wrong audit row.
+_MARK = _with_audit(
+    sa.update(payments)
+    .where(payments.c.id == sa.bindparam("of_id"), payments.c.version == sa.bindparam("of_version"))
+    .values(
+        status=sa.bindparam("to_status"),
+        provider_ref=sa.bindparam("to_provider_ref"),
+        decline_reason=sa.bindparam("to_decline_reason"),
+        attempts=sa.bindparam("to_attempts"),
+        version=sa.bindparam("to_version"),
+        updated_at=sa.func.now(),
+    )
+)
+
+
+def _audit_params(
+    payment: Payment, action: str, actor: str, before: Payment | None
+) -> dict[str, Any]:
+    written = audit.row(
         tenant=payment.tenant_id,
         entity_type=ENTITY,
         entity_id=str(payment.id),
-        action="payments.pending",
+        action=action,
         actor=actor,
-        before=None,
+        before=None if before is None else before.snapshot(),
         after=payment.snapshot(),
     )
+    return {f"audit_{k}": v for k, v in written.values.items()}
+
+
+async def insert(work: Work, order: Order, *, actor: str) -> Payment:
+    """A new `pending` charge of the order's total, with its audit row (one statement)."""
+    assert order.total_cents is not None
+    payment_id = uuid.uuid4()
+    # The row as the insert makes it, for its audit row (checked against what it made).
+    expected = Payment(
+        payment_id, order.tenant_id, order.id, order.total_cents, "pending", None, None, 0, 1,
+        _EPOCH, _EPOCH,
+    )  # fmt: skip
+    params = {
+        "new_id": payment_id,
+        "new_tenant": order.tenant_id,
+        "new_order": order.id,
+        "new_amount": order.total_cents,
+        **_audit_params(expected, "payments.pending", actor, None),
+    }
+    payment = _payment((await work.conn.execute(_INSERT, params)).one())
+    if payment.snapshot() != expected.snapshot():
+        raise RuntimeError(f"payment {payment_id} was not written as its audit row says")
+    metrics.PAYMENTS.labels(payment.status).inc()
     return payment
 
 
@@ -123,33 +173,31 @@ async def mark(
     decline_reason: str | None = None,
     attempted: bool = False,
 ) -> Payment:
-    """Move the payment to `status` (the caller holds its row lock), with its audit row."""
-    row = (
-        await work.conn.execute(
-            sa.update(payments)
-            .where(payments.c.id == payment.id)
-            .values(
-                status=status,
-                provider_ref=provider_ref or payment.provider_ref,
-                decline_reason=decline_reason or payment.decline_reason,
-                attempts=payments.c.attempts + (1 if attempted else 0),
-                version=payments.c.version + 1,
-                updated_at=sa.func.now(),
-            )
-            .returning(*payments.c)
-        )
-    ).one()
+    """Move the payment to `status` (the caller holds its row lock), with its audit row
+    (one statement)."""
+    expected = replace(
+        payment,
+        status=status,
+        provider_ref=provider_ref or payment.provider_ref,
+        decline_reason=decline_reason or payment.decline_reason,
+        attempts=payment.attempts + (1 if attempted else 0),
+        version=payment.version + 1,
+    )
+    params = {
+        "of_id": payment.id,
+        "of_version": payment.version,
+        "to_status": expected.status,
+        "to_provider_ref": expected.provider_ref,
+        "to_decline_reason": expected.decline_reason,
+        "to_attempts": expected.attempts,
+        "to_version": expected.version,
+        **_audit_params(expected, f"payments.{status}", actor, payment),
+    }
+    row = (await work.conn.execute(_MARK, params)).first()
+    if row is None:
+        raise RuntimeError(f"payment {payment.id} moved without its row lock")
     after = _payment(row)
     metrics.PAYMENTS.labels(status).inc()
-    await work.audit.record(
-        tenant=after.tenant_id,
-        entity_type=ENTITY,
-        entity_id=str(after.id),
-        action=f"payments.{status}",
-        actor=actor,
-        before=payment.snapshot(),
-        after=after.snapshot(),
-    )
     return after
 
 
