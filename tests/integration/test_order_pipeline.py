@@ -57,7 +57,8 @@ async def test_a_placed_order_is_paid_once_and_fulfilled(shop: Shop, tenant: str
         "provider_ref": None, "decline_reason": None, "version": 1,
     }  # fmt: skip
     captured_row = {**pending, "status": "captured", "provider_ref": payment.provider_ref}
-    assert payment.provider_ref and payment.version == 2
+    assert payment.provider_ref
+    assert payment.version == 2
     assert await shop.audit_rows(tenant, "payment", payment.id) == [
         ("payments.pending", "service:order-pipeline", None, pending),
         ("payments.captured", "service:order-pipeline", pending, {**captured_row, "version": 2}),
