@@ -43,11 +43,20 @@ async def _row(engine: AsyncEngine, order_id: str) -> sa.RowMapping:
         return result.mappings().one()
 
 
-def _watch(client: redis.Redis, stream: str, order_id: str, timeout_s: float) -> list[Fields]:
-    """The entries appended to `stream` for `order_id` within `timeout_s` (a blocking XREAD
-    from the stream's last id, so entries a consumer deletes at once are seen too)."""
+def _last_id(client: redis.Redis, stream: str) -> bytes:
     info: Any = client.xinfo_stream(stream) if client.exists(stream) else {}
-    last = info.get("last-generated-id", b"0-0")
+    last: bytes = info.get("last-generated-id", b"0-0")
+    return last
+
+
+def _watch(
+    client: redis.Redis, stream: str, after: bytes, order_id: str, timeout_s: float
+) -> list[Fields]:
+    """The entries appended to `stream` after the id `after` for `order_id` within
+    `timeout_s` (blocking XREADs, so an entry a consumer deletes at once is seen too
+    while one is waiting; `after` is taken before the change, so a watcher that starts
+    late still reads what is left)."""
+    last = after
     found: list[Fields] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and not found:
@@ -65,9 +74,10 @@ async def test_a_closed_order_reaches_the_orders_stream_and_is_marked_published(
 ) -> None:
     order = api.draft()
     api.confirm(order["id"], 1, 4200)
-    routes = parse_routes(ROUTES)
+    stream = f"queue:{parse_routes(ROUTES)['order']}"
+    after = _last_id(redis_client, stream)
     watching = asyncio.create_task(
-        asyncio.to_thread(_watch, redis_client, f"queue:{routes['order']}", order["id"], 20)
+        asyncio.to_thread(_watch, redis_client, stream, after, order["id"], 20)
     )
     await asyncio.sleep(0.5)  # the watcher's XREAD is waiting before the event exists
     closed = api.close(order["id"]).json()
