@@ -313,15 +313,7 @@ class Shop:
         )
 
     async def audit_actions(self, tenant: str, entity: str, entity_id: uuid.UUID) -> list[str]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.text(
-                    "SELECT action FROM audit_log WHERE tenant_id = :t AND entity_type = :e"
-                    " AND entity_id = :i ORDER BY id"
-                ),
-                {"t": tenant, "e": entity, "i": str(entity_id)},
-            )
-            return [r.action for r in rows]
+        return [action for action, *_ in await self.audit_rows(tenant, entity, entity_id)]
 
     async def audit_rows(
         self, tenant: str, entity: str, entity_id: uuid.UUID

@@ -177,7 +177,7 @@ def _param(n: int, part: str, column: str) -> str:
     return f"w{n}_{part}_{column}"
 
 
-def _together_statement(writes: Sequence[Write], notify: bool) -> sa.Select[Any]:
+def _write_ctes(writes: Sequence[Write]) -> list[Any]:
     ctes = []
     for n, write in enumerate(writes):
         table = write.table
@@ -191,12 +191,25 @@ def _together_statement(writes: Sequence[Write], notify: bool) -> sa.Select[Any]
             )
             statement = sa.update(table).where(*conditions).values(bound)
         ctes.append(statement.cte(f"write_{n}"))
+    return ctes
+
+
+def _write_params(writes: Sequence[Write]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for n, write in enumerate(writes):
+        params.update((_param(n, "v", k), v) for k, v in write.values.items())
+        if write.where is not None:
+            params.update((_param(n, "w", k), v) for k, v in write.where.items())
+    return params
+
+
+def _together_statement(writes: Sequence[Write], notify: bool) -> sa.Select[Any]:
     final = (
         sa.func.pg_notify(sa.bindparam("notify_channel"), sa.bindparam("notify_payload"))
         if notify
         else sa.literal(1)
     )
-    return sa.select(final).add_cte(*ctes)
+    return sa.select(final).add_cte(*_write_ctes(writes))
 
 
 async def write_together(
@@ -212,14 +225,35 @@ async def write_together(
         statement = _together_statement(writes, notify is not None)
         if len(_together) < _MAX_SHAPES:
             _together[shape] = statement
-    params: dict[str, Any] = {}
-    for n, write in enumerate(writes):
-        params.update((_param(n, "v", k), v) for k, v in write.values.items())
-        if write.where is not None:
-            params.update((_param(n, "w", k), v) for k, v in write.where.items())
+    params = _write_params(writes)
     if notify is not None:
         params["notify_channel"], params["notify_payload"] = notify.channel, notify.payload
     await conn.execute(statement, params)
+
+
+_changes: dict[tuple[object, ...], sa.Select[Any]] = {}
+
+
+async def change_together(
+    conn: AsyncConnection,
+    change: sa.Insert | sa.Update,
+    params: Mapping[str, Any],
+    writes: Sequence[Write],
+) -> Sequence[sa.Row[Any]]:
+    """`change` (an INSERT or UPDATE with RETURNING, built once by the caller, its
+    values bound by `params`) and the rows written beside it as ONE statement, as in
+    `write_together`; the rows `change` returned. The combined statement is built once
+    per change and shape of rows."""
+    shape = (change, *(w._shape() for w in writes))
+    statement = _changes.get(shape)
+    if statement is None:
+        changed = change.cte("changed")
+        statement = sa.select(changed).add_cte(*_write_ctes(writes))
+        if len(_changes) < _MAX_SHAPES:
+            _changes[shape] = statement
+    result = await conn.execute(statement, {**params, **_write_params(writes)})
+    rows: Sequence[sa.Row[Any]] = result.all()
+    return rows
 
 
 async def _sample_pools() -> None:

@@ -15,8 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.kit import audit, metrics
-from services.kit.audit import audit_log
+from services.kit import audit, db, metrics
 from services.kit.uow import Work
 from services.order.domain import Order
 from services.order.schema import LIVE_PAYMENT_STATUSES, payments
@@ -85,33 +84,21 @@ async def lock(conn: AsyncConnection, payment_id: uuid.UUID) -> Payment | None:
     return None if row is None else _payment(row)
 
 
-def _with_audit(change: sa.Insert | sa.Update) -> sa.Select[Any]:
-    """`change` (one payment row, RETURNING it) and that change's audit row as ONE
-    statement: both data-modifying CTEs, one round trip. Built once per use below; the
-    audit row's values are bound as `audit_<column>` (from `audit.row`)."""
-    changed = change.returning(*payments.c).cte("changed")
-    audited = sa.insert(audit_log).values(
-        {c: sa.bindparam(f"audit_{c}", type_=audit_log.c[c].type) for c in _AUDITED}
-    )
-    return sa.select(changed).add_cte(audited.cte("audited"))
-
-
-_AUDITED = (
-    "tenant_id", "entity_type", "entity_id", "action", "actor", "request_id", "before", "after",
-)  # fmt: skip
-_INSERT = _with_audit(
-    sa.insert(payments).values(
+_INSERT = (
+    sa.insert(payments)
+    .values(
         id=sa.bindparam("new_id"),
         tenant_id=sa.bindparam("new_tenant"),
         order_id=sa.bindparam("new_order"),
         amount_cents=sa.bindparam("new_amount"),
         status="pending",
     )
+    .returning(*payments.c)
 )
 # The caller holds the row's lock, so the row is `payment` as read: the version in the
 # WHERE only makes a broken promise fail loudly (no row: `mark` raises, and the unit of
 # work rolls back, the audit row with it) instead of recording a wrong audit row.
-_MARK = _with_audit(
+_MARK = (
     sa.update(payments)
     .where(payments.c.id == sa.bindparam("of_id"), payments.c.version == sa.bindparam("of_version"))
     .values(
@@ -122,13 +109,13 @@ _MARK = _with_audit(
         version=sa.bindparam("to_version"),
         updated_at=sa.func.now(),
     )
+    .returning(*payments.c)
 )
 
 
-def _audit_params(
-    payment: Payment, action: str, actor: str, before: Payment | None
-) -> dict[str, Any]:
-    written = audit.row(
+def _audit_row(payment: Payment, action: str, actor: str, before: Payment | None) -> db.Write:
+    """The audit row of a change that leaves the payment as `payment`."""
+    return audit.row(
         tenant=payment.tenant_id,
         entity_type=ENTITY,
         entity_id=str(payment.id),
@@ -137,7 +124,6 @@ def _audit_params(
         before=None if before is None else before.snapshot(),
         after=payment.snapshot(),
     )
-    return {f"audit_{k}": v for k, v in written.values.items()}
 
 
 async def insert(work: Work, order: Order, *, actor: str) -> Payment:
@@ -154,9 +140,10 @@ async def insert(work: Work, order: Order, *, actor: str) -> Payment:
         "new_tenant": order.tenant_id,
         "new_order": order.id,
         "new_amount": order.total_cents,
-        **_audit_params(expected, "payments.pending", actor, None),
     }
-    payment = _payment((await work.conn.execute(_INSERT, params)).one())
+    written = _audit_row(expected, "payments.pending", actor, None)
+    (row,) = await db.change_together(work.conn, _INSERT, params, [written])
+    payment = _payment(row)
     if payment.snapshot() != expected.snapshot():
         raise RuntimeError(f"payment {payment_id} was not written as its audit row says")
     metrics.PAYMENTS.labels(payment.status).inc()
@@ -191,12 +178,12 @@ async def mark(
         "to_decline_reason": expected.decline_reason,
         "to_attempts": expected.attempts,
         "to_version": expected.version,
-        **_audit_params(expected, f"payments.{status}", actor, payment),
     }
-    row = (await work.conn.execute(_MARK, params)).first()
-    if row is None:
+    written = _audit_row(expected, f"payments.{status}", actor, payment)
+    rows = await db.change_together(work.conn, _MARK, params, [written])
+    if not rows:
         raise RuntimeError(f"payment {payment.id} moved without its row lock")
-    after = _payment(row)
+    after = _payment(rows[0])
     metrics.PAYMENTS.labels(status).inc()
     return after
 
