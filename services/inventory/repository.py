@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
 
 from services.inventory.domain import Line, Reservation, ReservationStatus, StockLevel
-from services.kit import changes
+from services.kit import changes, db
 from services.kit.db import metadata
 
 stock = sa.Table(
@@ -311,7 +311,7 @@ async def lock_expired(
     rows = await conn.execute(
         sa.select(reservations.c.tenant_id, reservations.c.id)
         .where(
-            reservations.c.status == ReservationStatus.RESERVED.value,
+            db.is_one_of(reservations.c.status, ReservationStatus.RESERVED.value),
             reservations.c.expires_at < moment,
         )
         .order_by(reservations.c.expires_at)

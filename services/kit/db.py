@@ -139,6 +139,26 @@ def reads(engine: AsyncEngine) -> AsyncEngine:
     return reader
 
 
+def is_one_of(column: sa.ColumnElement[Any], *values: str) -> sa.ColumnElement[bool]:
+    """`column = value` or `column IN (values)`, the values written into the statement's
+    text instead of sent as parameters: how a query names a partial index's predicate
+    (`WHERE status = 'pending'`).
+
+    asyncpg prepares each statement, and after five executions PostgreSQL may plan it
+    once for any parameters (a generic plan), which it then keeps for the connection.
+    A generic plan cannot use a partial index whose predicate a parameter decides, so a
+    queue's poll with `status = $1` would read the whole table on every poll, for as
+    long as the connection lives (tests/integration/test_query_plans.py)."""
+    if not values:
+        raise ValueError("is_one_of needs a value")
+    if len(values) == 1:
+        return column == sa.bindparam(None, values[0], type_=column.type, literal_execute=True)
+    listed = sa.bindparam(
+        None, list(values), type_=column.type, expanding=True, literal_execute=True
+    )
+    return column.in_(listed)
+
+
 @dataclass(frozen=True)
 class Write:
     """One row a change writes beside it: an insert of `values` into `table`, or, with

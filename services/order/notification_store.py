@@ -19,6 +19,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from services.kit import db
 from services.kit.cursor import TimeIdPosition
 from services.order.notices import FAILED, PENDING, SENT, Notification
 from services.order.schema import notifications
@@ -63,7 +64,7 @@ async def claim_due(conn: AsyncConnection, limit: int, lease: timedelta) -> list
     n = notifications.c
     due = (
         sa.select(n.id)
-        .where(n.status == PENDING, n.next_attempt_at <= sa.func.now())
+        .where(db.is_one_of(n.status, PENDING), n.next_attempt_at <= sa.func.now())
         .order_by(n.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -127,5 +128,7 @@ async def due_lag_seconds(conn: AsyncConnection) -> float:
     n = notifications.c
     oldest = sa.func.min(n.next_attempt_at)
     age = sa.func.coalesce(sa.extract("epoch", sa.func.now() - oldest), 0)
-    query = sa.select(age).where(n.status == PENDING, n.next_attempt_at <= sa.func.now())
+    query = sa.select(age).where(
+        db.is_one_of(n.status, PENDING), n.next_attempt_at <= sa.func.now()
+    )
     return float((await conn.execute(query)).scalar_one())

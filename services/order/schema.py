@@ -144,6 +144,8 @@ payments = sa.Table(
         unique=True,
         postgresql_where=sa.text(_in("status", LIVE_PAYMENT_STATUSES)),
     ),
+    # An order's attempts, newest first (its read shows the latest one's status).
+    sa.Index("ix_payments_order", "order_id", sa.text("created_at DESC"), "id"),
     # The reconciler's work: payments whose outcome is not known.
     sa.Index(
         "ix_payments_unsettled",

@@ -58,7 +58,7 @@ def _payment(row: sa.Row[Any]) -> Payment:
 # Built once: the pipeline reads and locks payments a few times per order.
 _LIVE_OF = sa.select(payments).where(
     payments.c.order_id == sa.bindparam("of_order"),
-    payments.c.status.in_(LIVE_PAYMENT_STATUSES),
+    db.is_one_of(payments.c.status, *LIVE_PAYMENT_STATUSES),
 )
 _LOCK = sa.select(payments).where(payments.c.id == sa.bindparam("of_id")).with_for_update()
 
@@ -197,17 +197,17 @@ async def claim_unsettled(
     so another reconciler (SKIP LOCKED meanwhile) leaves it alone for as long."""
     due = sa.or_(
         sa.and_(
-            payments.c.status == "unknown",
+            db.is_one_of(payments.c.status, "unknown"),
             payments.c.updated_at < sa.func.now() - timedelta(seconds=unknown_after_s),
         ),
         sa.and_(
-            payments.c.status == "pending",
+            db.is_one_of(payments.c.status, "pending"),
             payments.c.updated_at < sa.func.now() - timedelta(seconds=pending_grace_s),
         ),
     )
     chosen = (
         sa.select(payments.c.id)
-        .where(payments.c.status.in_(UNSETTLED), due)
+        .where(db.is_one_of(payments.c.status, *UNSETTLED), due)
         .order_by(payments.c.updated_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
