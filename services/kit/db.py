@@ -55,14 +55,21 @@ PING_AFTER_IDLE_S = 1.0
 def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     """An async engine with a bounded pool that checks idle connections before use.
 
-    The platform's only engine factory. `hide_parameters` keeps bound values
-    out of every SQLAlchemy error text, so a traceback in a log never carries
-    a password hash, an email or an order's data.
+    The platform's only engine factory. The pool holds up to `pool_size` connections
+    for steady work and as many again for bursts, and keeps every one it opens: an
+    overflow connection that the pool closed on its return (SQLAlchemy's default) made
+    each burst open new ones, each a PostgreSQL backend started, a SCRAM exchange and
+    asyncpg's type introspection (about 85 per 1,000 placed orders in the inventory
+    service). Last in, first out: light load keeps reusing the connection it just
+    returned, so the spare ones sit idle rather than each waiting past the idle ping.
+    `hide_parameters` keeps bound values out of every SQLAlchemy error text, so a
+    traceback in a log never carries a password hash, an email or an order's data.
     """
     engine = create_async_engine(
         async_url(url),
-        pool_size=pool_size,
-        max_overflow=pool_size,
+        pool_size=2 * pool_size,
+        max_overflow=0,
+        pool_use_lifo=True,
         hide_parameters=True,
     )
     _ping_when_idle(engine)

@@ -109,3 +109,26 @@ async def test_reads_run_without_a_transaction_block_and_hand_back_a_transaction
             assert (await conn.execute(missing)).scalar_one()
     finally:
         await engine.dispose()
+
+
+async def test_a_burst_keeps_its_connections_for_the_next_one(postgres_url: str) -> None:
+    """A burst that needs every connection the pool allows (twice `pool_size`) opens
+    them once: the next burst runs on the same backends, instead of the pool closing
+    the connections beyond `pool_size` as they come back and opening new ones."""
+    engine = db.create_engine(postgres_url, pool_size=2)
+    in_flight = asyncio.Barrier(4)
+
+    async def hold() -> int:
+        async with engine.begin() as conn:
+            pid = int((await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar_one())
+            await in_flight.wait()  # all four out at once
+            return pid
+
+    try:
+        first = set(await asyncio.gather(*(hold() for _ in range(4))))
+        assert len(first) == 4
+        again = set(await asyncio.gather(*(hold() for _ in range(4))))
+        assert again == first
+        assert await backend(engine) in first  # light load: one of the same
+    finally:
+        await engine.dispose()
