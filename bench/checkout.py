@@ -21,7 +21,10 @@ placements answered per second (every answer, 201 or 409, over the burst's wall 
 and orders/s placed (accepted over the same time), the time until the
 last accepted order is settled (fulfilled or failed) and orders/s completed through
 payment (captures in the Payment provider stub's ledger over that time), and the
-payment captures per order (must be 1). The client shares the 2 cores.
+payment captures per order (must be 1), and what PostgreSQL did per accepted order
+over placement and settlement (`pg_stat_database`: backends started, commits, rows
+read by table scans; its statistics reach the view within about a second of each
+transaction, so these are close, not exact). The client shares the 2 cores.
 """
 
 from __future__ import annotations
@@ -79,6 +82,10 @@ class RunResult:
     orders_charged_twice: int
     ledger_available: int
     ledger_reserved: int
+    # PostgreSQL per accepted order: backends started, commits, rows its scans returned.
+    pg_backends_per_order: float
+    pg_commits_per_order: float
+    pg_rows_scanned_per_order: float
     # CPU milliseconds per accepted order, by process, over placement and settlement
     # ("machine": every core; "other": the machine less the named processes).
     cpu_ms_per_order: dict[str, float]
@@ -160,6 +167,24 @@ async def by_status(conn: AsyncConnection, product: str) -> Counter[str]:
     return Counter({status: count for status, count in rows})
 
 
+PG_COUNTERS = sa.text(
+    "SELECT sessions, xact_commit, tup_returned FROM pg_stat_database"
+    " WHERE datname = current_database()"
+)
+
+
+async def pg_counters(state: State) -> tuple[int, int, int]:
+    """The database's backends started, commits, and rows returned by its scans so far."""
+    await asyncio.sleep(1.5)  # the backends' statistics of the last second reach the view
+    engine = db.create_engine(state.database_url, pool_size=1)
+    try:
+        async with db.reads(engine).connect() as conn:
+            sessions, commits, scanned = (await conn.execute(PG_COUNTERS)).one()
+        return int(sessions), int(commits), int(scanned)
+    finally:
+        await engine.dispose()
+
+
 async def settle(
     state: State, product: str, accepted: int, began: float, timeout_s: float
 ) -> tuple[int, float, Counter[str]]:
@@ -197,6 +222,7 @@ def run(state: State, label: str, customers: int, stock: int, settle_timeout_s: 
         product = new_product(http, admin, stock)
         tokens = [mint.issue(str(uuid.uuid4()), TENANT, "customer").token for _ in range(customers)]
         progress(f"{label}: {customers} customers for {stock} units")
+        pg_before = asyncio.run(pg_counters(state))
         began = time.perf_counter()
         with load.cpu_meter(state.pids) as spent:
             answers, wall = asyncio.run(place_all(state.rest_url, tokens, product))
@@ -207,6 +233,9 @@ def run(state: State, label: str, customers: int, stock: int, settle_timeout_s: 
             settled, settle_s, final = asyncio.run(
                 settle(state, product, accepted, began, settle_timeout_s)
             )
+        pg_after = asyncio.run(pg_counters(state))
+        # Less the one backend and commit each pg_counters call makes itself.
+        pg = [after - before - 1 for after, before in zip(pg_after, pg_before, strict=True)]
         ids = [c for s, _, c in answers if s in (201, 202)]
         new = {k: v for k, v in captures(state, ids).items() if v}
         level = http.get(f"/v1/inventory/{product}", headers={"X-Tenant-Id": TENANT}).json()
@@ -237,6 +266,9 @@ def run(state: State, label: str, customers: int, stock: int, settle_timeout_s: 
         orders_charged_twice=sum(1 for v in new.values() if v > 1),
         ledger_available=int(level.get("available", 0)),
         ledger_reserved=held,
+        pg_backends_per_order=round(pg[0] / max(accepted, 1), 3),
+        pg_commits_per_order=round(pg[1] / max(accepted, 1), 2),
+        pg_rows_scanned_per_order=round(pg[2] / max(accepted, 1), 1),
         cpu_ms_per_order=per_order(spent, accepted),
     )
 
@@ -272,6 +304,13 @@ def table(results: list[RunResult]) -> str:
         (
             "ledger available / reserved after",
             lambda r: f"{r.ledger_available} / {r.ledger_reserved}",
+        ),
+        (
+            "PostgreSQL per order: backends / commits / rows scanned",
+            lambda r: (
+                f"{r.pg_backends_per_order} / {r.pg_commits_per_order}"
+                f" / {r.pg_rows_scanned_per_order}"
+            ),
         ),
     ]
     width = max(len(name) for name, _ in rows)
