@@ -305,13 +305,9 @@ def table(results: list[RunResult]) -> str:
             "ledger available / reserved after",
             lambda r: f"{r.ledger_available} / {r.ledger_reserved}",
         ),
-        (
-            "PostgreSQL per order: backends / commits / rows scanned",
-            lambda r: (
-                f"{r.pg_backends_per_order} / {r.pg_commits_per_order}"
-                f" / {r.pg_rows_scanned_per_order}"
-            ),
-        ),
+        ("PostgreSQL backends started / order", lambda r: r.pg_backends_per_order),
+        ("PostgreSQL commits / order", lambda r: r.pg_commits_per_order),
+        ("PostgreSQL rows scanned / order", lambda r: r.pg_rows_scanned_per_order),
     ]
     width = max(len(name) for name, _ in rows)
     head = f"{'':<{width}}  " + "  ".join(f"{r.label:>24}" for r in results)
