@@ -192,6 +192,11 @@ def _initdb(bin_dir: Path, root: Path, data: Path, password: str) -> None:
         pwfile.unlink(missing_ok=True)
 
 
+# Every process's pool at its maximum (twice its pool size: services/kit/db.py), and room
+# for the migrations, psql and the tests; docker-compose.yml gives its PostgreSQL the same.
+PG_MAX_CONNECTIONS = 200
+
+
 def _serve_postgres(
     bin_dir: Path,
     run_dir: Path,
@@ -205,7 +210,7 @@ def _serve_postgres(
         "postgres",
         [*_as_unprivileged(), str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
          "-c", f"listen_addresses={HOST}", "-c", f"unix_socket_directories={root}",
-         "-c", "max_connections=200"],
+         "-c", f"max_connections={PG_MAX_CONNECTIONS}"],
         log_dir=run_dir / "logs", env=env, stop_signal=signal.SIGINT,
     )  # fmt: skip
     pg_env = {**env, "PGPASSWORD": password}

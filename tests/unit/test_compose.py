@@ -125,6 +125,19 @@ def test_compose_has_every_process_of_the_topology(spec: dict[str, Any]) -> None
     assert drift(spec, compose.expected_services()) == []
 
 
+def test_compose_postgres_has_room_for_every_pool(spec: dict[str, Any]) -> None:
+    """The pools keep every connection a burst opens, so the image's default of 100
+    would not hold them all; compose's PostgreSQL allows what the launcher's does."""
+    command = spec["services"]["postgres"]["command"]
+    assert command[0] == "postgres"
+    settings = dict(
+        arg.split("=", 1)
+        for flag, arg in zip(command[1::2], command[2::2], strict=True)
+        if flag == "-c"
+    )
+    assert int(settings["max_connections"]) >= infra.PG_MAX_CONNECTIONS
+
+
 def drift(spec: dict[str, Any], expected: dict[str, compose.ComposeService]) -> list[str]:
     """How docker-compose.yml differs from what the topology says of each process."""
     services = spec["services"]
