@@ -4,8 +4,8 @@
 
 A plain `engine.connect()` wraps a read in BEGIN and ROLLBACK, each a round trip;
 `db.reads(engine).connect()` runs it in autocommit. This reads one row (`SELECT 1`)
-through the kit's engine (`db.create_engine`, pool of one connection, so both rows
-use the same connection), one read at a time, in turns of the two ways; it prints
+through the kit's engine (`db.create_engine`, `pool_size=1`: one read at a time
+opens one connection, which both ways use), in turns of the two ways; it prints
 the wall time and this process's CPU per read of each way, best turn and median.
 PostgreSQL is `--url`, `DATABASE_URL`, or one the bench starts with the launcher's
 own code (`infra.start_postgres`) on a free port in a temporary run directory.
