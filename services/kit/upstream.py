@@ -11,13 +11,17 @@ immediate CircuitOpen. Every attempt is a client span carrying W3C trace
 context and the request id; retries and give-ups are logged.
 
 Answers below 500 (other than 429) go back to the caller, which knows what an
-upstream's 404 or 412 means; the rest become Unavailable (503) or
-DeadlineExceeded (504).
+upstream's 404 or 412 means, as a `Response` read whole within the attempt's
+timeout; the rest become Unavailable (503) or DeadlineExceeded (504).
+
+The transport is aiohttp: one session per upstream, opened on the first call
+(on the loop that makes it), keeping up to `max_connections` connections alive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 import logging
 import random
 import threading
@@ -26,7 +30,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 from opentelemetry import propagate, trace
 
 from services.kit import context, errors, metrics
@@ -74,6 +78,41 @@ class UpstreamPolicy:
             reset_timeout_s=env_float(env, f"{prefix}_BREAKER_RESET_S", d.reset_timeout_s),
             max_connections=env_int(env, f"{prefix}_MAX_CONNECTIONS", d.max_connections),
         )
+
+
+@dataclass(frozen=True)
+class Response:
+    """An upstream's answer, read whole: its status, headers (case-insensitive) and body."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError when it is not."""
+        return jsonlib.loads(self.content)
+
+
+def _json_body(value: Any) -> bytes:
+    return jsonlib.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _transport_reason(exc: aiohttp.ClientError) -> str:
+    """What went wrong on the wire, in words that do not name the HTTP library (they
+    reach the caller in the error's message)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "no connection"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "malformed answer"
+    return "connection lost"
 
 
 class RetryBudget:
@@ -149,20 +188,29 @@ class Upstream:
         self.counters = Counters()
         self._rng = rng or random.Random()
         self._sleep = sleep
-        # No proxies from the environment and no redirects: the platform
-        # talks to the configured address and nowhere else (SSRF hardening).
-        self._http = httpx.AsyncClient(
-            base_url=base_url,
-            trust_env=False,
-            follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=policy.max_connections,
-                max_keepalive_connections=policy.max_connections,
-            ),
-        )
+        self._base_url = base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The upstream's session, opened on the first call. No proxies from the
+        environment and no redirects (see `_attempt`): the platform talks to the
+        configured address and nowhere else (SSRF hardening)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.policy.max_connections),
+                trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None),  # each attempt has its own
+                headers={"User-Agent": "shop-upstream"},
+            )
+            # aiohttp resends an idempotent request once when its connection drops, out
+            # of sight of the retry budget, the breaker and the attempt's span: the
+            # policy above is the one place a request is retried.
+            self._session._retry_connection = False
+        return self._session
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     def backoff(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (0 for the first)."""
@@ -184,7 +232,7 @@ class Upstream:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
-    ) -> httpx.Response:
+    ) -> Response:
         """Send one logical request; retried only if `idempotent` (default: by method)."""
         started, outcome = time.perf_counter(), "failed"
         try:
@@ -206,7 +254,7 @@ class Upstream:
         json: Any,
         headers: Mapping[str, str] | None,
         idempotent: bool | None,
-    ) -> httpx.Response:
+    ) -> Response:
         method = method.upper()
         retry_allowed = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         deadline = self._deadline()
@@ -262,7 +310,7 @@ class Upstream:
         headers: dict[str, str],
         attempt: int,
         remaining: float,
-    ) -> httpx.Response:
+    ) -> Response:
         timeout = min(self.policy.attempt_timeout_s, remaining)
         self.counters.attempts += 1
         metrics.UPSTREAM_ATTEMPTS.labels(self.name).inc()
@@ -278,12 +326,24 @@ class Upstream:
         ) as span:
             carrier = dict(headers)
             propagate.inject(carrier)
+            data = None
+            if body is not None:
+                data = _json_body(body)
+                carrier.setdefault("Content-Type", "application/json")
             reported = False
             try:
-                async with asyncio.timeout(timeout):
-                    response = await self._http.request(
-                        method, path, params=params, json=body, headers=carrier, timeout=timeout
-                    )
+                async with (
+                    asyncio.timeout(timeout),
+                    self._http().request(
+                        method,
+                        self._base_url + path,
+                        params=params,
+                        data=data,
+                        headers=carrier,
+                        allow_redirects=False,
+                    ) as answer,
+                ):
+                    response = Response(answer.status, answer.headers, await answer.read())
                 span.set_attribute("http.response.status_code", response.status_code)
                 status = response.status_code
                 if status in RETRYABLE_STATUS or status >= 500:
@@ -295,19 +355,18 @@ class Upstream:
                 self.breaker.success(permit)
                 reported = True
                 return response
-            except (TimeoutError, httpx.TimeoutException) as exc:
+            except TimeoutError as exc:
                 self.breaker.failure(permit)
                 reported = True
                 span.set_status(trace.StatusCode.ERROR, "timeout")
                 raise _Failure(f"no answer within {timeout:.3f}s", timed_out=True) from exc
-            except httpx.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 self.breaker.failure(permit)
                 reported = True
                 span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
                 # A refused connection never delivered the request: safe to resend.
-                raise _Failure(
-                    type(exc).__name__, sent=not isinstance(exc, httpx.ConnectError)
-                ) from exc
+                refused = isinstance(exc, aiohttp.ClientConnectorError)
+                raise _Failure(_transport_reason(exc), sent=not refused) from exc
             finally:
                 if not reported:
                     self.breaker.abandon(permit)

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
-
 from services.kit import errors
-from services.kit.upstream import Upstream
+from services.kit.upstream import Response, Upstream
 from services.product.domain import (
     Product,
     ProductDraft,
@@ -77,7 +75,7 @@ def _stock(raw: Any) -> Stock:
     )
 
 
-def _error(response: httpx.Response, field: str) -> str:
+def _error(response: Response, field: str) -> str:
     """A field of the upstream's `{"error": {"code", "message"}}` body, or ''."""
     try:
         return str(response.json()["error"][field])
@@ -160,7 +158,7 @@ class Erp:
         return await self._versioned(response, tenant, product_id, version)
 
     async def _versioned(
-        self, response: httpx.Response, tenant: str, product_id: str, version: int
+        self, response: Response, tenant: str, product_id: str, version: int
     ) -> Product:
         """The product a conditional write returned; on a stale version, the conflict
         names the version the ERP holds now (its 412 does not say: one read asks)."""
@@ -178,7 +176,7 @@ class Erp:
         # Without a client key, one per call still makes this call's retries safe.
         return {"x-tenant-id": tenant, "idempotency-key": key or f"gw-{uuid.uuid4()}"}
 
-    def _json(self, response: httpx.Response, product_id: str | None, version: int = 0) -> Any:
+    def _json(self, response: Response, product_id: str | None, version: int = 0) -> Any:
         status = response.status_code
         if status == 404 and product_id is not None:
             raise ProductNotFound(product_id)
@@ -202,7 +200,7 @@ class Erp:
         except ValueError as exc:
             raise _malformed(self._up.name, exc) from exc
 
-    def _product(self, response: httpx.Response, product_id: str, version: int = 0) -> Product:
+    def _product(self, response: Response, product_id: str, version: int = 0) -> Product:
         body = self._json(response, product_id, version)
         try:
             return _product(body)
