@@ -2,7 +2,7 @@
 one unit of one product, then the wait until every accepted order is settled.
 
     PYTHONPATH=.:gen .venv/bin/python -m bench.checkout [--customers 1000]
-        [--scarce-stock 100] [--pipelines 1] [--json]
+        [--scarce-stock 100] [--pipelines 1] [--placement-only] [--json]
 
 It starts a platform of its own on free ports (launcher `Platform`, LOG_LEVEL=WARNING,
 limits far above the load: `bench.load.HIGH_LIMITS`), with `--pipelines` order
@@ -25,6 +25,11 @@ payment captures per order (must be 1), and what PostgreSQL did per accepted ord
 over placement and settlement (`pg_stat_database`: backends started, commits, rows
 read by table scans; its statistics reach the view within about a second of each
 transaction, so these are close, not exact). The client shares the 2 cores.
+
+`--placement-only` measures what the placement path alone can take: the processes
+of an order's later life (the pipeline workers, the outbox relay, the notifiers;
+`LATER_LIFE`) are paused (SIGSTOP) while each burst is answered and resumed
+(SIGCONT) for the settlement, as if they ran on other machines.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import sys
 import time
 import uuid
@@ -54,6 +61,8 @@ from services.user.tokens import KeyRing, TokenIssuer
 
 TENANT = "checkout-load"
 SETTLED = ("fulfilled", "failed", "cancelled", "refunded")
+# The processes that carry an order on after placement (by launcher name prefix).
+LATER_LIFE = ("order-pipeline", "relay", "notifier")
 
 
 @dataclass(frozen=True)
@@ -215,7 +224,20 @@ def captures(state: State, order_ids: list[str]) -> dict[str, int]:
     return counts
 
 
-def run(state: State, label: str, customers: int, stock: int, settle_timeout_s: float) -> RunResult:
+def later_life(state: State) -> list[int]:
+    """The pids of the processes that carry an order on after placement."""
+    return [pid for name, pid in state.pids.items() if name.startswith(LATER_LIFE)]
+
+
+def run(
+    state: State,
+    label: str,
+    customers: int,
+    stock: int,
+    settle_timeout_s: float,
+    paused: list[int],
+) -> RunResult:
+    """One burst and its settlement; `paused` sit out the burst (SIGSTOP, then SIGCONT)."""
     mint = issuer(state)
     with httpx.Client(base_url=state.rest_url, timeout=30) as http:
         admin = mint.issue(f"bench-admin-{uuid.uuid4().hex[:6]}", TENANT, "admin").token
@@ -225,7 +247,13 @@ def run(state: State, label: str, customers: int, stock: int, settle_timeout_s: 
         pg_before = asyncio.run(pg_counters(state))
         began = time.perf_counter()
         with load.cpu_meter(state.pids) as spent:
-            answers, wall = asyncio.run(place_all(state.rest_url, tokens, product))
+            for pid in paused:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                answers, wall = asyncio.run(place_all(state.rest_url, tokens, product))
+            finally:
+                for pid in paused:
+                    os.kill(pid, signal.SIGCONT)
             by = Counter(status for status, _, _ in answers)
             accepted = by[201] + by[202]
             rejected = sum(1 for s, _, c in answers if s == 409 and c == "insufficient_stock")
@@ -332,6 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scarce-stock", type=int, default=100)
     parser.add_argument("--pipelines", type=int, default=1)
     parser.add_argument("--settle-timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--placement-only",
+        action="store_true",
+        help="pause the pipeline, relay and notifiers while each burst is answered",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     load.open_many_files()
@@ -339,16 +372,19 @@ def main(argv: list[str] | None = None) -> int:
     with load.own_platform(
         load.HIGH_LIMITS_ENV, load.HIGH_LIMITS, replicas={"order-pipeline": args.pipelines}
     ) as state:
+        paused = later_life(state) if args.placement_only else []
         results = [
-            run(state, "scarce", args.customers, args.scarce_stock, args.settle_timeout),
-            run(state, "plenty", args.customers, args.customers, args.settle_timeout),
+            run(state, "scarce", args.customers, args.scarce_stock, args.settle_timeout, paused),
+            run(state, "plenty", args.customers, args.customers, args.settle_timeout, paused),
         ]
     if args.json:
         print(json.dumps([asdict(r) for r in results], indent=2))
     else:
         print(
             f"checkout: {args.customers} concurrent customers through Envoy, one unit each, "
-            f"{args.pipelines} pipeline worker(s); {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+            f"{args.pipelines} pipeline worker(s)"
+            f"{'; the later life paused during each burst (--placement-only)' if paused else ''}; "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         )
         print(table(results))
     bad = any(r.server_errors or r.oversold or r.orders_charged_twice for r in results)
