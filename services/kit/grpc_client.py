@@ -24,8 +24,9 @@ the caller, and the error model answers it the same way at the edge.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,46 +102,106 @@ def _timeout(own: float | None) -> float | None:
     return remaining if own is None else min(own, remaining)
 
 
-class _Calls(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_unary_unary(
+class _Unary:
+    """One unary method of a `dial`ed channel: the call with the caller's request id,
+    trace context and deadline, in a CLIENT span, counted.
+
+    A wrapper of grpc.aio's callable rather than a client interceptor: grpc.aio runs an
+    intercepted call in a task of its own, about 65 µs more client CPU per call."""
+
+    __slots__ = ("_call", "_labels", "_span")
+
+    def __init__(self, method: str, call: grpc.aio.UnaryUnaryMultiCallable) -> None:  # type: ignore[type-arg]
+        self._call = call
+        self._span = method.lstrip("/")
+        service, _, name = self._span.rpartition("/")
+        self._labels = (service, name, "unary")
+
+    def __call__(
         self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Any],
-        details: grpc.aio.ClientCallDetails,
         request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Awaitable[Any]:
+        """The call as grpc.aio's callable takes it; await it for the response."""
+        options = {"credentials": credentials, "wait_for_ready": wait_for_ready}
+        return self._invoke(request, timeout, metadata, {**options, "compression": compression})
+
+    async def _invoke(
+        self, request: Any, own_timeout: float | None, metadata: Any, options: dict[str, Any]
     ) -> Any:
-        raw: Any = details.method
-        method = raw.decode() if isinstance(raw, bytes) else str(raw)
-        service, _, name = method.lstrip("/").rpartition("/")
-        labels = (service, name, "unary")
+        labels = self._labels
         metrics.GRPC_CLIENT_STARTED.labels(*labels).inc()
         started = time.perf_counter()
         code = grpc.StatusCode.UNKNOWN
         with _tracer.start_as_current_span(
-            method.lstrip("/"), kind=trace.SpanKind.CLIENT, attributes={"rpc.system": "grpc"}
+            self._span, kind=trace.SpanKind.CLIENT, attributes={"rpc.system": "grpc"}
         ) as span:
-            carried: dict[str, str] = {}
-            propagate.inject(carried)
-            md = grpc.aio.Metadata(*(details.metadata or ()))
+            md: list[tuple[str, str | bytes]] = list(metadata or ())
             request_id = context.request_id.get()
             if request_id:
-                md.add("x-request-id", request_id)
-            for key, value in carried.items():
-                md.add(key, value)
-            sent = grpc.aio.ClientCallDetails(
-                details.method,
-                _timeout(details.timeout),
-                md,
-                details.credentials,
-                details.wait_for_ready,
-            )
+                md.append(("x-request-id", request_id))
+            carried: dict[str, str] = {}
+            propagate.inject(carried)
+            md.extend(carried.items())
             try:
-                call = await continuation(sent, request)
-                code = await call.code()
-                return call
+                response = await self._call(
+                    request, timeout=_timeout(own_timeout), metadata=md, **options
+                )
+                code = grpc.StatusCode.OK
+                return response
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
             finally:
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
                 metrics.GRPC_CLIENT_HANDLED.labels(*labels, code.name).inc()
                 metrics.GRPC_CLIENT_HANDLING.labels(*labels).observe(time.perf_counter() - started)
+
+
+class _Channel(grpc.aio.Channel):
+    """A channel whose unary-unary methods are `_Unary`; the rest is the channel's own."""
+
+    def __init__(self, inner: grpc.aio.Channel) -> None:
+        self._inner = inner
+
+    async def __aenter__(self) -> _Channel:
+        await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._inner.__aexit__(*exc)
+
+    async def close(self, grace: float | None = None) -> None:
+        await self._inner.close(grace)
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        return self._inner.get_state(try_to_connect)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        await self._inner.wait_for_state_change(last_observed_state)
+
+    async def channel_ready(self) -> None:
+        await self._inner.channel_ready()
+
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return _Unary(method, self._inner.unary_unary(method, *args, **kwargs))
+
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._inner.unary_stream(method, *args, **kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._inner.stream_unary(method, *args, **kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._inner.stream_stream(method, *args, **kwargs)
 
 
 def dial(
@@ -148,11 +209,10 @@ def dial(
     service_tls: ServiceTls | None = None,
     options: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.Channel:
-    """A channel to a platform service at `host:port` through the kit's interceptors,
-    over mTLS with `service_tls`, else plaintext."""
+    """A channel to a platform service at `host:port` whose unary calls are the kit's
+    (`_Unary`), over mTLS with `service_tls`, else plaintext."""
     chosen = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000), *options]
-    interceptors: Any = [_Calls()]
     if service_tls is None:
-        return grpc.aio.insecure_channel(target, options=chosen, interceptors=interceptors)
+        return _Channel(grpc.aio.insecure_channel(target, options=chosen))
     credentials = tls.channel_credentials(service_tls)
-    return grpc.aio.secure_channel(target, credentials, options=chosen, interceptors=interceptors)
+    return _Channel(grpc.aio.secure_channel(target, credentials, options=chosen))
