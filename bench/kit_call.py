@@ -1,6 +1,6 @@
 """What the kit costs one unary RPC: a no-op `GetProduct` served by `create_server`.
 
-    PYTHONPATH=.:gen .venv/bin/python -m bench.kit_call [--calls 6000] [--concurrency 8] [--repeat 3]
+    PYTHONPATH=.:gen .venv/bin/python -m bench.kit_call [--calls 6000] [--concurrency 8] [--repeat 3] [--client]
 
 Each row is a server process of its own (a process has one tracer provider),
 answering the same no-op handler; this process calls it over a real channel
@@ -21,6 +21,12 @@ answering the same no-op handler; this process calls it over a real channel
   price of recording alone);
 - `kit, exporting to OTLP`: `tracing.configure` with an endpoint, spans batched
   to `tools.otlp_receiver` (its own process; its CPU is not counted).
+
+`--client` measures the caller's side instead: one `bare grpc.aio` server, called
+through a plain `grpc.aio.insecure_channel` and through the kit's
+`grpc_client.dial` (request id, trace context, deadline, a client span and the
+client metrics per call), this process's CPU per call (every thread, from
+getrusage), best of `--repeat` interleaved runs.
 
 Log lines go nowhere (level WARNING), as the metric and span costs are the
 subject here. Prints the machine, the settings, and per row the calls per
@@ -180,6 +186,71 @@ def _measure(variant: str, endpoint: str, calls: int, warmup: int, concurrency: 
     return replace(row, variant=variant)
 
 
+CLIENTS = {"plain": "plain grpc.aio channel", "kit": "kit channel (grpc_client.dial)"}
+
+
+async def _drive_client(
+    kind: str, port: int, calls: int, warmup: int, concurrency: int
+) -> tuple[float, float]:
+    """Calls per second and this process's CPU µs per call through one kind of channel."""
+    import resource
+
+    from services.kit import grpc_client
+
+    def cpu_s() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    target = f"127.0.0.1:{port}"
+    channel = grpc.aio.insecure_channel(target) if kind == "plain" else grpc_client.dial(target)
+    async with channel:
+        stub = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = product_pb2.GetProductRequest(id="p-1")
+
+        async def caller(count: int) -> None:
+            for _ in range(count):
+                await stub.GetProduct(request, metadata=METADATA, timeout=5)
+
+        await asyncio.gather(*(caller(warmup // concurrency) for _ in range(concurrency)))
+        cpu, wall = cpu_s(), time.perf_counter()
+        await asyncio.gather(*(caller(calls // concurrency) for _ in range(concurrency)))
+        cpu, wall = cpu_s() - cpu, time.perf_counter() - wall
+    done = calls // concurrency * concurrency
+    return done / wall, cpu / done * 1e6
+
+
+def _client_table(calls: int, warmup: int, concurrency: int, repeat: int) -> None:
+    import uvloop
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.kit_call", "--serve", "bare"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        best: dict[str, tuple[float, float]] = {}
+        for _ in range(repeat):
+            for kind in CLIENTS:
+                rate, cpu = uvloop.run(_drive_client(kind, port, calls, warmup, concurrency))
+                if kind not in best or cpu < best[kind][1]:
+                    best[kind] = (rate, cpu)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    print(f"{time.strftime('%Y-%m-%d')} {platform.machine()} {os.cpu_count()} cores, "
+          f"Python {sys.version.split()[0]}, grpcio {grpc.__version__}; uvloop")  # fmt: skip
+    print(
+        f"{calls} unary calls per run to a bare grpc.aio server, {concurrency} in flight, "
+        f"after {warmup} warm-up; best of {repeat} by client CPU"
+    )
+    print(f"{'client':<34} {'calls/s':>8} {'CPU us/call':>12}")
+    for kind, label in CLIENTS.items():
+        rate, cpu = best[kind]
+        print(f"{label:<34} {rate:8.0f} {cpu:12.1f}")
+
+
 def _free_port() -> int:
     import socket
 
@@ -198,11 +269,15 @@ def main() -> None:
         "--rows", default=",".join(VARIANTS), help=f"which rows, of {','.join(VARIANTS)}"
     )
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--client", action="store_true", help="measure the caller's side")
     parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve(args.serve, args.endpoint))
+        return
+    if args.client:
+        _client_table(args.calls, args.warmup, args.concurrency, args.repeat)
         return
 
     rows = ["bare", *(r for r in args.rows.split(",") if r != "bare")]
