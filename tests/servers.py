@@ -1,14 +1,16 @@
 """Platform services as integration tests run them: their configuration for the
-session's servers, and (the order service) the server on a free port with a channel."""
+session's servers, (the order service) the server on a free port with a channel, and
+a probe service for tests of the kit's own server and client."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
+from shop.order.v1.order_pb2 import GetOrderRequest as ProbeMessage
 
 from services.inventory.config import InventoryConfig
 from services.kit.config import ServerConfig
@@ -72,3 +74,28 @@ async def serving(config: OrderConfig) -> AsyncIterator[tuple[OrderApp, grpc.aio
     finally:
         await server.stop(1)
         await app.close()
+
+
+def probe(
+    service: str,
+    get: Callable[[ProbeMessage, Any], Awaitable[ProbeMessage]],
+    watch: Callable[[ProbeMessage, Any], AsyncIterator[ProbeMessage]],
+) -> Callable[[grpc.aio.Server], None]:
+    """A registration's `add` for a probe service: a unary `Get` and a server-streaming
+    `Watch`, both on one message (`ProbeMessage`, which has an `id`)."""
+    io: dict[str, Any] = {
+        "request_deserializer": ProbeMessage.FromString,
+        "response_serializer": ProbeMessage.SerializeToString,
+    }
+
+    def add(server: grpc.aio.Server) -> None:
+        handlers = grpc.method_handlers_generic_handler(
+            service,
+            {
+                "Get": grpc.unary_unary_rpc_method_handler(get, **io),
+                "Watch": grpc.unary_stream_rpc_method_handler(watch, **io),
+            },
+        )
+        server.add_generic_rpc_handlers((handlers,))
+
+    return add

@@ -15,11 +15,12 @@ import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
-from shop.order.v1.order_pb2 import GetOrderRequest as Msg
 
 from services.kit import context, grpc_client, metrics
 from services.kit.server import Registration, create_server
+from tests import servers
 from tests.scrapes import Samples, scrape, value
+from tests.servers import ProbeMessage as Msg
 
 SERVICE = "test.client.v1.Echo"
 METHOD = f"/{SERVICE}/Get"
@@ -42,25 +43,11 @@ async def watch(request: Msg, ctx: Any) -> AsyncIterator[Msg]:
     yield Msg(id=request.id)
 
 
-def _add(server: grpc.aio.Server) -> None:
-    io: dict[str, Any] = {
-        "request_deserializer": Msg.FromString,
-        "response_serializer": Msg.SerializeToString,
-    }
-    handlers = grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Get": grpc.unary_unary_rpc_method_handler(get, **io),
-            "Watch": grpc.unary_stream_rpc_method_handler(watch, **io),
-        },
-    )
-    server.add_generic_rpc_handlers((handlers,))
-
-
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     server, port, _ = await create_server(
-        [Registration(SERVICE, _add, enforce_access=False)], "127.0.0.1:0"
+        [Registration(SERVICE, servers.probe(SERVICE, get, watch), enforce_access=False)],
+        "127.0.0.1:0",
     )
     async with grpc_client.dial(f"127.0.0.1:{port}") as chan:
         yield chan

@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 import pytest
 from redis.asyncio import Redis
-from shop.order.v1.order_pb2 import GetOrderRequest as Msg
 
 from services.kit import errors, metrics
 from services.kit.cache import TtlCache
@@ -21,8 +20,10 @@ from services.kit.server import Registration, create_server
 from services.kit.streams import Message, Permanent, Queue
 from services.kit.upstream import Upstream, UpstreamPolicy
 from services.launcher import procs
+from tests import servers
 from tests.integration.test_queue_kit import _taken_by_ghosts, eventually, running, stats_reach
 from tests.scrapes import Samples, scrape, value
+from tests.servers import ProbeMessage as Msg
 
 SERVICE = "test.metrics.v1.Probe"
 
@@ -40,21 +41,6 @@ async def watch(request: Msg, ctx: Any) -> AsyncIterator[Msg]:
     yield Msg(id=request.id)
 
 
-def _add(server: grpc.aio.Server) -> None:
-    io: dict[str, Any] = {
-        "request_deserializer": Msg.FromString,
-        "response_serializer": Msg.SerializeToString,
-    }
-    handlers = grpc.method_handlers_generic_handler(
-        SERVICE,
-        {
-            "Get": grpc.unary_unary_rpc_method_handler(get, **io),
-            "Watch": grpc.unary_stream_rpc_method_handler(watch, **io),
-        },
-    )
-    server.add_generic_rpc_handlers((handlers,))
-
-
 @pytest.fixture
 async def endpoint() -> AsyncIterator[str]:
     served = await metrics.serve("127.0.0.1:0")
@@ -67,7 +53,8 @@ async def endpoint() -> AsyncIterator[str]:
 @pytest.fixture
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     server, port, _ = await create_server(
-        [Registration(SERVICE, _add, enforce_access=False)], "127.0.0.1:0"
+        [Registration(SERVICE, servers.probe(SERVICE, get, watch), enforce_access=False)],
+        "127.0.0.1:0",
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
         yield chan
