@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -81,10 +80,10 @@ async def one_round(
     pids: Mapping[str, int],
 ) -> None:
     before = await redis.xlen(stream)
-    own = resource.getrusage(resource.RUSAGE_SELF)
+    own = load.own_cpu_s()
     with load.cpu_meter(pids) as cpu:
         sent = await events.send_all(url, requests, senders)
-    after = resource.getrusage(resource.RUSAGE_SELF)
+    after = load.own_cpu_s()
     side.sent += len(requests)
     side.latencies_ms += sent.latencies
     side.failures.update(sent.failures)
@@ -94,7 +93,7 @@ async def one_round(
     side.seconds += sent.seconds
     side.enqueued += await redis.xlen(stream) - before
     spent = {name: cpu[name] for name in pids}
-    spent["senders"] = (after.ru_utime + after.ru_stime) - (own.ru_utime + own.ru_stime)
+    spent["senders"] = after - own
     for name, seconds in spent.items():
         side.cpu_s[name] = side.cpu_s.get(name, 0.0) + seconds
 

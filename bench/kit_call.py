@@ -48,6 +48,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -139,11 +141,21 @@ class Row:
     calls_per_s: float
     p50_us: float
     p99_us: float
-    cpu_us_per_call: float
+    cpu_us_per_call: float  # the server's
+    client_cpu_us_per_call: float  # this process's, every thread
 
 
-async def _drive(port: int, pid: int, calls: int, warmup: int, concurrency: int) -> Row:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+async def _drive(
+    port: int, pid: int, calls: int, warmup: int, concurrency: int, client: str = "plain"
+) -> Row:
+    """The calls over one channel (`client`: a plain grpc.aio one, or the kit's `dial`),
+    timed, with the server's CPU and this process's around them."""
+    from bench.load import own_cpu_s  # the client's side only: servers import no launcher
+    from services.kit import grpc_client
+
+    target = f"127.0.0.1:{port}"
+    channel = grpc.aio.insecure_channel(target) if client == "plain" else grpc_client.dial(target)
+    async with channel:
         stub = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
         request = product_pb2.GetProductRequest(id="p-1")
         latencies: list[int] = []
@@ -156,9 +168,10 @@ async def _drive(port: int, pid: int, calls: int, warmup: int, concurrency: int)
                     latencies.append(time.perf_counter_ns() - started)
 
         await asyncio.gather(*(caller(warmup // concurrency, False) for _ in range(concurrency)))
-        cpu_before, wall_before = _cpu_ns(pid), time.perf_counter()
+        cpu_before, own_before, wall_before = _cpu_ns(pid), own_cpu_s(), time.perf_counter()
         await asyncio.gather(*(caller(calls // concurrency, True) for _ in range(concurrency)))
         cpu, wall = _cpu_ns(pid) - cpu_before, time.perf_counter() - wall_before
+        own = own_cpu_s() - own_before
     latencies.sort()
     done = len(latencies)
     return Row(
@@ -167,10 +180,13 @@ async def _drive(port: int, pid: int, calls: int, warmup: int, concurrency: int)
         p50_us=statistics.median(latencies) / 1000,
         p99_us=latencies[int(done * 0.99)] / 1000,
         cpu_us_per_call=cpu / done / 1000,
+        client_cpu_us_per_call=own / done * 1e6,
     )
 
 
-def _measure(variant: str, endpoint: str, calls: int, warmup: int, concurrency: int) -> Row:
+@contextmanager
+def _serving(variant: str, endpoint: str = "") -> Iterator[tuple[int, int]]:
+    """A server process of the row's variant: its port and pid, stopped afterwards."""
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.kit_call", "--serve", variant, "--endpoint", endpoint],
         stdout=subprocess.PIPE,
@@ -178,67 +194,32 @@ def _measure(variant: str, endpoint: str, calls: int, warmup: int, concurrency: 
     )
     try:
         assert server.stdout is not None
-        port = int(server.stdout.readline())
-        row = asyncio.run(_drive(port, server.pid, calls, warmup, concurrency))
+        yield int(server.stdout.readline()), server.pid
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def _measure(variant: str, endpoint: str, calls: int, warmup: int, concurrency: int) -> Row:
+    with _serving(variant, endpoint) as (port, pid):
+        row = asyncio.run(_drive(port, pid, calls, warmup, concurrency))
     return replace(row, variant=variant)
 
 
 CLIENTS = {"plain": "plain grpc.aio channel", "kit": "kit channel (grpc_client.dial)"}
 
 
-async def _drive_client(
-    kind: str, port: int, calls: int, warmup: int, concurrency: int
-) -> tuple[float, float]:
-    """Calls per second and this process's CPU µs per call through one kind of channel."""
-    import resource
-
-    from services.kit import grpc_client
-
-    def cpu_s() -> float:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        return usage.ru_utime + usage.ru_stime
-
-    target = f"127.0.0.1:{port}"
-    channel = grpc.aio.insecure_channel(target) if kind == "plain" else grpc_client.dial(target)
-    async with channel:
-        stub = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
-        request = product_pb2.GetProductRequest(id="p-1")
-
-        async def caller(count: int) -> None:
-            for _ in range(count):
-                await stub.GetProduct(request, metadata=METADATA, timeout=5)
-
-        await asyncio.gather(*(caller(warmup // concurrency) for _ in range(concurrency)))
-        cpu, wall = cpu_s(), time.perf_counter()
-        await asyncio.gather(*(caller(calls // concurrency) for _ in range(concurrency)))
-        cpu, wall = cpu_s() - cpu, time.perf_counter() - wall
-    done = calls // concurrency * concurrency
-    return done / wall, cpu / done * 1e6
-
-
 def _client_table(calls: int, warmup: int, concurrency: int, repeat: int) -> None:
     import uvloop
 
-    server = subprocess.Popen(
-        [sys.executable, "-m", "bench.kit_call", "--serve", "bare"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert server.stdout is not None
-        port = int(server.stdout.readline())
-        best: dict[str, tuple[float, float]] = {}
+    best: dict[str, Row] = {}
+    with _serving("bare") as (port, pid):
         for _ in range(repeat):
             for kind in CLIENTS:
-                rate, cpu = uvloop.run(_drive_client(kind, port, calls, warmup, concurrency))
-                if kind not in best or cpu < best[kind][1]:
-                    best[kind] = (rate, cpu)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+                row = uvloop.run(_drive(port, pid, calls, warmup, concurrency, client=kind))
+                kept = best.get(kind)
+                if kept is None or row.client_cpu_us_per_call < kept.client_cpu_us_per_call:
+                    best[kind] = row
     print(f"{time.strftime('%Y-%m-%d')} {platform.machine()} {os.cpu_count()} cores, "
           f"Python {sys.version.split()[0]}, grpcio {grpc.__version__}; uvloop")  # fmt: skip
     print(
@@ -247,8 +228,8 @@ def _client_table(calls: int, warmup: int, concurrency: int, repeat: int) -> Non
     )
     print(f"{'client':<34} {'calls/s':>8} {'CPU us/call':>12}")
     for kind, label in CLIENTS.items():
-        rate, cpu = best[kind]
-        print(f"{label:<34} {rate:8.0f} {cpu:12.1f}")
+        row = best[kind]
+        print(f"{label:<34} {row.calls_per_s:8.0f} {row.client_cpu_us_per_call:12.1f}")
 
 
 def _free_port() -> int:

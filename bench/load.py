@@ -214,6 +214,12 @@ def _machine_s() -> tuple[float, float]:
     return (sum(fields[:7]) - fields[3] - fields[4]) / tick, fields[7] / tick
 
 
+def own_cpu_s() -> float:
+    """User + system CPU seconds so far of this process, every thread of it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime

@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -37,16 +36,12 @@ import aiohttp
 import httpx
 import uvloop
 
+from bench.load import own_cpu_s
 from services.kit.upstream import Upstream, UpstreamPolicy
 from services.launcher import procs
 
 ROWS = ("kit Upstream", "bare aiohttp", "bare httpx")
 MESSAGE = {"channel": "sms", "to": "+15550100", "body": "Your order is paid."}
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _headers() -> dict[str, str]:
@@ -107,9 +102,9 @@ async def _drive(row: str, url: str, calls: int, concurrency: int) -> Result:
                     raise RuntimeError(f"{row}: the stub answered {status}")
 
         await asyncio.gather(*(sender(200 // concurrency + 1) for _ in range(concurrency)))
-        cpu, wall = _cpu_s(), time.perf_counter()
+        cpu, wall = own_cpu_s(), time.perf_counter()
         await asyncio.gather(*(sender(calls // concurrency) for _ in range(concurrency)))
-        cpu, wall = _cpu_s() - cpu, time.perf_counter() - wall
+        cpu, wall = own_cpu_s() - cpu, time.perf_counter() - wall
     finally:
         await close()
     done = calls // concurrency * concurrency
