@@ -128,8 +128,10 @@ class _Unary:
         compression: grpc.Compression | None = None,
     ) -> Awaitable[Any]:
         """The call as grpc.aio's callable takes it; await it for the response."""
-        options = {"credentials": credentials, "wait_for_ready": wait_for_ready}
-        return self._invoke(request, timeout, metadata, {**options, "compression": compression})
+        options = dict(
+            credentials=credentials, wait_for_ready=wait_for_ready, compression=compression
+        )
+        return self._invoke(request, timeout, metadata, options)
 
     async def _invoke(
         self, request: Any, own_timeout: float | None, metadata: Any, options: dict[str, Any]

@@ -243,7 +243,7 @@ async def test_a_connection_aborted_mid_request_is_retried_only_when_idempotent(
     up = connect()
     stub.faults(down=True)
 
-    with pytest.raises(errors.Unavailable):
+    with pytest.raises(errors.Unavailable, match=r"\(connection lost\)"):
         await call(up, method, idempotent)
 
     assert stub.requests(f"{method} /products") == attempts
